@@ -1,0 +1,114 @@
+"""Self-describing checkpoints: one format for every model.
+
+A checkpoint is a dict holding only tensors and primitives, so ``torch.load(weights_only=True)``
+works and no class is ever unpickled::
+
+    {"format": "voxray.checkpoint/1", "model_name": "campplus", "config": {...},
+     "state_dict": {...}, "meta": {...}, "train_state": {...}  # optional, ignored by load_model}
+
+``train_state`` carries training-only parts (margin heads, discriminators, optimizer and scheduler
+state, step counters); ``load_model`` never reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.config import to_dict
+from models.registry import resolve
+
+FORMAT = "voxray.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """The file is not a voxray checkpoint or does not match its model."""
+
+
+def model_config(model: nn.Module) -> Any:
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        raise CheckpointError(f"{type(model).__name__} has no .cfg; registered models keep theirs")
+    return cfg
+
+
+def make_checkpoint(
+    model: nn.Module,
+    meta: dict[str, Any] | None = None,
+    train_state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    name = getattr(model, "registry_name", None)
+    if name is None:
+        raise CheckpointError(f"{type(model).__name__} is not a registered model")
+    ckpt: dict[str, Any] = {
+        "format": FORMAT,
+        "model_name": name,
+        "config": to_dict(model_config(model)),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": dict(meta or {}),
+    }
+    if train_state is not None:
+        ckpt["train_state"] = train_state
+    return ckpt
+
+
+def save_checkpoint(
+    model: nn.Module,
+    path: str | os.PathLike,
+    meta: dict[str, Any] | None = None,
+    train_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write atomically (temp file + rename) so a crash never leaves a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = make_checkpoint(model, meta=meta, train_state=train_state)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt/truncated/pickled-object files
+        raise CheckpointError(f"{path} is not a readable voxray checkpoint: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        hint = ""
+        if isinstance(ckpt, dict) and "format" not in ckpt:
+            hint = (
+                " It looks like a plain state dict; convert it with "
+                "`python -m ray_jobs.import_checkpoint --from 3dspeaker --arch NAME IN OUT`."
+            )
+        raise CheckpointError(f"{path} is not a {FORMAT} checkpoint.{hint}")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
+    entry, cfg = resolve(ckpt["model_name"], ckpt["config"])
+    model = entry.cls(cfg)
+    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"state dict does not match {ckpt['model_name']}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike) -> nn.Module:
+    """Rebuild the model stored in a voxray checkpoint, in eval mode, on CPU."""
+    return model_from_checkpoint(read_checkpoint(path))

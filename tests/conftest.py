@@ -1,0 +1,48 @@
+"""Shared fixtures: thread limits, the real-data folder, one local Ray cluster per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+torch.set_num_threads(2)
+# Keep Ray workers on this environment instead of shipping the repo to a fresh `uv run` venv.
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
+def real_data_root() -> Path | None:
+    root = Path(os.environ.get("VOXRAY_REAL_DATA", REPO_ROOT.parent / "shared" / "data"))
+    return root if root.is_dir() else None
+
+
+def shared_root() -> Path | None:
+    root = Path(os.environ.get("VOXRAY_SHARED", REPO_ROOT.parent / "shared"))
+    return root if root.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    root = real_data_root()
+    if root is None:
+        pytest.skip("real data not found: set VOXRAY_REAL_DATA or place shared/ beside the repo")
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs) shared by every ``ray`` test of the session."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}},
+            log_to_driver=False,
+        )
+    yield ray
+    ray.shutdown()
