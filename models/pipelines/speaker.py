@@ -1,0 +1,264 @@
+"""Speaker-embedding facade used by jobs and Serve: waveform in, L2-normalised embedding out.
+
+Bundles a registered ``speaker``-family model with its front end (Kaldi fbank,
+``models/features.py``) and sample rate, the shape of torchaudio's pipeline bundles
+(``torchaudio/pipelines/_source_separation_pipeline.py``) and of pyannote's ``Inference`` (the
+model knows nothing about audio lengths, batching or devices). It takes waveforms plus a sample
+rate, never paths: decoding files is ``datasets/audio.py``'s job.
+
+Scoring is the cosine similarity of normalised embeddings, as in 3D-Speaker and WeSpeaker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchaudio.functional as AF
+from torch import nn
+
+from models.checkpoint import load_model
+from models.features import Fbank, FbankConfig, min_samples, num_frames
+
+
+class AudioInputError(ValueError):
+    """A waveform the embedder cannot use (empty, too short, wrong shape, not finite)."""
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _hash_state_dict(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class SpeakerEmbedder:
+    """Waveform -> L2-normalised speaker embedding.
+
+    ``model`` is a ``speaker``-family module (fbank ``(B, T, feat_dim)`` -> ``(B, embed_dim)``); it
+    is put in eval mode and moved to ``device``. ``fbank`` defaults to the Kaldi fbank at 16 kHz
+    with ``num_mel_bins = model.cfg.feat_dim``. ``max_batch_frames`` caps ``batch * frames`` per
+    forward in ``embed_batch`` (memory); ``min_seconds`` rejects clips shorter than that (in
+    seconds of input audio) on top of the hard minimum of one fbank frame (25 ms).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        fbank: FbankConfig | None = None,
+        device: str | torch.device = "cpu",
+        max_batch_frames: int = 60_000,
+        min_seconds: float = 0.0,
+        model_id: str | None = None,
+    ) -> None:
+        cfg = getattr(model, "cfg", None)
+        feat_dim = getattr(cfg, "feat_dim", None)
+        if fbank is None:
+            fbank = FbankConfig() if feat_dim is None else FbankConfig(num_mel_bins=feat_dim)
+        elif feat_dim is not None and fbank.num_mel_bins != feat_dim:
+            raise ValueError(
+                f"fbank.num_mel_bins={fbank.num_mel_bins} but the model expects "
+                f"feat_dim={feat_dim} features"
+            )
+        if max_batch_frames < 1:
+            raise ValueError(f"max_batch_frames must be >= 1, got {max_batch_frames}")
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.fbank_cfg = fbank
+        self.fbank = Fbank(fbank)
+        self.max_batch_frames = int(max_batch_frames)
+        self.min_seconds = float(min_seconds)
+        self._model_id = model_id
+        self._embed_dim: int | None = getattr(cfg, "embed_dim", None)
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any
+    ) -> SpeakerEmbedder:
+        """Load a voxray checkpoint (``models.load_model``); ``model_id`` is
+        ``"<model name>:<first 12 hex digits of the file's sha256>"``."""
+        path = Path(path)
+        model = load_model(path)
+        name = getattr(model, "registry_name", type(model).__name__)
+        kwargs.setdefault("model_id", f"{name}:{_hash_file(path)[:12]}")
+        return cls(model, device=device, **kwargs)
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        """Rate (Hz) the front end runs at; other rates are resampled to it."""
+        return self.fbank_cfg.sample_rate
+
+    @property
+    def embed_dim(self) -> int:
+        if self._embed_dim is None:  # a model without cfg.embed_dim: ask it once
+            probe = torch.zeros(1, 200, self.fbank_cfg.num_mel_bins, device=self.device)
+            with torch.inference_mode():
+                self._embed_dim = int(self.model(probe).shape[-1])
+        return self._embed_dim
+
+    @property
+    def model_id(self) -> str:
+        """``name:sha12`` of the checkpoint file, or of the weights for an in-memory model."""
+        if self._model_id is None:
+            name = getattr(self.model, "registry_name", type(self.model).__name__)
+            self._model_id = f"{name}:{_hash_state_dict(self.model)[:12]}"
+        return self._model_id
+
+    # -- input handling ----------------------------------------------------------------------
+    def _prepare(self, wav: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """Validate one mono clip and resample it: -> ``(T',) float32`` at ``self.sample_rate``."""
+        x = wav.detach().cpu() if isinstance(wav, torch.Tensor) else torch.tensor(np.asarray(wav))
+        if x.dim() == 2 and x.shape[0] == 1:
+            x = x[0]
+        if x.dim() != 1:
+            raise AudioInputError(
+                f"expected a mono waveform of shape (T,), got {tuple(x.shape)}; mix down first"
+            )
+        if x.dtype == torch.int16:  # PCM16 -> [-1, 1], the scale the models were trained on
+            x = x.float() / 32768.0
+        elif not x.is_floating_point():
+            raise AudioInputError(f"waveform dtype {x.dtype} is not float (or int16 PCM) audio")
+        x = x.to(torch.float32)
+        if int(sample_rate) <= 0:
+            raise AudioInputError(f"sample_rate must be a positive integer, got {sample_rate}")
+        if x.numel() == 0:
+            raise AudioInputError("empty waveform")
+        if not torch.isfinite(x).all():
+            raise AudioInputError("waveform contains NaN or infinite samples")
+        seconds = x.numel() / sample_rate
+        if seconds < self.min_seconds:
+            raise AudioInputError(
+                f"audio is {seconds:.3f} s long; this embedder needs at least "
+                f"{self.min_seconds:g} s"
+            )
+        if sample_rate != self.sample_rate:
+            x = AF.resample(x, int(sample_rate), self.sample_rate)
+        if x.numel() < min_samples(self.fbank_cfg):
+            raise AudioInputError(
+                f"audio is {seconds * 1000:.1f} ms long, shorter than one "
+                f"{self.fbank_cfg.frame_length:g} ms fbank frame"
+            )
+        return x
+
+    # -- embedding ---------------------------------------------------------------------------
+    def embed_feats(self, feats: torch.Tensor) -> torch.Tensor:
+        """``feats: (B, T, feat_dim)`` fbank -> ``(B, D)`` L2-normalised embeddings (float32)."""
+        if feats.dim() != 3 or feats.shape[-1] != self.fbank_cfg.num_mel_bins:
+            raise ValueError(
+                f"expected fbank (B, T, {self.fbank_cfg.num_mel_bins}), got {tuple(feats.shape)}"
+            )
+        with torch.inference_mode():
+            emb = self.model(feats.to(self.device, torch.float32))  # (B, D)
+            return F.normalize(emb.float(), dim=-1)
+
+    def embed(self, wav: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
+        """``wav: (T,)`` float at ``sample_rate`` Hz -> ``(D,)`` float32, unit L2 norm.
+
+        Raises ``AudioInputError`` (a ``ValueError``) for empty, non-finite or too-short audio.
+        """
+        x = self._prepare(wav, sample_rate)
+        with torch.inference_mode():
+            feats = self.fbank(x.unsqueeze(0))  # (1, frames, mels)
+            emb = self.embed_feats(feats)[0].cpu().numpy()
+        self._check_finite(emb[None], [feats.shape[1]])
+        return emb
+
+    def embed_batch(
+        self, wavs: list[np.ndarray] | list[torch.Tensor], sample_rate: int
+    ) -> np.ndarray:
+        """``N`` clips ``(T_i,)`` at ``sample_rate`` -> ``(N, D)`` float32, rows in input order.
+
+        Exact by construction: each clip's fbank is computed alone (as in ``embed``), and clips
+        are batched through the model only with clips of the *same number of frames*, so no
+        padding or cropping ever reaches the statistics pooling. Each row therefore equals
+        ``embed(wavs[i])`` up to float reordering in batched kernels (~1e-6). Padding with masks
+        would need every architecture to support masks, and cropping to a bucket length changes
+        the embedding; exact grouping costs little in practice: large corpora have many clips per
+        frame count (10 ms resolution), and callers feeding duration-sorted chunks (as
+        ``ray_jobs/evaluate.py`` does) get full batches. Groups are split so that
+        ``batch * frames <= max_batch_frames``. Raises ``AudioInputError`` naming the index of
+        the first unusable clip.
+        """
+        if len(wavs) == 0:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        prepared = []
+        for i, wav in enumerate(wavs):
+            try:
+                prepared.append(self._prepare(wav, sample_rate))
+            except AudioInputError as exc:
+                raise AudioInputError(f"clip {i}: {exc}") from exc
+        frames = np.array([num_frames(x.numel(), self.fbank_cfg) for x in prepared])
+        order = np.argsort(frames, kind="stable")
+        out = np.empty((len(prepared), self.embed_dim), dtype=np.float32)
+        start = 0
+        while start < len(order):
+            t = int(frames[order[start]])
+            cap = max(1, self.max_batch_frames // t)
+            stop = start + 1
+            while stop < len(order) and frames[order[stop]] == t and stop - start < cap:
+                stop += 1
+            idx = order[start:stop]
+            with torch.inference_mode():
+                feats = torch.cat([self.fbank(prepared[i].unsqueeze(0)) for i in idx])  # (b, t, M)
+                out[idx] = self.embed_feats(feats).cpu().numpy()
+            start = stop
+        self._check_finite(out, frames)
+        return out
+
+    def _check_finite(self, emb: np.ndarray, frames: Any) -> None:
+        bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+        if bad.size:
+            k = int(bad[0])
+            raise AudioInputError(
+                f"clip {k}: the model produced a non-finite embedding from {int(frames[k])} "
+                "frames; the clip is probably too short for this model (raise min_seconds)"
+            )
+
+    # -- scoring -----------------------------------------------------------------------------
+    @staticmethod
+    def score(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+        """Cosine similarity of two embeddings ``(D,)`` (normalised here, so raw ones work too)."""
+        a = np.asarray(a, dtype=np.float64).reshape(-1)
+        b = np.asarray(b, dtype=np.float64).reshape(-1)
+        if a.shape != b.shape:
+            raise ValueError(f"embeddings differ in size: {a.size} vs {b.size}")
+        denom = max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)
+        return float(np.dot(a, b) / denom)
+
+    def verify(
+        self,
+        wav_a: np.ndarray | torch.Tensor,
+        wav_b: np.ndarray | torch.Tensor,
+        sample_rate: int,
+        threshold: float,
+    ) -> dict[str, float | bool]:
+        """Same speaker? -> ``{"score": cosine, "same": score >= threshold, "threshold": ...}``.
+
+        ``threshold`` is a tunable operating point, e.g. the ``eer_threshold`` that
+        ``ray_jobs/evaluate.py`` reports for this model.
+        """
+        emb = self.embed_batch([wav_a, wav_b], sample_rate)
+        s = self.score(emb[0], emb[1])
+        return {"score": s, "same": bool(s >= threshold), "threshold": float(threshold)}
+
+    def __repr__(self) -> str:
+        return (
+            f"SpeakerEmbedder(model_id={self.model_id!r}, sample_rate={self.sample_rate}, "
+            f"device={str(self.device)!r})"
+        )

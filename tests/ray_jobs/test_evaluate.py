@@ -1,0 +1,267 @@
+"""ray_jobs.evaluate: trials parsing, pair sampling, evaluate_tree and the CLI on a tiny tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import models
+from datasets.audio import load_audio, write_audio
+from datasets.manifests import scan_tree
+from models.features import FbankConfig
+from models.metrics import verification_metrics
+from models.pipelines.speaker import SpeakerEmbedder
+from ray_jobs.evaluate import Trial, evaluate_tree, main, make_pairs, parse_trials
+
+torch.set_num_threads(2)
+
+REPO = Path(__file__).resolve().parents[2]
+SPEAKER_F0 = {"spk0": 180.0, "spk1": 310.0, "spk2": 520.0, "spk3": 870.0}
+UTTS_PER_SPEAKER = 3
+
+
+class SpectralShape(nn.Module):
+    """Oracle "speaker model": the time-averaged log-mel spectrum, centred. Speakers here are
+    tones at distinct pitches, so same-speaker clips have the same shape: EER must be 0."""
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (B, T, F) -> (B, 55)
+        m = feats[:, :, :55].mean(dim=1)  # bins below ~3.5 kHz: the 8 kHz clip has nothing above 4
+        return m - m.mean(dim=-1, keepdim=True)
+
+
+def _tone(f0: float, seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    x = sum(
+        rng.uniform(0.1, 0.3) * np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6)) for h in (1, 2)
+    )
+    return (x + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """``toy/spkN/uttK.wav``: 4 speakers x 3 clips of 0.3-0.8 s, one of them stored at 8 kHz."""
+    root = tmp_path_factory.mktemp("data") / "toy"
+    rng = np.random.default_rng(0)
+    for spk, f0 in SPEAKER_F0.items():
+        for k in range(UTTS_PER_SPEAKER):
+            sr = 8000 if (spk, k) == ("spk1", 2) else 16000
+            write_audio(root / spk / f"utt{k}.wav", _tone(f0, rng.uniform(0.3, 0.8), sr, rng), sr)
+    return root
+
+
+@pytest.fixture(scope="module")
+def oracle() -> SpeakerEmbedder:
+    return SpeakerEmbedder(SpectralShape(), fbank=FbankConfig(mean_norm=False), model_id="oracle")
+
+
+def _reference(embedder, utts, pairs, labels):
+    """Metrics computed the slow obvious way: embed each file alone, score each pair."""
+    emb = {u.key: embedder.embed(*load_audio(u.path)) for u in utts}
+    scores = [float(emb[a] @ emb[b]) for a, b in pairs]
+    return verification_metrics(scores, labels)
+
+
+def test_parse_trials_both_layouts():
+    trials = parse_trials(
+        [
+            "1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav",
+            "0 a.wav b.wav",
+            "# comment",
+            "",
+            "utt_a utt_b target",
+            "utt_a utt_c nontarget",
+        ]
+    )
+    assert trials == [
+        Trial("id10270/x6uYqmx31kE/00001.wav", "id10270/8jEAjG6SegY/00008.wav", True),
+        Trial("a.wav", "b.wav", False),
+        Trial("utt_a", "utt_b", True),
+        Trial("utt_a", "utt_c", False),
+    ]
+    with pytest.raises(ValueError, match="no label"):
+        parse_trials(["a b c"])
+    with pytest.raises(ValueError, match="expected"):
+        parse_trials(["1 a"])
+    with pytest.raises(ValueError, match="no trials"):
+        parse_trials(["# nothing"])
+
+
+def test_make_pairs_all_and_sampled():
+    speakers = ["a", "a", "b", "b", "b", "c"]
+    pairs, target = make_pairs(speakers, max_trials=100)
+    assert len(pairs) == 15 and int(target.sum()) == 1 + 3
+    assert all(i < j for i, j in pairs)
+    assert all(t == (speakers[i] == speakers[j]) for (i, j), t in zip(pairs, target, strict=True))
+
+    many = [f"s{k // 20}" for k in range(1000)]  # 50 speakers x 20: 499,500 pairs
+    pairs, target = make_pairs(many, max_trials=2000, seed=3)
+    assert len(pairs) == 2000 and int(target.sum()) == 1000  # balanced
+    assert len({(int(i), int(j)) for i, j in pairs}) == 2000  # no duplicates
+    assert np.all(pairs[:, 0] < pairs[:, 1])
+    np.testing.assert_array_equal(target, [many[i] == many[j] for i, j in pairs])
+    again, _ = make_pairs(many, max_trials=2000, seed=3)
+    other, _ = make_pairs(many, max_trials=2000, seed=4)
+    np.testing.assert_array_equal(pairs, again)
+    assert not np.array_equal(pairs, other)
+    # fewer same-speaker pairs than half the budget: all of them are used
+    few = ["x", "x"] + [f"n{k}" for k in range(200)]
+    pairs, target = make_pairs(few, max_trials=100)
+    assert int(target.sum()) == 1 and len(pairs) == 100
+
+    # a budget close to all pairs: the nearly exhausted class is enumerated, not rejection-sampled
+    dense = [f"s{k // 5}" for k in range(60)]  # 1770 pairs, 120 same-speaker
+    pairs, target = make_pairs(dense, max_trials=1700, seed=0)
+    assert (len(pairs), int(target.sum())) == (1700, 120)
+    assert len({(int(i), int(j)) for i, j in pairs}) == 1700
+    np.testing.assert_array_equal(target, [dense[i] == dense[j] for i, j in pairs])
+
+    with pytest.raises(ValueError, match="at least 2 speakers"):
+        make_pairs(["a", "a", "a"])
+    with pytest.raises(ValueError, match="single utterance"):
+        make_pairs(["a", "b", "c"])
+
+
+def test_evaluate_tree_all_pairs(tree, oracle):
+    utts = scan_tree(tree, with_durations=True)
+    assert len(utts) == 12
+    result = evaluate_tree(oracle, utts)
+    n = len(utts)
+    assert result["num_trials"] == n * (n - 1) // 2
+    assert result["num_target"] == len(SPEAKER_F0) * 3  # C(3, 2) per speaker
+    assert result["trials_source"] == "all_pairs"
+    assert result["num_speakers"] == 4 and result["num_failed_utterances"] == 0
+    assert result["eer"] == 0.0 and result["min_dcf_0.01"] == 0.0
+    pairs = list(combinations(range(n), 2))
+    labels = [utts[i].speaker == utts[j].speaker for i, j in pairs]
+    ref = _reference(oracle, utts, [(utts[i].key, utts[j].key) for i, j in pairs], labels)
+    for key in ("eer", "min_dcf_0.01", "min_dcf_0.05", "num_target"):
+        assert result[key] == pytest.approx(ref[key], abs=1e-6)
+
+    sampled = evaluate_tree(oracle, utts, max_trials=20, seed=1)
+    assert sampled["trials_source"] == "sampled_pairs"
+    assert (sampled["num_trials"], sampled["num_target"]) == (20, 10)
+
+    one_speaker = [u for u in utts if u.speaker == "spk0"]
+    with pytest.raises(ValueError, match="at least 2"):
+        evaluate_tree(oracle, one_speaker)
+
+
+def test_evaluate_tree_with_trials_names(tree, oracle):
+    utts = scan_tree(tree)
+    # VoxCeleb-style relative paths, manifest keys, and paths without extension
+    trials = parse_trials(
+        [
+            "1 spk0/utt0.wav spk0/utt1.wav",
+            "0 spk0/utt0.wav spk1/utt2.wav",
+            "toy_spk2_utt0 toy_spk2_utt2 target",
+            "toy_spk2_utt0 toy_spk3_utt1 nontarget",
+            "1 toy/spk3/utt0 spk3/utt2.wav",
+            "0 spk1/utt0.wav spk3/utt2.wav",
+        ]
+    )
+    result = evaluate_tree(oracle, utts, trials)
+    assert result["trials_source"] == "file"
+    assert (result["num_trials"], result["num_target"]) == (6, 3)
+    assert result["num_utterances"] == 9  # only what the trials name is embedded
+    assert result["eer"] == 0.0
+    by_key = {u.key: u for u in utts}
+    pairs = [
+        ("toy_spk0_utt0", "toy_spk0_utt1"),
+        ("toy_spk0_utt0", "toy_spk1_utt2"),
+        ("toy_spk2_utt0", "toy_spk2_utt2"),
+        ("toy_spk2_utt0", "toy_spk3_utt1"),
+        ("toy_spk3_utt0", "toy_spk3_utt2"),
+        ("toy_spk1_utt0", "toy_spk3_utt2"),
+    ]
+    ref = _reference(oracle, list(by_key.values()), pairs, [t.target for t in trials])
+    assert result["eer_threshold"] == pytest.approx(ref["eer_threshold"], abs=1e-5)
+
+    with pytest.raises(ValueError, match="not in the data tree"):
+        evaluate_tree(oracle, utts, parse_trials(["1 spk0/utt0.wav spk9/utt0.wav"]))
+    with pytest.raises(ValueError, match="ambiguous"):
+        evaluate_tree(oracle, utts, parse_trials(["1 utt0.wav spk0/utt1.wav"]))
+
+
+def _checkpoint(tmp_path: Path) -> Path:
+    known = set(models.list_presets())
+    preset = next(
+        (p for p in ("xvector-tiny", "campplus-tiny", "ecapa_tdnn-tiny") if p in known), None
+    )
+    if preset is None:
+        pytest.skip("no registered speaker preset yet")
+    torch.manual_seed(0)
+    return models.save_checkpoint(models.build_model(preset), tmp_path / "model.pt")
+
+
+def test_cli_json_and_report(tree, tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path)
+    assert main(["--checkpoint", str(ckpt), "--data-root", str(tree), "--json"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out)  # exactly one JSON object on stdout
+    assert result["num_trials"] == 66 and result["num_target"] == 12
+    for key in ("eer", "min_dcf_0.01", "min_dcf_0.05"):
+        assert 0.0 <= result[key] <= 1.0
+    embedder = SpeakerEmbedder.from_checkpoint(ckpt)
+    assert result["model_id"] == embedder.model_id
+    direct = evaluate_tree(embedder, scan_tree(tree, with_durations=True))
+    assert result["eer"] == pytest.approx(direct["eer"], abs=1e-6)
+
+    trials = tmp_path / "trials.txt"
+    trials.write_text("1 spk0/utt0.wav spk0/utt2.wav\n0 spk0/utt0.wav spk2/utt1.wav\n")
+    argv = ["--checkpoint", str(ckpt), "--data-root", str(tree), "--trials", str(trials)]
+    assert main(argv) == 0
+    report = capsys.readouterr().out
+    assert "EER" in report and "2 (1 target, 1 non-target; file)" in report
+
+
+def test_cli_bad_input_exits_nonzero(tree, tmp_path, caplog, capsys):
+    ckpt = _checkpoint(tmp_path)
+    assert main(["--checkpoint", str(tmp_path / "nope.pt"), "--data-root", str(tree)]) == 2
+    assert "does not exist" in caplog.text
+    caplog.clear()
+    lonely = tmp_path / "lonely"
+    write_audio(lonely / "spk0" / "a.wav", np.zeros(8000, np.float32), 16000)
+    write_audio(lonely / "spk0" / "b.wav", np.zeros(8000, np.float32), 16000)
+    assert main(["--checkpoint", str(ckpt), "--data-root", str(lonely)]) == 2
+    assert "at least 2" in caplog.text
+    caplog.clear()
+    assert main(["--checkpoint", str(ckpt), "--data-root", str(tmp_path / "none")]) == 2
+    assert "not a folder" in caplog.text
+    bad = tmp_path / "bad_trials.txt"
+    bad.write_text("maybe spk0/utt0.wav spk1/utt0.wav\n")
+    argv = ["--checkpoint", str(ckpt), "--data-root", str(tree), "--trials", str(bad)]
+    assert main(argv) == 2
+    assert capsys.readouterr().out == ""  # nothing on stdout on failure
+
+
+def test_cli_module_runs_without_ray(tree, tmp_path):
+    ckpt = _checkpoint(tmp_path)
+    code = (
+        "import sys, runpy; sys.modules['ray'] = None; "
+        "sys.argv = ['evaluate'] + sys.argv[1:]; "
+        "runpy.run_module('ray_jobs.evaluate', run_name='__main__')"
+    )
+    args = ["--checkpoint", str(ckpt), "--data-root", str(tree), "--json", "--max-trials", "30"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a fresh process on a shared 2-core box
+    res = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["num_trials"] == 30 and result["trials_source"] == "sampled_pairs"
