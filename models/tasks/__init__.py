@@ -1,0 +1,5 @@
+"""Ray-free training tasks; importing this package registers them."""
+
+from __future__ import annotations
+
+import models.tasks.speaker  # noqa: F401

@@ -1,0 +1,57 @@
+# voxray: the README's commands. Every target creates the environment first if it is missing.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+RUN := $(UV) run --frozen
+STAMP := .venv/.voxray-synced
+SHARED ?= $(abspath ../shared)
+OUT ?= runs/realdata
+DATA ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test test-fast bench lint format serve train-realdata clean
+
+help:
+	@echo "make demo   - create the environment if missing, then run the end-to-end demo"
+	@echo "make test   - create the environment if missing, then run the test suite"
+	@echo "make bench  - write BENCHMARKS.md"
+	@echo "make train-realdata OUT=DIR - train on ../shared/data/speech (10 min on 2 cores)"
+	@echo "make lint   - ruff check + format check"
+
+# Idempotent: installs uv if absent, then the locked environment (re-synced when the lock changes).
+$(STAMP): pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+	@touch $@
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(RUN) python -m ray_jobs.demo $(if $(DATA),--data-root $(DATA),)
+
+test: $(STAMP)
+	$(RUN) pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(RUN) pytest -m "not ray and not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(RUN) python -m ray_jobs.bench --output BENCHMARKS.md
+
+lint: $(STAMP)
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: $(STAMP)
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+train-realdata: $(STAMP)
+	$(RUN) python -m ray_jobs.train --config ray_jobs/configs/realdata.yaml \
+		--data-root $(SHARED)/data/speech/librispeech-train-clean-100 \
+		--eval-root $(SHARED)/data/speech/fsdd \
+		--output $(OUT) --max-minutes 8
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

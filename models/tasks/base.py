@@ -1,0 +1,75 @@
+"""Task = model + training-only parts + the loss computation, Ray-free.
+
+A task is an ``nn.Module`` holding the registered model (``task.model``, what checkpoints store)
+and the parts only training needs (margin heads, discriminators). The one training loop
+(``ray_jobs/loop.py``) drives every task through the same small surface:
+
+- ``param_groups()``: ``{optimizer name: parameters}``, one optimizer per entry (``"main"`` for
+  most tasks; ``"generator"`` and ``"discriminator"`` for GAN tasks);
+- ``train_step(batch, ctx)``: forward, ``ctx.backward(name, loss)`` and ``ctx.step(name)``;
+  returns scalar metrics. The default implementation calls ``ctx.forward(batch)`` (which runs
+  ``forward`` through the DDP wrapper under autocast) and optimises ``out["loss"]``;
+- ``eval_step(batch)``: metrics without gradients;
+- ``on_step(step)``: schedules that live in the task (margin warm-up, curriculum);
+- ``train_state()`` / ``load_train_state()``: the training-only parts, saved in the checkpoint's
+  ``train_state`` entry that ``load_model`` ignores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+
+class StepContext(Protocol):
+    """What the loop hands to ``train_step`` (implemented in ray_jobs/loop.py)."""
+
+    step: int  # optimizer steps taken so far
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    def backward(self, name: str, loss: torch.Tensor) -> None: ...
+
+    def step_optimizer(self, name: str) -> bool: ...
+
+
+class Task(nn.Module):
+    model: nn.Module
+
+    def param_groups(self) -> dict[str, Iterable[nn.Parameter]]:
+        return {"main": [p for p in self.parameters() if p.requires_grad]}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, float]:
+        out = ctx.forward(batch)
+        ctx.backward("main", out["loss"])
+        ctx.step_optimizer("main")
+        return {k: float(v.detach()) for k, v in out.items() if v.dim() == 0}
+
+    @torch.no_grad()
+    def eval_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        out = self(batch)
+        return {k: float(v) for k, v in out.items() if v.dim() == 0}
+
+    def on_step(self, step: int) -> None:
+        """Called by the loop before each optimizer step's batches."""
+
+    def train_state(self) -> dict[str, Any]:
+        """Training-only parts (everything but ``self.model``) as tensors/primitives."""
+        return {
+            k: v.detach().cpu()
+            for k, v in self.state_dict().items()
+            if not k.startswith("model.")
+        }
+
+    def load_train_state(self, state: dict[str, Any]) -> None:
+        own = {k: v for k, v in self.state_dict().items() if not k.startswith("model.")}
+        missing = sorted(set(own) - set(state))
+        if missing:
+            raise KeyError(f"train state lacks {missing[:5]}")
+        self.load_state_dict({**self.state_dict(), **{k: state[k] for k in own}})

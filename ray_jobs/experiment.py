@@ -1,0 +1,121 @@
+"""The experiment config (Ray-free; imported by the job, the worker, Tune and tests): what ``python -m ray_jobs.train --config X.yaml`` reads.
+
+YAML shape (name-plus-config for the model and the task, plain sections for the rest)::
+
+    model: {name: campplus, config: {embed_dim: 192}}
+    task: {name: speaker, config: {head: {type: aam, margin: 0.2, scale: 32.0}}}
+    data: {crop_seconds: 2.0, augment: {noise_prob: 0.5}}
+    optim: {name: adamw, lr: 1.0e-3, warmup_steps: 200}
+    train: {epochs: 10, batch_size: 64, precision: auto}
+
+``model.config`` and ``task.config`` are validated strictly against the registered dataclasses at
+load time; every section is validated here. ``to_dict()`` of the result is what crosses Ray
+process boundaries and what Tune's ``param_space`` overrides by dotted key.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from datasets.augment import AugmentConfig
+from models.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from models.features import FbankConfig
+
+
+@dataclass(frozen=True)
+class NamedConfig:
+    name: str  # a registered model/preset or task name
+    config: dict[str, Any] = field(default_factory=dict)  # overrides of the registered defaults
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # Training data: a packed shard manifest (dir or manifest.json) or a raw audio tree that the
+    # job packs (resumably) into <output>/shards first. --data-root on the CLI sets this.
+    train: str = ""
+    layout: str = "auto"  # tree layout or filename-pattern name (see datasets.manifests)
+    # Held-out evaluation: a labelled tree (or shard manifest) scored by EER after training.
+    # Empty: hold out `held_out_speakers` speakers of `train` (never trained on).
+    eval: str = ""
+    eval_layout: str = "auto"  # layout of `eval` (may differ from the training layout)
+    held_out_speakers: int = 0
+    sample_rate: int = 16000  # Hz; audio is resampled to this when packed
+    crop_seconds: float = 2.0  # random training crop length
+    crops_per_utterance: int = 1  # crops drawn from each utterance per epoch
+    noise: str = ""  # noise folder or packed noise manifest for additive-noise augmentation
+    rir: str = ""  # RIR folder or packed RIR manifest for reverberation
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    fbank: FbankConfig = field(default_factory=lambda: FbankConfig(dither=1.0))
+    shuffle_buffer: int = 256  # local shuffle buffer (rows) on each trainer
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    betas: tuple[float, float] = (0.9, 0.999)  # adam(w) only
+    schedule: Literal["cosine", "exponential", "constant"] = "cosine"
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    min_lr: float = 1e-5  # floor of cosine/exponential decay
+    grad_clip: float = 5.0  # max global grad norm; 0 disables
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64  # per worker, before gradient accumulation
+    grad_accum: int = 1  # optimizer step every N batches
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    num_workers: int = 1  # Ray Train workers (data-parallel trainers)
+    use_gpu: Literal["auto", "yes", "no"] = "auto"  # auto: GPUs when the cluster has them
+    cpus_per_worker: float = 1.0
+    max_failures: int = 2  # worker-group restarts from the last checkpoint
+    log_every: int = 20  # steps between progress log lines
+    max_minutes: float = 0.0  # wall-clock budget; 0 = none. Stops cleanly with a checkpoint.
+    init_from: str = ""  # voxray checkpoint to start from (fine-tuning); train state not restored
+    num_checkpoints: int = 2  # checkpoints kept by Ray Train
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    model: NamedConfig
+    task: NamedConfig = field(default_factory=lambda: NamedConfig(name="speaker"))
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str = "experiment"
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Strictly load and validate, including the model and task configs against the registry."""
+    from models.registry import resolve, resolve_task
+
+    exp = from_dict(ExperimentConfig, data)
+    resolve(exp.model.name, exp.model.config)  # raises on unknown names/keys/types
+    resolve_task(exp.task.name, exp.task.config)
+    return exp
+
+
+def load_experiment(
+    path: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> ExperimentConfig:
+    """YAML file (or ``base`` dict) + ``--set`` overrides -> validated ``ExperimentConfig``."""
+    if path is None and base is None:
+        raise ConfigError("give a config file or a base dict")
+    data = load_yaml(path) if path is not None else copy.deepcopy(base or {})
+    if overrides:
+        apply_overrides(data, overrides)
+    return experiment_from_dict(data)

@@ -1,0 +1,102 @@
+"""Training-data preparation shared by ``ray_jobs.train`` and ``ray_jobs.demo`` (Ray-free).
+
+``--data-root`` may be a packed shard manifest (used as is) or a raw audio tree: the tree is
+scanned, ``held_out_speakers`` speakers are set aside for evaluation (never trained on), and the
+rest is packed into ``<output>/shards`` resumably, so rerunning a job after an interruption
+reuses the finished shards.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets.hdf5_shards import load_manifest, pack_shards, shard_paths
+from datasets.manifests import (
+    FILENAME_PATTERNS,
+    Utterance,
+    read_manifest_csv,
+    scan_filename_pattern,
+    scan_tree,
+    split_speakers,
+    write_manifest_csv,
+)
+from ray_jobs.experiment import DataConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    manifest: Path  # training shard manifest
+    shards: list[str]  # absolute shard paths
+    speakers: tuple[str, ...]  # training speakers, sorted
+    num_utterances: int
+    eval_utterances: list[Utterance]  # held-out labelled utterances ([] = no evaluation)
+
+
+def scan_any(root: str | Path, layout: str = "auto") -> list[Utterance]:
+    """A tree (``auto``/``dataset/speaker/utt``/``speaker/utt``), a filename-pattern folder
+    (``librispeech``, ``fsdd``, ...; several comma-separated roots allowed) or a manifest CSV."""
+    roots = [Path(r) for r in str(root).split(",")]
+    utts: list[Utterance] = []
+    for r in roots:
+        if r.suffix == ".csv":
+            utts += read_manifest_csv(r)
+        elif layout in FILENAME_PATTERNS:
+            utts += scan_filename_pattern(r, FILENAME_PATTERNS[layout])
+        else:
+            utts += scan_tree(r, layout=layout)
+    return utts
+
+
+def _is_manifest(path: Path) -> bool:
+    return path.name == "manifest.json" or (path / "manifest.json").is_file()
+
+
+def prepare_speaker_data(data: DataConfig, output_dir: str | Path) -> PreparedData:
+    if not data.train:
+        raise ValueError("no training data: pass --data-root DIR (an audio tree or shard manifest)")
+    output_dir = Path(output_dir)
+    train_path = Path(data.train)
+    eval_utts: list[Utterance] = []
+    if _is_manifest(train_path):
+        manifest_path = train_path if train_path.suffix == ".json" else train_path / "manifest.json"
+        if data.held_out_speakers:
+            raise ValueError(
+                "data.held_out_speakers needs a raw audio tree; for packed shards give a separate "
+                "evaluation tree with data.eval"
+            )
+    else:
+        utts = scan_any(train_path, data.layout)
+        if data.held_out_speakers:
+            train_utts, eval_utts = split_speakers(utts, data.held_out_speakers, seed=data.seed)
+            write_manifest_csv(eval_utts, output_dir / "eval_utterances.csv")
+        else:
+            train_utts = utts
+        log.info(
+            "packing %d utterances of %d speakers from %s",
+            len(train_utts), len({u.speaker for u in train_utts}), train_path,
+        )
+        manifest_path = pack_shards(
+            train_utts, output_dir / "shards", sample_rate=data.sample_rate, kind="speech"
+        )
+    if data.eval:
+        eval_utts = scan_any(data.eval, data.eval_layout)
+    manifest = load_manifest(manifest_path)
+    if manifest["sample_rate"] != data.sample_rate:
+        raise ValueError(
+            f"{manifest_path} is packed at {manifest['sample_rate']} Hz but data.sample_rate is "
+            f"{data.sample_rate}"
+        )
+    speakers = tuple(manifest["speakers"])
+    if len(speakers) < 2:
+        raise ValueError(f"{manifest_path}: training needs at least 2 speakers, found {len(speakers)}")
+    return PreparedData(
+        manifest=Path(manifest_path),
+        shards=shard_paths(manifest_path),
+        speakers=speakers,
+        num_utterances=int(manifest["num_utterances"]),
+        eval_utterances=eval_utts,
+    )

@@ -1,0 +1,189 @@
+"""The one training entry point: ``python -m ray_jobs.train --config CONFIG.yaml``.
+
+    python -m ray_jobs.train --config ray_jobs/configs/campplus.yaml \
+        --data-root /data/vox --output runs/campplus [--set optim.lr=3e-4 ...] [--max-minutes 60]
+
+Runs on the local Ray cluster it starts (the default) or, unchanged, on a cluster through
+``ray job submit --working-dir . -- python -m ray_jobs.train ...``. Data is packed to HDF5 shards
+(once, resumably), streamed by Ray Data (crops, augmentation, fbank on CPU tasks) into a
+``TorchTrainer`` whose workers use GPUs when the cluster has them. A worker that dies is replaced
+and training resumes from the last epoch checkpoint (``train.max_failures``). At the end the
+final model is copied to ``<output>/model.pt`` and scored by EER on held-out speakers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Ray detects `uv run` and would ship the repo to every worker and build a fresh venv there;
+# the local cluster already shares this environment, so keep workers on it (set before import).
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+import ray  # noqa: E402
+import ray.train  # noqa: E402
+from ray.train.torch import TorchTrainer  # noqa: E402
+
+from datasets.ray_data import speaker_training_dataset  # noqa: E402
+from datasets.speaker_pipeline import CropSpec, FeatureSpec  # noqa: E402
+from models.config import ConfigError, apply_overrides, load_yaml  # noqa: E402
+from ray_jobs.experiment import ExperimentConfig, experiment_from_dict  # noqa: E402
+from ray_jobs.prepare import prepare_speaker_data  # noqa: E402
+from ray_jobs.worker import train_loop_per_worker  # noqa: E402
+
+log = logging.getLogger("ray_jobs.train")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Connect to the cluster of a submitted job (RAY_ADDRESS) or start a local one."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        return
+    # A local cluster started from the repository root: workers import models/ datasets/ from it.
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
+        log_to_driver=True,
+    )
+
+
+def use_gpu(exp: ExperimentConfig) -> bool:
+    if exp.train.use_gpu == "auto":
+        return ray.cluster_resources().get("GPU", 0) >= exp.train.num_workers
+    return exp.train.use_gpu == "yes"
+
+
+def run_training(exp: ExperimentConfig, output: str | Path) -> dict[str, Any]:
+    """Prepare data, train with Ray Train, copy ``model.pt``, evaluate. Returns the report."""
+    if exp.task.name != "speaker":
+        raise ConfigError(f"task {exp.task.name!r} has no data pipeline in this job yet")
+    output = Path(output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    data = prepare_speaker_data(exp.data, output)
+    speed = exp.data.augment.ordered_speed_factors
+    crop = CropSpec(
+        speakers=data.speakers, crop_seconds=exp.data.crop_seconds,
+        crops_per_utterance=exp.data.crops_per_utterance, sample_rate=exp.data.sample_rate,
+        speed_factors=speed,
+    )
+    features = FeatureSpec(
+        fbank=exp.data.fbank, augment=exp.data.augment, noise=exp.data.noise, rir=exp.data.rir
+    )
+    exp_dict = exp.to_dict()
+    exp_dict["task"]["config"]["num_classes"] = crop.num_classes
+    exp = experiment_from_dict(exp_dict)
+    rows = data.num_utterances * exp.data.crops_per_utterance
+    per_worker = rows // max(1, exp.train.num_workers)
+    steps_per_epoch = max(1, per_worker // exp.train.batch_size // exp.train.grad_accum)
+    log.info(
+        "training %s on %d utterances / %d classes: ~%d steps/epoch x %d epochs",
+        exp.model.name, data.num_utterances, crop.num_classes, steps_per_epoch, exp.train.epochs,
+    )
+    init_ray()
+    gpu = use_gpu(exp)
+    dataset = speaker_training_dataset(data.shards, crop, features, batch_size=exp.train.batch_size)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "experiment": exp.to_dict(),
+            "total_steps": steps_per_epoch * exp.train.epochs,
+            "output_dir": str(output),
+            "meta": {"speakers": list(data.speakers), "speed_factors": list(speed)},
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=exp.train.num_workers, use_gpu=gpu,
+            resources_per_worker={"CPU": exp.train.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=exp.name,
+            storage_path=str(output / "ray_results"),
+            failure_config=ray.train.FailureConfig(max_failures=exp.train.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=exp.train.num_checkpoints),
+        ),
+        datasets={"train": dataset},
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training produced no checkpoint (error: {result.error})")
+    with result.checkpoint.as_directory() as ckpt_dir:
+        shutil.copyfile(Path(ckpt_dir) / "model.pt", output / "model.pt")
+    train_seconds = time.time() - t0
+    report: dict[str, Any] = {
+        "model": exp.model.name,
+        "checkpoint": str(output / "model.pt"),
+        "train_metrics": dict(result.metrics or {}),
+        "train_speakers": len(data.speakers),
+        "train_utterances": data.num_utterances,
+        "train_seconds": round(train_seconds, 1),
+        "used_gpu": gpu,
+        "num_workers": exp.train.num_workers,
+    }
+    if data.eval_utterances:
+        report["eval"] = evaluate_checkpoint(output / "model.pt", data.eval_utterances)
+    (output / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def evaluate_checkpoint(checkpoint: Path, utterances: list) -> dict[str, Any]:
+    from models.pipelines.speaker import SpeakerEmbedder
+    from ray_jobs.evaluate import evaluate_tree
+
+    embedder = SpeakerEmbedder.from_checkpoint(checkpoint)
+    metrics = evaluate_tree(embedder, utterances)
+    metrics["eval_speakers"] = len({u.speaker for u in utterances})
+    metrics["eval_utterances"] = len(utterances)
+    return metrics
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ray_jobs.train", description=__doc__.split("\n")[0])
+    p.add_argument("--config", required=True, help="experiment YAML (ray_jobs/configs/*.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value by dotted key, e.g. optim.lr=3e-4 (repeatable)")
+    p.add_argument("--data-root", help="audio tree or packed shard manifest (sets data.train)")
+    p.add_argument("--eval-root", help="labelled tree for held-out EER (sets data.eval)")
+    p.add_argument("--output", help="output directory (default runs/<name>)")
+    p.add_argument("--max-minutes", type=float, help="wall-clock training budget (train.max_minutes)")
+    p.add_argument("--num-workers", type=int, help="Ray Train workers (train.num_workers)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        data = load_yaml(args.config)
+        apply_overrides(data, args.overrides)
+        derived = {
+            "data.train": args.data_root, "data.eval": args.eval_root,
+            "train.max_minutes": args.max_minutes, "train.num_workers": args.num_workers,
+        }
+        apply_overrides(data, {k: v for k, v in derived.items() if v is not None})
+        exp = experiment_from_dict(data)
+    except (ConfigError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output = Path(args.output or REPO_ROOT / "runs" / exp.name)
+    try:
+        report = run_training(exp, output)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
