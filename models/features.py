@@ -21,7 +21,9 @@ class FbankConfig:
     num_mel_bins: int = 80
     frame_length: float = 25.0  # ms
     frame_shift: float = 10.0  # ms
-    dither: float = 0.0  # 0 at inference; training may set e.g. 1.0 (in int16 units / 32768)
+    # Gaussian dither in Kaldi's int16 units (1.0 = one LSB); 0 at inference, 1.0 in training.
+    # Our waveforms are floats in [-1, 1], so it is scaled by 1/32768 before kaldi.fbank.
+    dither: float = 0.0
     mean_norm: bool = True  # subtract the per-utterance mean of each bin (CMN)
 
 
@@ -62,7 +64,7 @@ class Fbank(torch.nn.Module):
                 num_mel_bins=self.cfg.num_mel_bins,
                 frame_length=self.cfg.frame_length,
                 frame_shift=self.cfg.frame_shift,
-                dither=self.cfg.dither,
+                dither=self.cfg.dither / 32768.0,
                 sample_frequency=float(self.cfg.sample_rate),
                 window_type="povey",
             )

@@ -37,17 +37,22 @@ class PreparedData:
 
 
 def scan_any(root: str | Path, layout: str = "auto") -> list[Utterance]:
-    """A tree (``auto``/``dataset/speaker/utt``/``speaker/utt``), a filename-pattern folder
-    (``librispeech``, ``fsdd``, ...; several comma-separated roots allowed) or a manifest CSV."""
-    roots = [Path(r) for r in str(root).split(",")]
+    """Utterances from one or more comma-separated sources, each optionally ``PATH@LAYOUT``.
+
+    A source is a tree (``auto``, ``dataset/speaker/utt``, ``speaker/utt``), a flat folder whose
+    file names carry the speaker (a ``FILENAME_PATTERNS`` name: ``librispeech``, ``fsdd``, ...)
+    or a manifest CSV; ``layout`` applies to sources without their own ``@LAYOUT``.
+    """
     utts: list[Utterance] = []
-    for r in roots:
+    for source in str(root).split(","):
+        path, _, own = source.partition("@")
+        r, lay = Path(path), own or layout
         if r.suffix == ".csv":
             utts += read_manifest_csv(r)
-        elif layout in FILENAME_PATTERNS:
-            utts += scan_filename_pattern(r, FILENAME_PATTERNS[layout])
+        elif lay in FILENAME_PATTERNS:
+            utts += scan_filename_pattern(r, FILENAME_PATTERNS[lay])
         else:
-            utts += scan_tree(r, layout=layout)
+            utts += scan_tree(r, layout=lay)
     return utts
 
 

@@ -52,7 +52,6 @@ def init_ray(num_cpus: int | None = None) -> None:
     # A local cluster started from the repository root: workers import models/ datasets/ from it.
     ray.init(
         num_cpus=num_cpus,
-        include_dashboard=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
         log_to_driver=True,
     )

@@ -40,7 +40,6 @@ def ray_cluster():
     if not ray.is_initialized():
         ray.init(
             num_cpus=2,
-            include_dashboard=False,
             runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}},
             log_to_driver=False,
         )
