@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-sys.modules["ray"] = None  # this module must work without Ray
+sys.modules.setdefault("ray", None)  # this module must work without Ray
 
 import numpy as np
 import pytest

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 
-sys.modules["ray"] = None  # this module must work without Ray
+sys.modules.setdefault("ray", None)  # this module must work without Ray
 
 import numpy as np
 import pytest
