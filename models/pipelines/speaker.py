@@ -46,79 +46,53 @@ def _hash_state_dict(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-class SpeakerEmbedder:
-    """Waveform -> L2-normalised speaker embedding.
+def checkpoint_model_id(path: str | os.PathLike, model: nn.Module) -> str:
+    """``"<model name>:<first 12 hex digits of the checkpoint file's sha256>"``."""
+    name = getattr(model, "registry_name", type(model).__name__)
+    return f"{name}:{_hash_file(Path(path))[:12]}"
 
-    ``model`` is a ``speaker``-family module (fbank ``(B, T, feat_dim)`` -> ``(B, embed_dim)``); it
-    is put in eval mode and moved to ``device``. ``fbank`` defaults to the Kaldi fbank at 16 kHz
-    with ``num_mel_bins = model.cfg.feat_dim``. ``max_batch_frames`` caps ``batch * frames`` per
-    forward in ``embed_batch`` (memory); ``min_seconds`` rejects clips shorter than that (in
-    seconds of input audio) on top of the hard minimum of one fbank frame (25 ms).
+
+class WaveformEmbedder:
+    """Front end shared by every embedder backend: validation, resampling, Kaldi fbank, exact
+    length-aware batching, finiteness checks and scoring.
+
+    A backend (``SpeakerEmbedder`` for PyTorch, ``OnnxSpeakerEmbedder`` for ONNX Runtime)
+    implements ``embed_feats(feats: (B, T, F)) -> (B, D)`` L2-normalised ``torch.Tensor`` and the
+    ``embed_dim`` and ``model_id`` properties; everything from waveforms to embeddings is here.
     """
 
     def __init__(
-        self,
-        model: nn.Module,
-        *,
-        fbank: FbankConfig | None = None,
-        device: str | torch.device = "cpu",
-        max_batch_frames: int = 60_000,
-        min_seconds: float = 0.0,
-        model_id: str | None = None,
+        self, fbank: FbankConfig, *, max_batch_frames: int = 60_000, min_seconds: float = 0.0
     ) -> None:
-        cfg = getattr(model, "cfg", None)
-        feat_dim = getattr(cfg, "feat_dim", None)
-        if fbank is None:
-            fbank = FbankConfig() if feat_dim is None else FbankConfig(num_mel_bins=feat_dim)
-        elif feat_dim is not None and fbank.num_mel_bins != feat_dim:
-            raise ValueError(
-                f"fbank.num_mel_bins={fbank.num_mel_bins} but the model expects "
-                f"feat_dim={feat_dim} features"
-            )
         if max_batch_frames < 1:
             raise ValueError(f"max_batch_frames must be >= 1, got {max_batch_frames}")
-        self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
         self.fbank_cfg = fbank
         self.fbank = Fbank(fbank)
         self.max_batch_frames = int(max_batch_frames)
         self.min_seconds = float(min_seconds)
-        self._model_id = model_id
-        self._embed_dim: int | None = getattr(cfg, "embed_dim", None)
 
-    @classmethod
-    def from_checkpoint(
-        cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any
-    ) -> SpeakerEmbedder:
-        """Load a voxray checkpoint (``models.load_model``); ``model_id`` is
-        ``"<model name>:<first 12 hex digits of the file's sha256>"``."""
-        path = Path(path)
-        model = load_model(path)
-        name = getattr(model, "registry_name", type(model).__name__)
-        kwargs.setdefault("model_id", f"{name}:{_hash_file(path)[:12]}")
-        return cls(model, device=device, **kwargs)
+    # -- backend surface ---------------------------------------------------------------------
+    def embed_feats(self, feats: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
 
-    # -- properties --------------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def model_id(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     @property
     def sample_rate(self) -> int:
         """Rate (Hz) the front end runs at; other rates are resampled to it."""
         return self.fbank_cfg.sample_rate
 
-    @property
-    def embed_dim(self) -> int:
-        if self._embed_dim is None:  # a model without cfg.embed_dim: ask it once
-            probe = torch.zeros(1, 200, self.fbank_cfg.num_mel_bins, device=self.device)
-            with torch.inference_mode():
-                self._embed_dim = int(self.model(probe).shape[-1])
-        return self._embed_dim
-
-    @property
-    def model_id(self) -> str:
-        """``name:sha12`` of the checkpoint file, or of the weights for an in-memory model."""
-        if self._model_id is None:
-            name = getattr(self.model, "registry_name", type(self.model).__name__)
-            self._model_id = f"{name}:{_hash_state_dict(self.model)[:12]}"
-        return self._model_id
+    def _check_feats(self, feats: torch.Tensor) -> None:
+        if feats.dim() != 3 or feats.shape[-1] != self.fbank_cfg.num_mel_bins:
+            raise ValueError(
+                f"expected fbank (B, T, {self.fbank_cfg.num_mel_bins}), got {tuple(feats.shape)}"
+            )
 
     # -- input handling ----------------------------------------------------------------------
     def _prepare(self, wav: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
@@ -157,16 +131,6 @@ class SpeakerEmbedder:
         return x
 
     # -- embedding ---------------------------------------------------------------------------
-    def embed_feats(self, feats: torch.Tensor) -> torch.Tensor:
-        """``feats: (B, T, feat_dim)`` fbank -> ``(B, D)`` L2-normalised embeddings (float32)."""
-        if feats.dim() != 3 or feats.shape[-1] != self.fbank_cfg.num_mel_bins:
-            raise ValueError(
-                f"expected fbank (B, T, {self.fbank_cfg.num_mel_bins}), got {tuple(feats.shape)}"
-            )
-        with torch.inference_mode():
-            emb = self.model(feats.to(self.device, torch.float32))  # (B, D)
-            return F.normalize(emb.float(), dim=-1)
-
     def embed(self, wav: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
         """``wav: (T,)`` float at ``sample_rate`` Hz -> ``(D,)`` float32, unit L2 norm.
 
@@ -256,6 +220,77 @@ class SpeakerEmbedder:
         emb = self.embed_batch([wav_a, wav_b], sample_rate)
         s = self.score(emb[0], emb[1])
         return {"score": s, "same": bool(s >= threshold), "threshold": float(threshold)}
+
+
+class SpeakerEmbedder(WaveformEmbedder):
+    """Waveform -> L2-normalised speaker embedding, with a PyTorch model.
+
+    ``model`` is a ``speaker``-family module (fbank ``(B, T, feat_dim)`` -> ``(B, embed_dim)``); it
+    is put in eval mode and moved to ``device``. ``fbank`` defaults to the Kaldi fbank at 16 kHz
+    with ``num_mel_bins = model.cfg.feat_dim``. ``max_batch_frames`` caps ``batch * frames`` per
+    forward in ``embed_batch`` (memory); ``min_seconds`` rejects clips shorter than that (in
+    seconds of input audio) on top of the hard minimum of one fbank frame (25 ms).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        fbank: FbankConfig | None = None,
+        device: str | torch.device = "cpu",
+        max_batch_frames: int = 60_000,
+        min_seconds: float = 0.0,
+        model_id: str | None = None,
+    ) -> None:
+        cfg = getattr(model, "cfg", None)
+        feat_dim = getattr(cfg, "feat_dim", None)
+        if fbank is None:
+            fbank = FbankConfig() if feat_dim is None else FbankConfig(num_mel_bins=feat_dim)
+        elif feat_dim is not None and fbank.num_mel_bins != feat_dim:
+            raise ValueError(
+                f"fbank.num_mel_bins={fbank.num_mel_bins} but the model expects "
+                f"feat_dim={feat_dim} features"
+            )
+        super().__init__(fbank, max_batch_frames=max_batch_frames, min_seconds=min_seconds)
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self._model_id = model_id
+        self._embed_dim: int | None = getattr(cfg, "embed_dim", None)
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any
+    ) -> SpeakerEmbedder:
+        """Load a voxray checkpoint (``models.load_model``); ``model_id`` is
+        ``"<model name>:<first 12 hex digits of the file's sha256>"``."""
+        path = Path(path)
+        model = load_model(path)
+        kwargs.setdefault("model_id", checkpoint_model_id(path, model))
+        return cls(model, device=device, **kwargs)
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        if self._embed_dim is None:  # a model without cfg.embed_dim: ask it once
+            probe = torch.zeros(1, 200, self.fbank_cfg.num_mel_bins, device=self.device)
+            with torch.inference_mode():
+                self._embed_dim = int(self.model(probe).shape[-1])
+        return self._embed_dim
+
+    @property
+    def model_id(self) -> str:
+        """``name:sha12`` of the checkpoint file, or of the weights for an in-memory model."""
+        if self._model_id is None:
+            name = getattr(self.model, "registry_name", type(self.model).__name__)
+            self._model_id = f"{name}:{_hash_state_dict(self.model)[:12]}"
+        return self._model_id
+
+    def embed_feats(self, feats: torch.Tensor) -> torch.Tensor:
+        """``feats: (B, T, feat_dim)`` fbank -> ``(B, D)`` L2-normalised embeddings (float32)."""
+        self._check_feats(feats)
+        with torch.inference_mode():
+            emb = self.model(feats.to(self.device, torch.float32))  # (B, D)
+            return F.normalize(emb.float(), dim=-1)
 
     def __repr__(self) -> str:
         return (
