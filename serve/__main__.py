@@ -1,0 +1,81 @@
+"""``python -m serve --checkpoint CKPT [--db speakers.db] [--port 8000]``: run the speaker service.
+
+Starts (or joins, with ``RAY_ADDRESS``) a Ray cluster, runs ``serve.app:build_app`` and blocks
+until Ctrl-C. For a long-lived deployment use ``serve deploy serve/serve_config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from typing import Any
+
+log = logging.getLogger("serve")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    p = argparse.ArgumentParser(prog="python -m serve", description=__doc__)
+    p.add_argument("--checkpoint", required=True, help="voxray checkpoint (.pt) or .onnx file")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=PATH[:onnx]",
+        help="another model to switch to at runtime (POST /config {'model': NAME}); repeatable",
+    )
+    p.add_argument("--db", default="speakers.db", help="SQLite enrollment database")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument(
+        "--allow-root", action="append", default=[], help="folder clients may name paths in"
+    )
+    p.add_argument("--max-replicas", type=int, default=2, help="embedding-model replicas")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster")
+    ns = p.parse_args(argv)
+    models = {}
+    for item in ns.model:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            p.error(f"--model {item!r}: expected NAME=PATH or NAME=PATH:onnx")
+        backend = "onnx" if path.endswith(":onnx") else "torch"
+        models[name] = {"path": path.removesuffix(":onnx"), "backend": backend}
+    args = {
+        "checkpoint": ns.checkpoint,
+        "backend": ns.backend,
+        "models": models,
+        "db": ns.db,
+        "threshold": ns.threshold,
+        "allowed_roots": ns.allow_root,
+        "autoscaling": {"min_replicas": 1, "max_replicas": ns.max_replicas},
+    }
+    return ns, args
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    ns, args = parse_args(argv)
+    # Workers use this environment (the repository on PYTHONPATH), not a fresh `uv run` venv.
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    from ray import serve
+
+    from ray_jobs.train import init_ray
+    from serve.app import build_app
+
+    app = build_app(args)  # validates paths and args before starting anything
+    init_ray(ns.num_cpus)
+    serve.start(http_options={"host": ns.host, "port": ns.port})
+    serve.run(app, name="speaker", route_prefix="/")
+    log.info("speaker service on http://%s:%d (docs: /docs); Ctrl-C stops it", ns.host, ns.port)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+
+
+if __name__ == "__main__":
+    main()

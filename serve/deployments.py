@@ -1,0 +1,107 @@
+"""The embedding-model deployment: a thin Ray Serve adapter around ``models/pipelines``.
+
+``EmbeddingModel`` loads every configured model (torch ``SpeakerEmbedder.from_checkpoint`` or
+ONNX ``OnnxSpeakerEmbedder.from_file``) and serves ``embed(wav, model_name)`` with Serve's dynamic
+batching (``@serve.batch``): concurrent requests are gathered into one
+``SpeakerEmbedder.embed_batch`` call, which is exact (it only batches clips of equal frame count),
+so batching never changes an embedding. The batching logic itself is :func:`embed_many`,
+tested without Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from ray import serve
+
+from models.pipelines.speaker import AudioInputError, SpeakerEmbedder
+
+log = logging.getLogger(__name__)
+
+
+def load_embedder(path: str, backend: str) -> Any:
+    """A ``SpeakerEmbedder``-like object (``embed_batch``, ``embed_dim``, ``model_id``, ...)."""
+    if backend == "torch":
+        return SpeakerEmbedder.from_checkpoint(path)
+    if backend == "onnx":
+        from models.pipelines.onnx_backend import OnnxSpeakerEmbedder
+
+        return OnnxSpeakerEmbedder.from_file(path)
+    raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
+
+
+def embed_many(embedder: Any, wavs: list[np.ndarray]) -> list[np.ndarray | str]:
+    """Embed a batch; an unusable clip yields its error message instead of failing the others.
+
+    ``wavs``: mono float32 ``(T_i,)`` at ``embedder.sample_rate``. Returns ``(D,)`` float32 rows
+    (or ``str`` errors) in input order.
+    """
+    try:
+        return list(embedder.embed_batch(wavs, embedder.sample_rate))
+    except AudioInputError as exc:
+        if len(wavs) == 1:
+            return [str(exc)]
+    out: list[np.ndarray | str] = []
+    for wav in wavs:  # find the bad clip(s): one by one
+        try:
+            out.append(embedder.embed_batch([wav], embedder.sample_rate)[0])
+        except AudioInputError as exc:
+            out.append(str(exc))
+    return out
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
+class EmbeddingModel:
+    """Waveforms -> L2-normalised speaker embeddings, dynamically batched per model."""
+
+    def __init__(
+        self,
+        models: dict[str, dict[str, str]],
+        *,
+        max_batch_size: int = 16,
+        batch_wait_timeout_s: float = 0.01,
+        torch_threads: int = 1,
+    ) -> None:
+        torch.set_num_threads(torch_threads)
+        self.specs = models
+        self.embedders = {
+            name: load_embedder(spec["path"], spec.get("backend", "torch"))
+            for name, spec in models.items()
+        }
+        self.embed.set_max_batch_size(max_batch_size)
+        self.embed.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def info(self) -> dict[str, dict[str, Any]]:
+        """``name -> {name, model_id, embed_dim, sample_rate, backend, path}``."""
+        return {
+            name: {
+                "name": name,
+                "model_id": emb.model_id,
+                "embed_dim": int(emb.embed_dim),
+                "sample_rate": int(emb.sample_rate),
+                "backend": self.specs[name].get("backend", "torch"),
+                "path": self.specs[name]["path"],
+            }
+            for name, emb in self.embedders.items()
+        }
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def embed(self, wavs: list[np.ndarray], models: list[str]) -> list[np.ndarray | str]:
+        """One clip per caller: ``(T,)`` float32 at the model's rate -> ``(D,)`` or an error."""
+        out: list[np.ndarray | str] = [""] * len(wavs)
+        for name in dict.fromkeys(models):
+            idx = [i for i, m in enumerate(models) if m == name]
+            embedder = self.embedders.get(name)
+            if embedder is None:
+                for i in idx:
+                    out[i] = f"unknown model {name!r}"
+                continue
+            # Off the event loop, so requests keep queueing (and batching) while this runs.
+            rows = await asyncio.to_thread(embed_many, embedder, [wavs[i] for i in idx])
+            for i, row in zip(idx, rows, strict=True):
+                out[i] = row
+        return out

@@ -1,0 +1,336 @@
+"""Request/response models of the speaker service and the typed arguments of its app builder.
+
+``SpeakerAppArgs`` is what ``serve deploy serve/serve_config.yaml`` (``args:``) and
+``python -m serve`` hand to :func:`serve.app.build_app`, validated strictly (unknown keys
+raise), the shape of Ray's ``doc_code/app_builder.py`` typed builders.
+
+Audio fields of a JSON request are :class:`AudioSource` objects (``{"base64": ...}`` or
+``{"path": ...}``, or a bare base64 string); the same endpoints take ``multipart/form-data``
+with files under the same field names (see ``serve/audio_input.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+# ---------------------------------------------------------------------------------------------
+# App arguments
+
+
+class ModelSpec(BaseModel):
+    """One servable embedding model: a voxray checkpoint (torch) or an exported ONNX file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    backend: Literal["torch", "onnx"] = "torch"
+
+
+class AutoscalingArgs(BaseModel):
+    """Ray Serve ``autoscaling_config`` of the embedding-model deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(8.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> AutoscalingArgs:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("autoscaling.max_replicas must be >= min_replicas")
+        return self
+
+
+class SpeakerAppArgs(BaseModel):
+    """Arguments of ``build_app``. ``checkpoint`` is shorthand for ``models={"default": ...}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str | None = None  # a voxray checkpoint (.pt), or an .onnx file with backend onnx
+    backend: Literal["torch", "onnx"] = "torch"  # backend of `checkpoint`
+    models: dict[str, ModelSpec] = Field(default_factory=dict)  # name -> model; switch at runtime
+    default_model: str | None = None  # the active model at start (default: the first one)
+    db: str = "speakers.db"  # SQLite enrollment database (created if missing)
+    threshold: float = Field(0.5, ge=-1.0, le=1.0)  # cosine operating point (verify + identify)
+    top_k: int = Field(5, ge=1, le=100)
+    min_seconds: float = Field(0.5, ge=0.0)  # audio shorter than this is refused (400)
+    max_seconds: float = Field(60.0, gt=0.0)  # longer audio is refused from the header (400)
+    max_request_mb: float = Field(25.0, gt=0.0)  # bodies above this get 413 before decoding
+    max_candidates: int = Field(64, ge=1)  # /verify_batch candidates and audios per enrollment
+    max_import_files: int = Field(5000, ge=1)  # /speakers/import of a folder tree
+    allowed_roots: list[str] = Field(default_factory=list)  # server-side paths must lie here
+    # Embedding deployment: dynamic batching, autoscaling, resources.
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0.0)
+    autoscaling: AutoscalingArgs = Field(default_factory=AutoscalingArgs)
+    model_num_cpus: float = Field(1.0, ge=0.0)  # per embedding replica (0 in tests)
+    ingress_num_cpus: float = Field(0.5, ge=0.0)
+    torch_threads: int = Field(1, ge=1)  # intra-op threads per embedding replica
+
+    @model_validator(mode="after")
+    def _models(self) -> SpeakerAppArgs:
+        if self.checkpoint is not None:
+            if "default" in self.models:
+                raise ValueError("give either checkpoint or models['default'], not both")
+            self.models = {
+                "default": ModelSpec(path=self.checkpoint, backend=self.backend),
+                **self.models,
+            }
+        if not self.models:
+            raise ValueError("no model: pass checkpoint=PATH or models={name: {path, backend}}")
+        if self.default_model is None:
+            self.default_model = next(iter(self.models))
+        elif self.default_model not in self.models:
+            raise ValueError(
+                f"default_model {self.default_model!r} is not one of {sorted(self.models)}"
+            )
+        if self.min_seconds >= self.max_seconds:
+            raise ValueError("min_seconds must be below max_seconds")
+        return self
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 1024 * 1024)
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests
+
+
+class AudioSource(BaseModel):
+    """Audio in a JSON body: ``{"base64": "<file bytes>"}`` or ``{"path": "<server path>"}``.
+
+    A bare string is read as base64 (a ``data:audio/...;base64,`` prefix is allowed). Paths
+    are read only under the service's ``allowed_roots``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    base64: str | None = None
+    path: str | None = None
+    _raw: bytes | None = PrivateAttr(None)  # a multipart upload's bytes
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_string(cls, value: Any) -> Any:
+        return {"base64": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AudioSource:
+        if self._raw is None and (self.base64 is None) == (self.path is None):
+            raise ValueError("give exactly one of 'base64' or 'path'")
+        return self
+
+    @classmethod
+    def from_upload(cls, data: bytes) -> AudioSource:
+        src = cls.model_construct(base64=None, path=None)
+        src._raw = data
+        return src
+
+
+class _Req(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VerifyRequest(_Req):
+    audio_a: AudioSource
+    audio_b: AudioSource
+    threshold: float | None = Field(None, ge=-1.0, le=1.0)  # default: the service's
+
+
+class VerifyBatchRequest(_Req):
+    reference: AudioSource
+    candidates: list[AudioSource] = Field(min_length=1)
+    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+
+
+class ExtractRequest(_Req):
+    audio: AudioSource
+
+
+class CompareEmbeddingsRequest(_Req):
+    embedding_a: list[float] = Field(min_length=1)
+    embedding_b: list[float] = Field(min_length=1)
+    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+
+
+class ConfigUpdate(_Req):
+    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    model: str | None = None  # name of a configured model (GET /config lists them)
+
+
+class EnrollRequest(_Req):
+    """A new speaker (``name``; groups default to ``["default"]``), or with ``speaker_id`` a
+    re-enrollment: the clips are added to that speaker's embeddings (name and groups kept,
+    ``groups`` added, ``metadata`` merged)."""
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    audio: list[AudioSource] = Field(min_length=1)
+    groups: list[str] | None = Field(None, min_length=1)
+    speaker_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _name(self) -> EnrollRequest:
+        if self.name is None and self.speaker_id is None:
+            raise ValueError("name is required to enroll a new speaker")
+        return self
+
+
+class IdentifyRequest(_Req):
+    audio: AudioSource
+    group: str | None = None  # restrict to one gallery
+    top_k: int | None = Field(None, ge=1, le=100)
+    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+
+
+class GroupRequest(_Req):
+    group: str = Field(min_length=1, max_length=200)
+
+
+class ImportRequest(_Req):
+    """Bulk enrollment from a server-side folder tree or an extraction job's speakers.parquet."""
+
+    path: str
+    group: str = Field("default", min_length=1, max_length=200)
+    layout: Literal["auto", "dataset/speaker/utt", "speaker/utt"] = "auto"  # for folder trees
+
+
+class GalleryRequest(_Req):
+    """A custom gallery: one label and one embedding (from the active model) per speaker."""
+
+    group: str = Field(min_length=1, max_length=200)
+    labels: list[str] = Field(min_length=1)
+    embeddings: list[list[float]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _lengths(self) -> GalleryRequest:
+        if len(self.labels) != len(self.embeddings):
+            raise ValueError(
+                f"{len(self.labels)} labels but {len(self.embeddings)} embeddings; "
+                "give one embedding per label"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    model: str
+    model_id: str
+    num_speakers: int
+
+
+class VerifyResponse(BaseModel):
+    score: float
+    same: bool
+    threshold: float
+    model_id: str
+
+
+class CandidateScore(BaseModel):
+    index: int
+    score: float
+    same: bool
+
+
+class VerifyBatchResponse(BaseModel):
+    results: list[CandidateScore]
+    threshold: float
+    model_id: str
+
+
+class EmbeddingResponse(BaseModel):
+    embedding: list[float]
+    embed_dim: int
+    model_id: str
+    duration_s: float
+
+
+class CompareResponse(BaseModel):
+    score: float
+    same: bool
+    threshold: float
+
+
+class ModelInfo(BaseModel):
+    name: str
+    model_id: str
+    embed_dim: int
+    sample_rate: int
+    backend: str
+    path: str
+
+
+class ConfigResponse(BaseModel):
+    threshold: float
+    top_k: int
+    model: ModelInfo
+    models: list[ModelInfo]  # configured models; POST /config {"model": name} switches
+    min_seconds: float
+    max_seconds: float
+    max_request_mb: float
+
+
+class SpeakerOut(BaseModel):
+    id: str
+    name: str
+    groups: list[str]
+    num_embeddings: int
+    model_id: str
+    embed_dim: int
+    created_at: float
+    metadata: dict[str, Any]
+
+
+class SpeakerList(BaseModel):
+    speakers: list[SpeakerOut]
+
+
+class MatchOut(BaseModel):
+    speaker_id: str | None  # None: "unknown" (best score below the threshold)
+    name: str
+    score: float
+
+
+class IdentifyResponse(BaseModel):
+    matches: list[MatchOut]
+    threshold: float
+    group: str | None
+    model_id: str
+
+
+class GroupList(BaseModel):
+    groups: list[dict[str, Any]]
+
+
+class DeleteResponse(BaseModel):
+    deleted: str
+
+
+class SkippedFile(BaseModel):
+    path: str
+    error: str
+
+
+class ImportResponse(BaseModel):
+    group: str
+    source: Literal["tree", "parquet", "gallery"]
+    num_speakers: int
+    speakers: list[SpeakerOut]
+    skipped: list[SkippedFile] = Field(default_factory=list)
