@@ -7,13 +7,4 @@ configurations are registered as presets named ``3dspeaker/<entry>`` after the e
 
 from __future__ import annotations
 
-import importlib
-
-# Each module registers its models on import; a module that is not written yet is skipped so the
-# family can grow one architecture at a time.
-for _mod in ("campplus", "eres2net", "ecapa_tdnn", "resnet", "xvector"):
-    try:
-        importlib.import_module(f"models.speaker.{_mod}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"models.speaker.{_mod}":
-            raise
+from models.speaker import campplus, ecapa_tdnn, eres2net, resnet, xvector  # noqa: F401
