@@ -74,13 +74,15 @@ def test_killed_worker_resumes_from_checkpoint(ray_cluster, synth_tree, tmp_path
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     progress = out / "progress" / "rank0.json"
+    snapshot = out / "ray_results" / exp.name / "checkpoint_manager_snapshot.json"
     killed_pid = None
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and thread.is_alive():
-        if progress.is_file():
+        if progress.is_file() and snapshot.is_file():
             info = json.loads(progress.read_text())
-            # kill only once an epoch checkpoint exists and work remains
-            if 1 <= info["epoch"] < epochs - 1 and info["phase"] == "train":
+            registered = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+            # kill only once Ray Train has registered an epoch checkpoint and work remains
+            if registered and 1 <= info["epoch"] < epochs - 1 and info["phase"] == "train":
                 killed_pid = info["pid"]
                 os.kill(killed_pid, signal.SIGKILL)
                 break
