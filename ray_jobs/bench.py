@@ -2,21 +2,23 @@
 
     uv run python -m ray_jobs.bench [--output BENCHMARKS.md] [--quick] [--families speaker]
                                     [--reference-root PATH] [--threads 2] [--device cpu]
+                                    [--no-ray-data] [--no-service]
 
 Per speaker preset (from ``models.registry.list_presets()``; ``-tiny`` presets only with
 ``--quick``, which measures nothing else so that it finishes in well under a minute): parameters,
 GFLOPs per second of audio (``torch.utils.flop_counter.FlopCounterMode`` on 1 s and 3 s of fbank
 input), milliseconds per 3-s utterance at batch 1 and batch 16, and the cost of the Kaldi fbank
 front end (``models.features.Fbank``) next to a forward. Optional sections: the 3D-Speaker
-reference comparison (``ray_jobs.compare_reference``, with ``--reference-root``) and Ray Data
-ingest throughput (``datasets.ray_data.benchmark_throughput``); each is omitted with a note when
+reference comparison (``ray_jobs.compare_reference``, with ``--reference-root``), Ray Data
+ingest throughput (``datasets.ray_data.benchmark_throughput``) and the speaker service's requests/s
+and latency over HTTP (``serve.bench.benchmark_service``); each is omitted with a note when
 its code or inputs are absent.
 
 Timing follows the usual micro-benchmark practice (cf. ``torch.utils.benchmark``): warm-up runs
 first, then the median of repeated runs; things that are compared (fbank, batch 1, batch 16) run
 interleaved in the same rounds, so their ratios are measured side by side. Model measurement is
 in ``ray_jobs.bench_models``; this file assembles the document. No Ray here except through the
-Ray Data hook.
+Ray Data and Serve hooks.
 """
 
 from __future__ import annotations
@@ -323,6 +325,86 @@ def section_ray_data(quick: bool, notes: list[str] | None = None) -> str | None:
     return "\n".join(lines)
 
 
+def section_service(quick: bool, notes: list[str] | None = None) -> str | None:
+    """The speaker service over HTTP: requests/s and latency of /verify and /identify.
+
+    Saves a random-weight ``3dspeaker/campplus_192`` checkpoint (the real model's compute;
+    ``campplus-tiny`` with ``quick``) to a temporary folder, serves it on a local Ray cluster
+    (``ray_jobs.train.init_ray``) with ``serve.bench.benchmark_service`` (which shuts Serve down
+    afterwards) and renders each endpoint and concurrency next to the bare model's batched
+    throughput.
+    """
+    notes = notes if notes is not None else []
+    import tempfile
+
+    try:
+        from ray_jobs.train import init_ray
+        from serve.bench import benchmark_service
+    except ImportError as exc:
+        notes.append(f"Speaker service: Ray Serve not importable ({exc}).")
+        return None
+    from models import build_model, save_checkpoint
+
+    preset = "campplus-tiny" if quick else "3dspeaker/campplus_192"
+    concurrency = (1, 8, 32)
+    per_level = 32 if quick else 128
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="voxray-bench-serve-") as tmp:
+        ckpt = save_checkpoint(build_model(preset).eval(), Path(tmp) / "model.pt")
+        init_ray()
+        res = benchmark_service(
+            ckpt, concurrency=concurrency, requests_per_level=per_level, num_enrolled=1000
+        )
+    cfg, model_only = res["config"], res["model_only"]
+    model_rate = float(model_only["clips_per_s"])
+    clips_per_request = {"verify": 2, "identify": 1}
+    head = (
+        "| endpoint | concurrency | requests/s | p50 ms | p99 ms | clips/s "
+        "| service / model | ok / sent |"
+    )
+    lines = [
+        "## Speaker service",
+        "",
+        f"`serve.bench.benchmark_service` on `{preset}` (random weights; model id "
+        f"`{res['model']['model_id']}`, {res['model']['embed_dim']}-d), "
+        f"{cfg['clip_seconds']:g}-s clips, /identify against {cfg['num_enrolled']} enrolled "
+        f"speakers. Bare model (`SpeakerEmbedder.embed_batch`, batch "
+        f"{model_only['batch_size']}, 1 thread, fbank included): **{fmt(model_rate)} clips/s**. "
+        "`service / model` = the endpoint's clips/s (2 per /verify request, 1 per /identify) "
+        "over the bare model's.",
+        "",
+        head,
+        head_rule(head),
+    ]
+    for endpoint in ("verify", "identify"):
+        for lvl in res[endpoint]:
+            rate = float(lvl["requests_per_s"])
+            clips = clips_per_request[endpoint] * rate
+            ratio = clips / model_rate if model_rate > 0 else float("nan")
+            errors = ", ".join(f"{k}: {v}" for k, v in sorted(lvl["errors"].items()))
+            lines.append(
+                f"| /{endpoint} | {lvl['concurrency']} | {fmt(rate)} | {fmt(lvl['p50_ms'])} "
+                f"| {fmt(lvl['p99_ms'])} | {fmt(clips)} | {fmt(ratio)} "
+                f"| {lvl['ok']} / {lvl['requests']}{f' ({errors})' if errors else ''} |"
+            )
+    app = cfg["app_args"]
+    auto = app.get("autoscaling", {})
+    lines += [
+        "",
+        "How measured: the app (`serve.app:build_app`) runs on loopback on a local Ray cluster on "
+        f"this machine: one ingress replica and {auto.get('min_replicas', 1)}-"
+        f"{auto.get('max_replicas', 1)} embedding replica(s), `torch_threads` "
+        f"{app.get('torch_threads', 1)}, `@serve.batch` up to {app.get('max_batch_size', 16)} "
+        f"clips / {1000 * app.get('batch_wait_timeout_s', 0.01):g} ms. The client (httpx, "
+        f"asyncio, the same machine, so it competes for the CPUs) sends {cfg['requests_per_level']} "
+        "JSON requests (base64 WAV, 16 distinct synthetic clips) per concurrency level after "
+        "2 warm-up requests; p50/p99 are per-request wall times of the successful requests. The "
+        f"gallery (random embeddings, `POST /galleries`) took {fmt(cfg['enroll_gallery_s'])} s to "
+        "enroll. The bare model is timed in the same run on the same decoded clips.",
+    ]
+    return "\n".join(lines)
+
+
 # --- driver -------------------------------------------------------------------------------------
 
 
@@ -335,6 +417,7 @@ def run(
     threads: int = 2,
     device: str = "cpu",
     ray_data: bool = True,
+    service: bool = True,
     argv: Sequence[str] = (),
 ) -> Path:
     """Measure, write ``output`` (Markdown) and return its path."""
@@ -365,7 +448,8 @@ def run(
 
     if quick:
         notes.append(
-            "3D-Speaker reference comparison and Ray Data ingest: skipped in --quick mode."
+            "3D-Speaker reference comparison, Ray Data ingest and the speaker service: skipped in "
+            "--quick mode."
         )
     else:
         ref = section_reference(reference_root, settings, notes)
@@ -377,6 +461,12 @@ def run(
                 sections.append(rd)
         else:
             notes.append("Ray Data ingest throughput: skipped (--no-ray-data).")
+        if service:
+            svc = section_service(quick, notes)
+            if svc:
+                sections.append(svc)
+        else:
+            notes.append("Speaker service: skipped (--no-service).")
 
     elapsed = time.perf_counter() - started
     load = f", load average at end {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
@@ -402,6 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-ray-data", action="store_true", help="skip the Ray Data section")
+    parser.add_argument(
+        "--no-service", action="store_true", help="skip the speaker-service (Ray Serve) section"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -414,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=args.threads,
         device=args.device,
         ray_data=not args.no_ray_data,
+        service=not args.no_service,
         argv=argv,
     )
     return 0
