@@ -64,7 +64,10 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(items) != len(args):
                 raise ConfigError(f"{path}: expected {len(args)} items, got {len(items)}")
-            out = [_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, items))]
+            out = [
+                _coerce(a, v, f"{path}[{i}]")
+                for i, (a, v) in enumerate(zip(args, items, strict=True))
+            ]
         else:
             elem = args[0] if args else Any
             out = [_coerce(elem, v, f"{path}[{i}]") for i, v in enumerate(items)]

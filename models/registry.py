@@ -85,7 +85,9 @@ def list_models(family: str | None = None) -> list[str]:
 
 def list_presets(model_name: str | None = None) -> list[str]:
     _ensure_loaded()
-    return sorted(n for n, p in _PRESETS.items() if model_name is None or p.model_name == model_name)
+    return sorted(
+        n for n, p in _PRESETS.items() if model_name is None or p.model_name == model_name
+    )
 
 
 def get_entry(name: str) -> ModelEntry:

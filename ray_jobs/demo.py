@@ -23,7 +23,9 @@ DEMO_CONFIG = REPO_ROOT / "ray_jobs" / "configs" / "tiny" / "demo.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     p = argparse.ArgumentParser(prog="python -m ray_jobs.demo", description=__doc__.split("\n")[0])
     p.add_argument("--data-root", help="real audio tree (dataset/speaker/utt or speaker/utt)")
     p.add_argument("--output", default=str(REPO_ROOT / "runs" / "demo"))

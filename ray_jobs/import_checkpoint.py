@@ -61,7 +61,9 @@ def import_3dspeaker(arch: str, src: str | Path, dst: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(prog="python -m ray_jobs.import_checkpoint", description=__doc__.split("\n")[1])
+    p = argparse.ArgumentParser(
+        prog="python -m ray_jobs.import_checkpoint", description=__doc__.split("\n")[1]
+    )
     p.add_argument("--from", dest="source", choices=SOURCES, required=True)
     p.add_argument("--arch", required=True, help="reference entry, e.g. campplus_192")
     p.add_argument("input", help="the published state dict (.bin/.ckpt/.pt)")

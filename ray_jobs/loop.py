@@ -52,7 +52,10 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.o
     params = list(params)
     if cfg.name == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
         )
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
@@ -69,7 +72,7 @@ def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
     if cfg.schedule == "cosine":
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-    return max(floor, floor ** progress) if floor > 0 else 1.0  # exponential from 1 to floor
+    return max(floor, floor**progress) if floor > 0 else 1.0  # exponential from 1 to floor
 
 
 @dataclass
@@ -94,7 +97,9 @@ class _Context:
 
     def backward(self, name: str, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite {name} loss {float(loss)} at step {self.step}")
+            raise FloatingPointError(
+                f"non-finite {name} loss {float(loss.detach())} at step {self.step}"
+            )
         loss = loss / self.loop.accum
         scaler = self.loop.scalers.get(name)
         (scaler.scale(loss) if scaler else loss).backward()
@@ -151,8 +156,7 @@ class TrainLoop:
         self.meta = dict(meta or {})
         self.amp_dtype = resolve_precision(exp.train.precision, device)
         self.optimizers = {
-            name: build_optimizer(params, exp.optim)
-            for name, params in task.param_groups().items()
+            name: build_optimizer(params, exp.optim) for name, params in task.param_groups().items()
         }
         self.scalers = {
             name: torch.amp.GradScaler("cuda")
@@ -192,8 +196,13 @@ class TrainLoop:
         path = self.output_dir / "progress" / f"rank{self.rank}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         info = {
-            "pid": os.getpid(), "rank": self.rank, "phase": phase, "epoch": self.state.epoch,
-            "step": self.state.step, "time": time.time(), **(extra or {}),
+            "pid": os.getpid(),
+            "rank": self.rank,
+            "phase": phase,
+            "epoch": self.state.epoch,
+            "step": self.state.step,
+            "time": time.time(),
+            **(extra or {}),
         }
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
@@ -292,8 +301,12 @@ class TrainLoop:
                         if self.rank == 0:
                             log.info(
                                 "epoch %d step %d/%d lr %.2e %s | %.1f samples/s/worker",
-                                epoch + 1, self.state.step, self.total_steps, lr,
-                                " ".join(f"{k} {v:.4f}" for k, v in avg.items()), rate,
+                                epoch + 1,
+                                self.state.step,
+                                self.total_steps,
+                                lr,
+                                " ".join(f"{k} {v:.4f}" for k, v in avg.items()),
+                                rate,
                             )
                         self._write_progress("train")
                     if self._out_of_time():
@@ -306,7 +319,8 @@ class TrainLoop:
                 )
             last = {f"train_{k}": v / n_batches for k, v in sums.items()}
             last.update(
-                epoch=float(epoch + (0 if stopped else 1)), step=float(self.state.step),
+                epoch=float(epoch + (0 if stopped else 1)),
+                step=float(self.state.step),
                 epoch_seconds=time.monotonic() - t_epoch,
             )
             if not stopped:
@@ -320,7 +334,9 @@ class TrainLoop:
                 report(last, ckpt_dir if self.rank == 0 else None)
             if self.rank == 0:
                 log.info(
-                    "epoch %d done in %.1fs: %s", epoch + 1, last["epoch_seconds"],
+                    "epoch %d done in %.1fs: %s",
+                    epoch + 1,
+                    last["epoch_seconds"],
                     " ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("train_")),
                 )
             if stopped:

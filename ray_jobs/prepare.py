@@ -82,7 +82,9 @@ def prepare_speaker_data(data: DataConfig, output_dir: str | Path) -> PreparedDa
             train_utts = utts
         log.info(
             "packing %d utterances of %d speakers from %s",
-            len(train_utts), len({u.speaker for u in train_utts}), train_path,
+            len(train_utts),
+            len({u.speaker for u in train_utts}),
+            train_path,
         )
         manifest_path = pack_shards(
             train_utts, output_dir / "shards", sample_rate=data.sample_rate, kind="speech"
@@ -97,7 +99,9 @@ def prepare_speaker_data(data: DataConfig, output_dir: str | Path) -> PreparedDa
         )
     speakers = tuple(manifest["speakers"])
     if len(speakers) < 2:
-        raise ValueError(f"{manifest_path}: training needs at least 2 speakers, found {len(speakers)}")
+        raise ValueError(
+            f"{manifest_path}: training needs at least 2 speakers, found {len(speakers)}"
+        )
     return PreparedData(
         manifest=Path(manifest_path),
         shards=shard_paths(manifest_path),

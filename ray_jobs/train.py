@@ -73,8 +73,10 @@ def run_training(exp: ExperimentConfig, output: str | Path) -> dict[str, Any]:
     data = prepare_speaker_data(exp.data, output)
     speed = exp.data.augment.ordered_speed_factors
     crop = CropSpec(
-        speakers=data.speakers, crop_seconds=exp.data.crop_seconds,
-        crops_per_utterance=exp.data.crops_per_utterance, sample_rate=exp.data.sample_rate,
+        speakers=data.speakers,
+        crop_seconds=exp.data.crop_seconds,
+        crops_per_utterance=exp.data.crops_per_utterance,
+        sample_rate=exp.data.sample_rate,
         speed_factors=speed,
     )
     features = FeatureSpec(
@@ -88,7 +90,11 @@ def run_training(exp: ExperimentConfig, output: str | Path) -> dict[str, Any]:
     steps_per_epoch = max(1, per_worker // exp.train.batch_size // exp.train.grad_accum)
     log.info(
         "training %s on %d utterances / %d classes: ~%d steps/epoch x %d epochs",
-        exp.model.name, data.num_utterances, crop.num_classes, steps_per_epoch, exp.train.epochs,
+        exp.model.name,
+        data.num_utterances,
+        crop.num_classes,
+        steps_per_epoch,
+        exp.train.epochs,
     )
     init_ray()
     gpu = use_gpu(exp)
@@ -102,7 +108,8 @@ def run_training(exp: ExperimentConfig, output: str | Path) -> dict[str, Any]:
             "meta": {"speakers": list(data.speakers), "speed_factors": list(speed)},
         },
         scaling_config=ray.train.ScalingConfig(
-            num_workers=exp.train.num_workers, use_gpu=gpu,
+            num_workers=exp.train.num_workers,
+            use_gpu=gpu,
             resources_per_worker={"CPU": exp.train.cpus_per_worker},
         ),
         run_config=ray.train.RunConfig(
@@ -149,25 +156,37 @@ def evaluate_checkpoint(checkpoint: Path, utterances: list) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ray_jobs.train", description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, help="experiment YAML (ray_jobs/configs/*.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value by dotted key, e.g. optim.lr=3e-4 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value by dotted key, e.g. optim.lr=3e-4 (repeatable)",
+    )
     p.add_argument("--data-root", help="audio tree or packed shard manifest (sets data.train)")
     p.add_argument("--eval-root", help="labelled tree for held-out EER (sets data.eval)")
     p.add_argument("--output", help="output directory (default runs/<name>)")
-    p.add_argument("--max-minutes", type=float, help="wall-clock training budget (train.max_minutes)")
+    p.add_argument(
+        "--max-minutes", type=float, help="wall-clock training budget (train.max_minutes)"
+    )
     p.add_argument("--num-workers", type=int, help="Ray Train workers (train.num_workers)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = parse_args(argv)
     try:
         data = load_yaml(args.config)
         apply_overrides(data, args.overrides)
         derived = {
-            "data.train": args.data_root, "data.eval": args.eval_root,
-            "train.max_minutes": args.max_minutes, "train.num_workers": args.num_workers,
+            "data.train": args.data_root,
+            "data.eval": args.eval_root,
+            "train.max_minutes": args.max_minutes,
+            "train.num_workers": args.num_workers,
         }
         apply_overrides(data, {k: v for k, v in derived.items() if v is not None})
         exp = experiment_from_dict(data)

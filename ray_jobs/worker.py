@@ -36,10 +36,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    module = ray.train.torch.prepare_model(task, parallel_strategy_kwargs={"find_unused_parameters": False})
+    module = ray.train.torch.prepare_model(
+        task, parallel_strategy_kwargs={"find_unused_parameters": False}
+    )
     loop = TrainLoop(
-        task, exp, device=device, total_steps=config["total_steps"], module=module,
-        output_dir=config["output_dir"], rank=rank, world_size=world, meta=config.get("meta"),
+        task,
+        exp,
+        device=device,
+        total_steps=config["total_steps"],
+        module=module,
+        output_dir=config["output_dir"],
+        rank=rank,
+        world_size=world,
+        meta=config.get("meta"),
     )
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:

@@ -62,9 +62,7 @@ class Task(nn.Module):
     def train_state(self) -> dict[str, Any]:
         """Training-only parts (everything but ``self.model``) as tensors/primitives."""
         return {
-            k: v.detach().cpu()
-            for k, v in self.state_dict().items()
-            if not k.startswith("model.")
+            k: v.detach().cpu() for k, v in self.state_dict().items() if not k.startswith("model.")
         }
 
     def load_train_state(self, state: dict[str, Any]) -> None:

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.ray
 def test_stream_of_features(ray_cluster, tmp_path):
     from datasets.ray_data import benchmark_throughput, speaker_training_dataset
 
-    utts = generate_corpus(tmp_path / "tree", num_speakers=3, utts_per_speaker=4, seconds=(1.0, 1.5), seed=2)
+    utts = generate_corpus(
+        tmp_path / "tree", num_speakers=3, utts_per_speaker=4, seconds=(1.0, 1.5), seed=2
+    )
     shards = shard_paths(pack_shards(utts, tmp_path / "shards", utts_per_shard=4, progress=False))
     speakers = tuple(sorted({u.speaker for u in utts}))
     crop = CropSpec(speakers=speakers, crop_seconds=1.0, crops_per_utterance=2)

@@ -20,7 +20,9 @@ from models.features import Fbank, FbankConfig  # noqa: E402
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
-    utts = generate_corpus(root / "tree", num_speakers=4, utts_per_speaker=3, seconds=(1.0, 2.0), seed=1)
+    utts = generate_corpus(
+        root / "tree", num_speakers=4, utts_per_speaker=3, seconds=(1.0, 2.0), seed=1
+    )
     manifest = pack_shards(utts, root / "shards", utts_per_shard=5, progress=False)
     return utts, shard_paths(manifest)
 
@@ -35,7 +37,7 @@ def test_crops_have_fixed_length_and_right_labels(packed):
     assert sorted({r["label"] for r in rows}) == list(range(len(speakers)))
     # reproducible under a seed
     again = [r for s in shards for r in crop_shard({"shard": s}, spec)]
-    assert all(np.array_equal(a["audio"], b["audio"]) for a, b in zip(rows, again))
+    assert all(np.array_equal(a["audio"], b["audio"]) for a, b in zip(rows, again, strict=True))
 
 
 def test_speed_perturbation_adds_label_sets(packed):
@@ -71,7 +73,9 @@ def test_featurize_with_noise_and_specaugment(real_data):
     audio = (0.1 * rng.standard_normal((2, 32000))).astype(np.float32)
     spec = FeatureSpec(
         augment=AugmentConfig(noise_prob=1.0, reverb_prob=1.0, specaug=True),
-        noise=str(real_data / "noise"), rir=str(real_data / "rir"), seed=0,
+        noise=str(real_data / "noise"),
+        rir=str(real_data / "rir"),
+        seed=0,
     )
     out = featurize_batch({"audio": audio, "label": np.array([0, 1])}, spec)
     clean = featurize_batch({"audio": audio, "label": np.array([0, 1])}, FeatureSpec())

@@ -16,13 +16,21 @@ from models.features import Fbank, FbankConfig, num_frames  # noqa: E402
 def speechlike(n: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(n) / 16000
-    return 0.3 * torch.sin(2 * torch.pi * 180 * t) * (1 + torch.sin(2 * torch.pi * 3 * t)) + 0.01 * torch.randn(n, generator=g)
+    return 0.3 * torch.sin(2 * torch.pi * 180 * t) * (
+        1 + torch.sin(2 * torch.pi * 3 * t)
+    ) + 0.01 * torch.randn(n, generator=g)
 
 
 def test_matches_kaldi_fbank_with_mean_norm():
     wav = speechlike(48000)
-    ref = kaldi.fbank(wav[None], num_mel_bins=80, frame_length=25, frame_shift=10, dither=0.0,
-                      sample_frequency=16000)
+    ref = kaldi.fbank(
+        wav[None],
+        num_mel_bins=80,
+        frame_length=25,
+        frame_shift=10,
+        dither=0.0,
+        sample_frequency=16000,
+    )
     ref = ref - ref.mean(0, keepdim=True)
     out = Fbank()(wav)
     assert out.shape == (1, num_frames(48000), 80) == (1, 298, 80)

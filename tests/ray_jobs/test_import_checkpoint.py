@@ -28,8 +28,13 @@ def reference() -> dict:
 
 
 ENTRIES = [
-    "campplus_192", "campplus_512", "eres2net_192", "eres2net_base_512", "eres2netv2_192",
-    "ecapa_tdnn_c1024_192", "resnet34_256",
+    "campplus_192",
+    "campplus_512",
+    "eres2net_192",
+    "eres2net_base_512",
+    "eres2netv2_192",
+    "ecapa_tdnn_c1024_192",
+    "resnet34_256",
 ]
 
 
@@ -43,7 +48,9 @@ def synth_state_dict(spec: dict, seed: int) -> dict[str, torch.Tensor]:
             out[key] = torch.rand(shape, generator=g) + 0.5
         else:
             out[key] = 0.05 * torch.randn(shape, generator=g)
-    assert sum(v.numel() for k, v in out.items() if "running" not in k and "num_batches" not in k) > 0
+    assert (
+        sum(v.numel() for k, v in out.items() if "running" not in k and "num_batches" not in k) > 0
+    )
     return out
 
 
@@ -72,7 +79,10 @@ def test_wrapped_and_prefixed_state_dicts_import(tmp_path):
     state = synth_state_dict(reference()["campplus_192"], seed=0)
     src = tmp_path / "wrapped.ckpt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, src)
-    assert main(["--from", "3dspeaker", "--arch", "campplus_192", str(src), str(tmp_path / "o.pt")]) == 0
+    assert (
+        main(["--from", "3dspeaker", "--arch", "campplus_192", str(src), str(tmp_path / "o.pt")])
+        == 0
+    )
 
 
 def test_bad_inputs_fail_clearly(tmp_path, capsys):
@@ -81,10 +91,16 @@ def test_bad_inputs_fail_clearly(tmp_path, capsys):
     torch.save(state, src)
     assert main(["--from", "3dspeaker", "--arch", "nope", str(src), str(tmp_path / "o.pt")]) == 2
     assert "known:" in capsys.readouterr().err
-    assert main(["--from", "3dspeaker", "--arch", "eres2net_192", str(src), str(tmp_path / "o.pt")]) == 2
+    assert (
+        main(["--from", "3dspeaker", "--arch", "eres2net_192", str(src), str(tmp_path / "o.pt")])
+        == 2
+    )
     assert "does not match" in capsys.readouterr().err
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"not a checkpoint")
-    assert main(["--from", "3dspeaker", "--arch", "campplus_192", str(bad), str(tmp_path / "o.pt")]) == 2
+    assert (
+        main(["--from", "3dspeaker", "--arch", "campplus_192", str(bad), str(tmp_path / "o.pt")])
+        == 2
+    )
     assert "not a readable" in capsys.readouterr().err
     assert not (tmp_path / "o.pt").exists()

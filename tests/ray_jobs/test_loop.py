@@ -7,7 +7,6 @@ import sys
 import pytest
 import torch
 
-
 sys.modules.setdefault("ray", None)
 
 from models import build_model, load_model  # noqa: E402
@@ -49,7 +48,9 @@ def make_task():
     torch.manual_seed(0)
     return SpeakerTask(
         build_model("campplus-tiny"),
-        SpeakerTaskConfig(num_classes=NUM_CLASSES, head=HeadConfig(type="aam", margin=0.1, scale=16.0)),
+        SpeakerTaskConfig(
+            num_classes=NUM_CLASSES, head=HeadConfig(type="aam", margin=0.1, scale=16.0)
+        ),
     )
 
 
@@ -62,7 +63,9 @@ def test_loop_learns_and_checkpoints(tmp_path):
     metrics = loop.run(
         batches(feats, labels),
         report=lambda m, d: reports.append((m, d)),
-        checkpoint_dir=lambda: (tmp_path / f"ck{len(reports)}").mkdir() or tmp_path / f"ck{len(reports)}",
+        checkpoint_dir=lambda: (
+            (tmp_path / f"ck{len(reports)}").mkdir() or tmp_path / f"ck{len(reports)}"
+        ),
     )
     assert len(reports) == 6 and loop.state.epoch == 6 and loop.state.step == 24
     first, last = reports[0][0], reports[-1][0]
@@ -81,10 +84,12 @@ def test_resume_restores_everything(tmp_path):
     loop = TrainLoop(task, exp, device=torch.device("cpu"), total_steps=8)
     loop.run(batches(feats, labels))
     loop.save(tmp_path / "m.pt")
-    resumed = TrainLoop(make_task(), make_exp(epochs=3, batch_size=8), device=torch.device("cpu"), total_steps=12)
+    resumed = TrainLoop(
+        make_task(), make_exp(epochs=3, batch_size=8), device=torch.device("cpu"), total_steps=12
+    )
     resumed.restore(tmp_path / "m.pt")
     assert (resumed.state.epoch, resumed.state.step) == (2, 8)
-    for a, b in zip(task.parameters(), resumed.task.parameters()):
+    for a, b in zip(task.parameters(), resumed.task.parameters(), strict=True):
         assert torch.equal(a, b)
     opt_a = loop.optimizers["main"].state_dict()["state"]
     opt_b = resumed.optimizers["main"].state_dict()["state"]
@@ -95,8 +100,12 @@ def test_resume_restores_everything(tmp_path):
 
 def test_grad_accumulation_steps(tmp_path):
     feats, labels = make_data(n=32)
-    loop = TrainLoop(make_task(), make_exp(epochs=1, batch_size=8, grad_accum=2),
-                     device=torch.device("cpu"), total_steps=2)
+    loop = TrainLoop(
+        make_task(),
+        make_exp(epochs=1, batch_size=8, grad_accum=2),
+        device=torch.device("cpu"),
+        total_steps=2,
+    )
     loop.run(batches(feats, labels))
     assert loop.state.step == 2  # 4 batches / accumulation 2
 
@@ -118,7 +127,9 @@ def test_nonfinite_loss_raises():
 
     feats, labels = make_data()
     task = Bad(build_model("campplus-tiny"), SpeakerTaskConfig(num_classes=NUM_CLASSES))
-    loop = TrainLoop(task, make_exp(epochs=1, batch_size=8), device=torch.device("cpu"), total_steps=4)
+    loop = TrainLoop(
+        task, make_exp(epochs=1, batch_size=8), device=torch.device("cpu"), total_steps=4
+    )
     with pytest.raises(FloatingPointError, match="non-finite"):
         loop.run(batches(feats, labels))
 
@@ -130,3 +141,20 @@ def test_lr_schedule():
     assert lr_factor(9, 100, cfg) == pytest.approx(1.0)
     assert lr_factor(100, 100, cfg) == pytest.approx(0.01)
     assert lr_factor(55, 100, cfg) == pytest.approx(0.505, abs=1e-3)
+
+
+def test_bf16_autocast_trains_on_cpu():
+    feats, labels = make_data()
+    loop = TrainLoop(
+        make_task(),
+        make_exp(epochs=2, batch_size=8, precision="bf16"),
+        device=torch.device("cpu"),
+        total_steps=8,
+    )
+    assert loop.amp_dtype == torch.bfloat16
+    metrics = loop.run(batches(feats, labels))
+    assert loop.state.step == 8 and metrics["train_loss"] == metrics["train_loss"]  # finite
+    with pytest.raises(ValueError, match="fp16 training needs a CUDA device"):
+        TrainLoop(
+            make_task(), make_exp(precision="fp16"), device=torch.device("cpu"), total_steps=1
+        )

@@ -59,7 +59,9 @@ def test_killed_worker_resumes_from_checkpoint(ray_cluster, synth_tree, tmp_path
     exp = load_experiment(
         CONFIG,
         overrides={
-            "data.train": str(synth_tree), "train.epochs": epochs, "train.max_failures": 2,
+            "data.train": str(synth_tree),
+            "train.epochs": epochs,
+            "train.max_failures": 2,
             "data.crops_per_utterance": 3,
         },
     )
