@@ -7,6 +7,7 @@ two equals two singles.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import pytest
@@ -24,7 +25,67 @@ def make_input(family: str, cfg, batch: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     if family == "speaker":
         return torch.randn(batch, 200, cfg.feat_dim, generator=g)
+    if family == "codec":
+        # 0.2 s of low-level noise, deliberately not a multiple of the hop (tests pad + crop)
+        return 0.1 * torch.randn(batch, int(0.2 * cfg.sample_rate) + 7, generator=g)
+    if family == "classify":
+        return 0.1 * torch.randn(batch, cfg.input_length, generator=g)
     raise NotImplementedError(f"no contract input for family {family!r}")
+
+
+def tensor_fields(out) -> dict[str, torch.Tensor]:
+    """A model output as named tensors: a tensor is ``{"out": t}``; a dataclass output gives
+    its tensor fields (non-tensor fields such as ``num_quantizers`` are left out)."""
+    if isinstance(out, torch.Tensor):
+        return {"out": out}
+    assert dataclasses.is_dataclass(out), f"outputs are tensors or dataclasses, got {type(out)}"
+    fields = {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+    return {k: v for k, v in fields.items() if isinstance(v, torch.Tensor)}
+
+
+def grad_loss(out) -> torch.Tensor:
+    """Sum of mean squares of every float output (for a codec: reconstruction + commit loss)."""
+    terms = [t.float().pow(2).mean() for t in tensor_fields(out).values() if t.is_floating_point()]
+    return torch.stack(terms).sum()
+
+
+def per_example(out, batch: int) -> dict[str, torch.Tensor]:
+    """The tensor fields with a leading batch axis (batch-mean losses are not per example)."""
+    return {k: t for k, t in tensor_fields(out).items() if t.dim() and t.shape[0] == batch}
+
+
+def assert_same(a, b) -> None:
+    """Bit-identical outputs: every tensor field equal, and the same non-tensor fields."""
+    assert type(a) is type(b)
+    ta, tb = tensor_fields(a), tensor_fields(b)
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), f"field {k!r} differs"
+    if dataclasses.is_dataclass(a):
+        for f in dataclasses.fields(a):
+            if not isinstance(getattr(a, f.name), torch.Tensor):
+                assert getattr(a, f.name) == getattr(b, f.name), f"field {f.name!r} differs"
+
+
+def check_output(family: str, cfg, x: torch.Tensor, y) -> None:
+    """Output shapes per family."""
+    b = x.shape[0]
+    if family == "speaker":
+        assert y.shape == (b, cfg.embed_dim)
+    elif family == "codec":
+        frames = -(-x.shape[-1] // cfg.hop_length)
+        assert y.audio.shape == (b, 1, x.shape[-1])
+        assert y.codes.shape == (b, cfg.num_quantizers, frames)  # eval: all quantizers
+        assert y.codes.dtype == torch.int64
+        assert 0 <= int(y.codes.min()) and int(y.codes.max()) < cfg.codebook_size
+        assert y.commit_loss.shape == () and y.num_quantizers == cfg.num_quantizers
+    elif family == "classify":
+        assert y.shape == (b, cfg.num_classes)
+    else:
+        raise NotImplementedError(f"no output check for family {family!r}")
+    for name, t in tensor_fields(y).items():
+        if t.is_floating_point():
+            assert torch.isfinite(t).all(), f"non-finite {name}"
 
 
 def test_every_model_has_a_tiny_preset():
@@ -49,7 +110,7 @@ def test_tiny_contract(preset, tmp_path):
     # gradients reach every parameter and are finite
     model.train()
     out = model(x)
-    out.float().pow(2).mean().backward()
+    grad_loss(out).backward()
     for name, param in model.named_parameters():
         assert param.grad is not None, f"{preset}: no gradient for {name}"
         assert torch.isfinite(param.grad).all(), f"{preset}: non-finite gradient for {name}"
@@ -57,18 +118,19 @@ def test_tiny_contract(preset, tmp_path):
     model.eval()
     with torch.no_grad():
         y = model(x)
-        if family == "speaker":
-            assert y.shape == (2, p.config.embed_dim)
-        assert torch.isfinite(y).all()
+        check_output(family, p.config, x, y)
         # eval determinism
-        assert torch.equal(y, model(x))
+        assert_same(y, model(x))
         # a batch of two equals two singles
-        singles = torch.cat([model(x[:1]), model(x[1:])])
-        torch.testing.assert_close(y, singles, rtol=1e-4, atol=1e-5)
+        one, two = per_example(model(x[:1]), 1), per_example(model(x[1:]), 1)
+        both = per_example(y, 2)
+        assert both and both.keys() == one.keys()
+        for k, t in both.items():
+            torch.testing.assert_close(t, torch.cat([one[k], two[k]]), rtol=1e-4, atol=1e-5)
 
     # save -> load_model gives identical outputs
     path = save_checkpoint(model, tmp_path / "m.pt", meta={"test": True})
     loaded = load_model(path)
     assert not loaded.training
     with torch.no_grad():
-        assert torch.equal(loaded(x), y)
+        assert_same(loaded(x), y)
