@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 
 from datasets.audio import AudioError, load_audio
-from datasets.manifests import Utterance, scan_tree
+from datasets.manifests import Utterance
 from models.metrics import verification_metrics
 from models.pipelines.speaker import AudioInputError, SpeakerEmbedder
+from ray_jobs.prepare import scan_any
 
 log = logging.getLogger("ray_jobs.evaluate")
 
@@ -348,11 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m ray_jobs.evaluate", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--checkpoint", required=True, help="voxray speaker-model checkpoint (.pt)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="voxray speaker-model checkpoint (.pt) or an exported ONNX model (.onnx)",
+    )
     p.add_argument("--data-root", required=True, help="labelled tree: [dataset/]speaker/utt.wav")
     p.add_argument("--trials", help="trials file; default: same/different pairs of the tree")
     p.add_argument(
-        "--layout", default="auto", choices=["auto", "dataset/speaker/utt", "speaker/utt"]
+        "--layout",
+        default="auto",
+        help="auto, dataset/speaker/utt, speaker/utt, or a file-name pattern (librispeech, fsdd, "
+        "cmu-arctic); --data-root also takes comma-separated PATH@LAYOUT sources",
     )
     p.add_argument("--max-trials", type=int, default=DEFAULT_MAX_TRIALS)
     p.add_argument("--seed", type=int, default=0, help="seed of the pair subsample")
@@ -372,10 +380,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ckpt = Path(args.checkpoint)
         if not ckpt.is_file():
             raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
-        embedder = SpeakerEmbedder.from_checkpoint(
-            ckpt, device=args.device, min_seconds=args.min_seconds
-        )
-        utterances = scan_tree(args.data_root, layout=args.layout, with_durations=True)
+        if ckpt.suffix == ".onnx":  # an exported model (ray_jobs.export), FP32 or INT8
+            from models.pipelines.onnx_backend import OnnxSpeakerEmbedder
+
+            embedder = OnnxSpeakerEmbedder.from_file(ckpt, min_seconds=args.min_seconds)
+        else:
+            embedder = SpeakerEmbedder.from_checkpoint(
+                ckpt, device=args.device, min_seconds=args.min_seconds
+            )
+        utterances = scan_any(args.data_root, args.layout, with_durations=True)
         trials = read_trials(args.trials) if args.trials else None
         log.info(
             "evaluating %s on %d utterances from %s",

@@ -36,7 +36,9 @@ class PreparedData:
     eval_utterances: list[Utterance]  # held-out labelled utterances ([] = no evaluation)
 
 
-def scan_any(root: str | Path, layout: str = "auto") -> list[Utterance]:
+def scan_any(
+    root: str | Path, layout: str = "auto", *, with_durations: bool = False
+) -> list[Utterance]:
     """Utterances from one or more comma-separated sources, each optionally ``PATH@LAYOUT``.
 
     A source is a tree (``auto``, ``dataset/speaker/utt``, ``speaker/utt``), a flat folder whose
@@ -50,9 +52,9 @@ def scan_any(root: str | Path, layout: str = "auto") -> list[Utterance]:
         if r.suffix == ".csv":
             utts += read_manifest_csv(r)
         elif lay in FILENAME_PATTERNS:
-            utts += scan_filename_pattern(r, FILENAME_PATTERNS[lay])
+            utts += scan_filename_pattern(r, FILENAME_PATTERNS[lay], with_durations=with_durations)
         else:
-            utts += scan_tree(r, layout=lay)
+            utts += scan_tree(r, layout=lay, with_durations=with_durations)
     return utts
 
 
