@@ -8,6 +8,7 @@ STAMP := .venv/.voxray-synced
 SHARED ?= $(abspath ../shared)
 OUT ?= runs/realdata
 DATA ?=
+CKPT ?= runs/demo/model.pt
 PYTEST_ARGS ?=
 
 .PHONY: help setup demo test test-fast bench lint format serve train-realdata clean
@@ -16,6 +17,7 @@ help:
 	@echo "make demo   - create the environment if missing, then run the end-to-end demo"
 	@echo "make test   - create the environment if missing, then run the test suite"
 	@echo "make bench  - write BENCHMARKS.md"
+	@echo "make serve CKPT=model.pt - speaker service on http://127.0.0.1:8000 (docs: /docs)"
 	@echo "make train-realdata OUT=DIR - train on ../shared/data/speech (10 min on 2 cores)"
 	@echo "make lint   - ruff check + format check"
 
@@ -38,6 +40,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(RUN) python -m ray_jobs.bench --output BENCHMARKS.md
+
+serve: $(STAMP)
+	$(RUN) python -m serve --checkpoint $(CKPT) --db speakers.db --port 8000
 
 lint: $(STAMP)
 	$(RUN) ruff check .

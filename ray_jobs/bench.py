@@ -389,11 +389,12 @@ def section_service(quick: bool, notes: list[str] | None = None) -> str | None:
             )
     app = cfg["app_args"]
     auto = app.get("autoscaling", {})
+    lo, hi = auto.get("min_replicas", 1), auto.get("max_replicas", 1)
     lines += [
         "",
         "How measured: the app (`serve.app:build_app`) runs on loopback on a local Ray cluster on "
-        f"this machine: one ingress replica and {auto.get('min_replicas', 1)}-"
-        f"{auto.get('max_replicas', 1)} embedding replica(s), `torch_threads` "
+        f"this machine: one ingress replica and {lo if lo == hi else f'{lo}-{hi}'} embedding "
+        f"replica(s), `torch_threads` "
         f"{app.get('torch_threads', 1)}, `@serve.batch` up to {app.get('max_batch_size', 16)} "
         f"clips / {1000 * app.get('batch_wait_timeout_s', 0.01):g} ms. The client (httpx, "
         f"asyncio, the same machine, so it competes for the CPUs) sends {cfg['requests_per_level']} "

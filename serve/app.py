@@ -8,7 +8,8 @@
 ``DeploymentHandle``, and holds the enrollment database (``serve/store.py``). The database is
 one SQLite file, so the ingress runs as one replica per file; the model scales out.
 
-Every refused request is a 4xx ``{"error": {"code", "message"}}``. OpenAPI docs: ``/docs``.
+Every refused request is a 4xx ``{"error": {"code", "message"}}`` (``serve/errors.py``, which also
+documents the hand-parsed bodies). OpenAPI docs: ``/docs``.
 """
 
 # No ``from __future__ import annotations`` here: Serve's ``@serve.ingress`` rebuilds the route
@@ -24,36 +25,22 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
-from pydantic.json_schema import models_json_schema
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from datasets.audio import AudioError
 from datasets.manifests import ManifestError, scan_tree
-from models.pipelines.speaker import AudioInputError
 from serve import schemas as S
-from serve.audio_input import (
-    AudioLimits,
-    ServiceError,
-    load_source,
-    parse_request,
-    read_body,
-    resolve_allowed_path,
-)
+from serve.audio_input import AudioLimits, load_source, parse_request, resolve_allowed_path
 from serve.deployments import EmbeddingModel
-from serve.store import (
-    ModelMismatchError,
-    SpeakerStore,
-    StoreError,
-    UnknownGroupError,
-    UnknownSpeakerError,
+from serve.errors import (
+    ERRORS,
+    ServiceError,
+    install_error_handlers,
+    install_openapi,
+    request_body,
 )
+from serve.store import ModelMismatchError, SpeakerStore, UnknownGroupError
 
 log = logging.getLogger(__name__)
 
@@ -63,119 +50,8 @@ app = FastAPI(
     version="1",
 )
 
-# ---------------------------------------------------------------------------------------------
-# Errors: one JSON shape for every refusal
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-def _validation_message(errors: list[Any]) -> str:
-    parts = []
-    for e in errors:
-        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
-    return "; ".join(parts)
-
-
-@app.exception_handler(ServiceError)
-async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-    return _error(exc.status, exc.code, exc.message)
-
-
-@app.exception_handler(ValidationError)
-async def _pydantic_error(_: Request, exc: ValidationError) -> JSONResponse:
-    return _error(422, "invalid_request", _validation_message(exc.errors()))
-
-
-@app.exception_handler(RequestValidationError)
-async def _request_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    return _error(422, "invalid_request", _validation_message(list(exc.errors())))
-
-
-@app.exception_handler(StoreError)
-async def _store_error(_: Request, exc: StoreError) -> JSONResponse:
-    if isinstance(exc, UnknownSpeakerError):
-        return _error(404, "unknown_speaker", str(exc))
-    if isinstance(exc, UnknownGroupError):
-        return _error(404, "unknown_group", str(exc))
-    if isinstance(exc, ModelMismatchError):
-        return _error(409, "model_mismatch", str(exc))
-    return _error(400, "invalid_request", str(exc))
-
-
-@app.exception_handler(AudioError)
-async def _audio_error(_: Request, exc: AudioError) -> JSONResponse:
-    return _error(400, "invalid_audio", str(exc))
-
-
-@app.exception_handler(AudioInputError)
-async def _audio_input_error(_: Request, exc: AudioInputError) -> JSONResponse:
-    return _error(400, "invalid_audio", str(exc))
-
-
-@app.exception_handler(StarletteHTTPException)
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return _error(exc.status_code, code, str(exc.detail))
-
-
-@app.exception_handler(Exception)
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error")
-    return _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
-
-
-# ---------------------------------------------------------------------------------------------
-# OpenAPI: bodies are parsed by hand (JSON or multipart), so document them explicitly
-
-_DOC_MODELS: set[type[BaseModel]] = set()
-_ERRORS = {
-    str(code): {"model": S.ErrorResponse, "description": desc}
-    for code, desc in [
-        (400, "Bad audio or body"),
-        (404, "Unknown speaker, group or path"),
-        (413, "Request too large"),
-        (422, "Invalid request"),
-    ]
-}
-
-
-def _body(model: type[BaseModel], files: dict[str, bool] | None = None) -> dict[str, Any]:
-    """``openapi_extra`` for a JSON body ``model`` and, with ``files`` (field -> repeated), the
-    equivalent multipart form (other fields as text)."""
-    _DOC_MODELS.add(model)
-    content: dict[str, Any] = {
-        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-    }
-    if files is not None:
-        props: dict[str, Any] = {}
-        for name in model.model_fields:
-            one = {"type": "string", "format": "binary"} if name in files else {"type": "string"}
-            props[name] = {"type": "array", "items": one} if files.get(name) else one
-        required = [n for n, f in model.model_fields.items() if f.is_required()]
-        content["multipart/form-data"] = {
-            "schema": {"type": "object", "properties": props, "required": required}
-        }
-    return {"requestBody": {"required": True, "content": content}}
-
-
-def _openapi() -> dict[str, Any]:
-    if app.openapi_schema is None:
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        _, defs = models_json_schema(
-            [(m, "validation") for m in sorted(_DOC_MODELS, key=lambda m: m.__name__)],
-            ref_template="#/components/schemas/{model}",
-        )
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
-        app.openapi_schema = schema
-    return app.openapi_schema
-
-
-app.openapi = _openapi  # type: ignore[method-assign]
+install_error_handlers(app)
+install_openapi(app)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,8 +119,12 @@ class SpeakerService:
         )
 
     async def _parse(self, request: Request, model: type[S.BaseModel]) -> Any:
-        body = await read_body(request, self.args.max_request_bytes)
-        return parse_request(body, request.headers.get("content-type"), model)
+        return await parse_request(
+            request,
+            model,
+            max_bytes=self.args.max_request_bytes,
+            max_files=self.args.max_candidates + 1,  # /verify_batch: reference + candidates
+        )
 
     async def _wav(self, src: S.AudioSource, field: str, limits: AudioLimits) -> np.ndarray:
         return await asyncio.to_thread(load_source, src, field, limits)
@@ -303,8 +183,8 @@ class SpeakerService:
     @app.post(
         "/config",
         response_model=S.ConfigResponse,
-        responses=_ERRORS,
-        openapi_extra=_body(S.ConfigUpdate),
+        responses=ERRORS,
+        openapi_extra=request_body(S.ConfigUpdate),
     )
     async def set_config(self, request: Request) -> S.ConfigResponse:
         """Set the threshold and/or switch the active model to another configured one."""
@@ -325,8 +205,8 @@ class SpeakerService:
     @app.post(
         "/verify",
         response_model=S.VerifyResponse,
-        responses=_ERRORS,
-        openapi_extra=_body(S.VerifyRequest, {"audio_a": False, "audio_b": False}),
+        responses=ERRORS,
+        openapi_extra=request_body(S.VerifyRequest, {"audio_a": False, "audio_b": False}),
     )
     async def verify(self, request: Request) -> S.VerifyResponse:
         """Two clips -> cosine score and same/different at the threshold."""
@@ -342,8 +222,8 @@ class SpeakerService:
     @app.post(
         "/verify_batch",
         response_model=S.VerifyBatchResponse,
-        responses=_ERRORS,
-        openapi_extra=_body(S.VerifyBatchRequest, {"reference": False, "candidates": True}),
+        responses=ERRORS,
+        openapi_extra=request_body(S.VerifyBatchRequest, {"reference": False, "candidates": True}),
     )
     async def verify_batch(self, request: Request) -> S.VerifyBatchResponse:
         """One reference clip against many candidates."""
@@ -370,8 +250,8 @@ class SpeakerService:
     @app.post(
         "/extract_embedding",
         response_model=S.EmbeddingResponse,
-        responses=_ERRORS,
-        openapi_extra=_body(S.ExtractRequest, {"audio": False}),
+        responses=ERRORS,
+        openapi_extra=request_body(S.ExtractRequest, {"audio": False}),
     )
     async def extract_embedding(self, request: Request) -> S.EmbeddingResponse:
         req = await self._parse(request, S.ExtractRequest)
@@ -389,8 +269,8 @@ class SpeakerService:
     @app.post(
         "/compare_embeddings",
         response_model=S.CompareResponse,
-        responses=_ERRORS,
-        openapi_extra=_body(S.CompareEmbeddingsRequest),
+        responses=ERRORS,
+        openapi_extra=request_body(S.CompareEmbeddingsRequest),
     )
     async def compare_embeddings(self, request: Request) -> S.CompareResponse:
         """Cosine of two embedding vectors of the active model's dimension."""
@@ -406,8 +286,8 @@ class SpeakerService:
     @app.post(
         "/speakers",
         response_model=S.SpeakerOut,
-        responses={**_ERRORS, "409": {"model": S.ErrorResponse}},
-        openapi_extra=_body(S.EnrollRequest, {"audio": True}),
+        responses={**ERRORS, "409": {"model": S.ErrorResponse}},
+        openapi_extra=request_body(S.EnrollRequest, {"audio": True}),
     )
     async def enroll(self, request: Request) -> S.SpeakerOut:
         """Enroll a speaker from one or more clips (or re-enroll ``speaker_id``)."""
@@ -435,15 +315,15 @@ class SpeakerService:
         )
         return _speaker_out(sp)
 
-    @app.get("/speakers", response_model=S.SpeakerList, responses=_ERRORS)
+    @app.get("/speakers", response_model=S.SpeakerList, responses=ERRORS)
     async def list_speakers(self, group: str | None = None) -> S.SpeakerList:
         return S.SpeakerList(speakers=[_speaker_out(s) for s in self.store.list_speakers(group)])
 
-    @app.get("/speakers/{speaker_id}", response_model=S.SpeakerOut, responses=_ERRORS)
+    @app.get("/speakers/{speaker_id}", response_model=S.SpeakerOut, responses=ERRORS)
     async def get_speaker(self, speaker_id: str) -> S.SpeakerOut:
         return _speaker_out(self.store.get(speaker_id))
 
-    @app.delete("/speakers/{speaker_id}", response_model=S.DeleteResponse, responses=_ERRORS)
+    @app.delete("/speakers/{speaker_id}", response_model=S.DeleteResponse, responses=ERRORS)
     async def delete_speaker(self, speaker_id: str) -> S.DeleteResponse:
         self.store.delete(speaker_id)
         return S.DeleteResponse(deleted=speaker_id)
@@ -451,15 +331,15 @@ class SpeakerService:
     @app.post(
         "/speakers/{speaker_id}/groups",
         response_model=S.SpeakerOut,
-        responses=_ERRORS,
-        openapi_extra=_body(S.GroupRequest),
+        responses=ERRORS,
+        openapi_extra=request_body(S.GroupRequest),
     )
     async def add_to_group(self, speaker_id: str, request: Request) -> S.SpeakerOut:
         req = await self._parse(request, S.GroupRequest)
         return _speaker_out(self.store.add_to_group(speaker_id, req.group))
 
     @app.delete(
-        "/speakers/{speaker_id}/groups/{group}", response_model=S.SpeakerOut, responses=_ERRORS
+        "/speakers/{speaker_id}/groups/{group}", response_model=S.SpeakerOut, responses=ERRORS
     )
     async def remove_from_group(self, speaker_id: str, group: str) -> S.SpeakerOut:
         return _speaker_out(self.store.remove_from_group(speaker_id, group))
@@ -471,8 +351,8 @@ class SpeakerService:
     @app.post(
         "/identify",
         response_model=S.IdentifyResponse,
-        responses={**_ERRORS, "409": {"model": S.ErrorResponse}},
-        openapi_extra=_body(S.IdentifyRequest, {"audio": False}),
+        responses={**ERRORS, "409": {"model": S.ErrorResponse}},
+        openapi_extra=request_body(S.IdentifyRequest, {"audio": False}),
     )
     async def identify(self, request: Request) -> S.IdentifyResponse:
         """Top-k enrolled speakers for a clip; the first match is "unknown" below the threshold."""
@@ -501,8 +381,8 @@ class SpeakerService:
     @app.post(
         "/speakers/import",
         response_model=S.ImportResponse,
-        responses={**_ERRORS, "403": {"model": S.ErrorResponse}},
-        openapi_extra=_body(S.ImportRequest),
+        responses={**ERRORS, "403": {"model": S.ErrorResponse}},
+        openapi_extra=request_body(S.ImportRequest),
     )
     async def import_speakers(self, request: Request) -> S.ImportResponse:
         """Enroll every speaker folder of a server-side tree, or a job's speakers.parquet."""
@@ -583,8 +463,8 @@ class SpeakerService:
     @app.post(
         "/galleries",
         response_model=S.ImportResponse,
-        responses=_ERRORS,
-        openapi_extra=_body(S.GalleryRequest),
+        responses=ERRORS,
+        openapi_extra=request_body(S.GalleryRequest),
     )
     async def import_gallery(self, request: Request) -> S.ImportResponse:
         """A custom gallery: labels + embeddings (of the active model) into ``group``."""

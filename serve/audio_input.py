@@ -2,14 +2,15 @@
 
 Ray-free (tested without Ray). Three ways to send audio, under the same field names:
 
-* ``multipart/form-data`` file uploads (parsed here with the standard library's rules for
-  RFC 7578 bodies, so the service needs no ``python-multipart``);
+* ``multipart/form-data`` file uploads (parsed by Starlette's form parser, ``python-multipart``,
+  with limits on the number of parts);
 * JSON with base64 strings (``{"audio": {"base64": "..."}}`` or a bare string);
 * JSON with a server-side path (``{"audio": {"path": "..."}}``), read only under the configured
   allow-listed folders: ``..`` components are refused and symlinks are resolved before the
   containment check, so a link cannot point outside.
 
-Bodies are read with a byte cap (413 before any decoding); decoding, down-mixing, resampling and
+Bodies are read through a byte counter (413 as soon as a body, chunked or not, passes the cap:
+before it is held whole and before any decoding); decoding, down-mixing, resampling and
 the duration limits are ``datasets.audio.decode_audio``'s job (the maximum duration is checked
 from the header before decoding).
 """
@@ -21,28 +22,22 @@ import binascii
 import json
 import os
 import typing
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.types import Message, Receive
 
 from datasets.audio import AudioError, decode_audio
+from serve.errors import ServiceError
 from serve.schemas import AudioSource
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class ServiceError(Exception):
-    """A request the service refuses; becomes ``{"error": {"code", "message"}}`` with ``status``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -52,12 +47,6 @@ class AudioLimits:
     max_seconds: float
     max_bytes: int  # per request body and per server-side file
     allowed_roots: tuple[Path, ...] = ()
-
-
-class _Request(Protocol):
-    headers: Any
-
-    def stream(self) -> AsyncIterator[bytes]: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,79 +62,65 @@ def too_large(size: int | str, limit: int) -> ServiceError:
     )
 
 
-async def read_body(request: _Request, max_bytes: int) -> bytes:
-    """The request body, refused with 413 once it passes ``max_bytes`` (also when chunked)."""
+class _CountedReceive:
+    """An ASGI ``receive`` that counts body bytes and raises 413 past ``max_bytes``."""
+
+    def __init__(self, receive: Receive, max_bytes: int) -> None:
+        self.receive, self.max_bytes, self.total = receive, max_bytes, 0
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        if message["type"] == "http.request":
+            self.total += len(message.get("body", b""))
+            if self.total > self.max_bytes:
+                raise too_large(f"more than {self.max_bytes}", self.max_bytes)
+        return message
+
+
+def limit_body(request: Request, max_bytes: int) -> tuple[Request, _CountedReceive]:
+    """``request`` whose body is refused with 413 once it passes ``max_bytes``, and its counter.
+
+    A declared ``Content-Length`` above the limit is refused at once; otherwise the returned
+    request counts the bytes as the ASGI server delivers them (chunked bodies too) and raises
+    while reading, so an oversized body is never held whole. Read the body through the returned
+    request only.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise too_large(declared, max_bytes)
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > max_bytes:
-            raise too_large(f"more than {max_bytes}", max_bytes)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    counter = _CountedReceive(request.receive, max_bytes)
+    return Request(request.scope, counter), counter
 
 
-def _header_params(value: str) -> tuple[str, dict[str, str]]:
-    """``'form-data; name="a"; filename="b.wav"'`` -> ``("form-data", {"name": "a", ...})``."""
-    main, *rest = value.split(";")
-    params = {}
-    for item in rest:
-        key, sep, val = item.strip().partition("=")
-        if sep:
-            val = val.strip()
-            if len(val) >= 2 and val[0] == val[-1] == '"':
-                val = val[1:-1].replace('\\"', '"')
-            params[key.strip().lower()] = val
-    return main.strip().lower(), params
-
-
-def parse_multipart(
-    body: bytes, content_type: str
+async def read_form(
+    request: Request, *, max_files: int, max_fields: int, max_part_size: int
 ) -> tuple[dict[str, list[str]], dict[str, list[bytes]]]:
-    """A ``multipart/form-data`` body -> ``(text fields, file fields)``, each name -> values.
+    """A ``multipart/form-data`` request -> ``(text fields, file fields)``, each name -> values.
 
-    A part with a ``filename`` is a file (its bytes, untouched); others are UTF-8 text.
+    Parsed by Starlette (``python-multipart``); a part with a filename is a file (its bytes,
+    untouched), others are text. Malformed bodies -> 400 ``bad_multipart``; more than
+    ``max_files`` files or ``max_fields`` text fields -> 413 ``too_many_parts``.
     """
-    _, params = _header_params(content_type)
-    boundary = params.get("boundary")
-    if not boundary:
-        raise ServiceError(400, "bad_multipart", "multipart body without a boundary parameter")
-    delim = b"--" + boundary.encode("latin-1")
-    data = b"\r\n" + body  # so the first delimiter looks like every other one
-    pieces = data.split(b"\r\n" + delim)
-    if len(pieces) < 2 or not pieces[-1].startswith(b"--"):
-        raise ServiceError(
-            400, "bad_multipart", "malformed multipart body (missing the closing boundary)"
+    try:
+        form = await request.form(
+            max_files=max_files, max_fields=max_fields, max_part_size=max_part_size
         )
+    except (MultiPartException, HTTPException) as exc:
+        # Starlette raises HTTPException(400) instead when the scope carries an app.
+        message = str(getattr(exc, "detail", None) or getattr(exc, "message", exc))
+        if message.startswith("Too many"):
+            raise ServiceError(413, "too_many_parts", message) from exc
+        raise ServiceError(400, "bad_multipart", f"malformed multipart body: {message}") from exc
     fields: dict[str, list[str]] = {}
     files: dict[str, list[bytes]] = {}
-    for piece in pieces[1:-1]:
-        # Each part: optional transport padding, CRLF, headers, CRLF CRLF, content.
-        _, crlf, part = piece.partition(b"\r\n")
-        head, sep, content = part.partition(b"\r\n\r\n")
-        if not crlf or not sep:
-            raise ServiceError(400, "bad_multipart", "malformed multipart part (no headers)")
-        headers = {}
-        for line in head.decode("latin-1").split("\r\n"):
-            key, _, val = line.partition(":")
-            headers[key.strip().lower()] = val.strip()
-        kind, disp = _header_params(headers.get("content-disposition", ""))
-        name = disp.get("name")
-        if kind != "form-data" or not name:
-            raise ServiceError(400, "bad_multipart", "multipart part without a form-data name")
-        if "filename" in disp:
-            files.setdefault(name, []).append(content)
-        else:
-            try:
-                fields.setdefault(name, []).append(content.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise ServiceError(
-                    400,
-                    "bad_multipart",
-                    f"form field {name!r} is not UTF-8 text; send files with a filename",
-                ) from exc
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, str):
+                fields.setdefault(name, []).append(value)
+            else:
+                files.setdefault(name, []).append(await value.read())
+    finally:
+        await form.close()
     return fields, files
 
 
@@ -165,65 +140,96 @@ def _is_audio(annotation: Any) -> bool:
     return annotation is AudioSource or any(_is_audio(a) for a in typing.get_args(annotation))
 
 
-def parse_request(body: bytes, content_type: str | None, model: type[M]) -> M:
-    """A JSON or multipart body -> ``model`` (pydantic ``ValidationError`` -> 422 upstream).
+def form_to_model(fields: dict[str, list[str]], files: dict[str, list[bytes]], model: type[M]) -> M:
+    """Multipart ``(text fields, file fields)`` -> ``model`` (``ValidationError`` -> 422 upstream).
 
-    Multipart: files land in the model's ``AudioSource`` fields, text fields in the others
-    (repeated names fill list fields; dict fields are JSON text).
+    Files land in the model's ``AudioSource`` fields, text in the others; repeated names fill
+    list fields; dict fields are JSON text. An audio field may also be text: base64 or
+    ``{"path": ...}`` JSON.
     """
-    ctype = (content_type or "").split(";")[0].strip().lower()
-    if not body:
-        raise ServiceError(
-            400,
-            "empty_body",
-            "the request body is empty; send JSON or multipart/form-data (see /docs)",
-        )
-    if ctype == "multipart/form-data":
-        fields, files = parse_multipart(body, content_type or "")
-        values: dict[str, Any] = {}
-        for name, field in model.model_fields.items():
-            ann = field.annotation
-            if _is_audio(ann):
-                got: list[Any] = [AudioSource.from_upload(b) for b in files.pop(name, [])]
-                got += fields.pop(name, [])  # base64 text or {"path": ...} JSON is fine too
-                got = [_maybe_json(g) for g in got]
-            else:
-                got = fields.pop(name, [])
-                if name in files:
-                    raise ServiceError(422, "invalid_request", f"field {name!r} is not a file")
-                if _is_dict(ann):
-                    got = [_json_field(name, g) for g in got]
-            if not got:
-                continue
-            if _is_list(ann):
-                values[name] = got
-            elif len(got) > 1:
-                raise ServiceError(
-                    422, "invalid_request", f"field {name!r} was given {len(got)} times, once"
-                )
-            else:
-                values[name] = got[0]
-        unknown = sorted(set(fields) | set(files))
-        if unknown:
+    fields, files = dict(fields), dict(files)
+    values: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if _is_audio(ann):
+            got: list[Any] = [AudioSource.from_upload(b) for b in files.pop(name, [])]
+            got += [_maybe_json(g) for g in fields.pop(name, [])]
+        else:
+            got = fields.pop(name, [])
+            if name in files:
+                raise ServiceError(422, "invalid_request", f"field {name!r} is not a file")
+            if _is_dict(ann):
+                got = [_json_field(name, g) for g in got]
+        if not got:
+            continue
+        if _is_list(ann):
+            values[name] = got
+        elif len(got) > 1:
             raise ServiceError(
-                422,
-                "invalid_request",
-                f"unknown form field(s) {unknown}; expected {sorted(model.model_fields)}",
+                422, "invalid_request", f"field {name!r} was given {len(got)} times, once"
             )
-        return model.model_validate(values)
-    if ctype in ("application/json", "") or ctype.endswith("+json"):
-        try:
-            return model.model_validate_json(body)
-        except ValidationError as exc:
-            if any(e["type"] == "json_invalid" for e in exc.errors()):
+        else:
+            values[name] = got[0]
+    unknown = sorted(set(fields) | set(files))
+    if unknown:
+        raise ServiceError(
+            422,
+            "invalid_request",
+            f"unknown form field(s) {unknown}; expected {sorted(model.model_fields)}",
+        )
+    return model.model_validate(values)
+
+
+def json_to_model(body: bytes, model: type[M]) -> M:
+    """A JSON body -> ``model``; not JSON -> 400 ``invalid_json`` (other errors: 422 upstream)."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise ServiceError(
+                400, "invalid_json", f"the body is not valid JSON: {exc.errors()[0]['msg']}"
+            ) from exc
+        raise
+
+
+async def parse_request(request: Request, model: type[M], *, max_bytes: int, max_files: int) -> M:
+    """A JSON or multipart request -> ``model``, the body capped at ``max_bytes`` (413).
+
+    ``max_files``: file parts a multipart body may hold (text fields: as many plus 16).
+    """
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    limited, counter = limit_body(request, max_bytes)
+    if ctype == "multipart/form-data":
+        fields, files = await read_form(
+            limited, max_files=max_files, max_fields=max_files + 16, max_part_size=max_bytes
+        )
+        if not fields and not files:
+            if counter.total:  # python-multipart drops an unterminated part silently
                 raise ServiceError(
-                    400, "invalid_json", f"the body is not valid JSON: {exc.errors()[0]['msg']}"
-                ) from exc
-            raise
+                    400,
+                    "bad_multipart",
+                    "malformed multipart body: no complete part (truncated, or missing the "
+                    "closing boundary)",
+                )
+            raise _empty_body()
+        return form_to_model(fields, files, model)
+    if ctype in ("application/json", "") or ctype.endswith("+json"):
+        body = await limited.body()
+        if not body:
+            raise _empty_body()
+        return json_to_model(body, model)
     raise ServiceError(
         415,
         "unsupported_media_type",
         f"content type {ctype!r} is not accepted; send application/json or multipart/form-data",
+    )
+
+
+def _empty_body() -> ServiceError:
+    return ServiceError(
+        400,
+        "empty_body",
+        "the request body is empty; send JSON or multipart/form-data (see /docs)",
     )
 
 

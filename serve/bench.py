@@ -101,16 +101,20 @@ def _model_throughput(checkpoint: str, clips: list[bytes], batch: int, min_clips
     from datasets.audio import decode_audio
     from models.pipelines.speaker import SpeakerEmbedder
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what one embedding replica uses (torch_threads=1)
-    emb = SpeakerEmbedder.from_checkpoint(checkpoint)
-    wavs = [decode_audio(c, emb.sample_rate)[0] for c in clips]
-    emb.embed_batch(wavs[:batch], emb.sample_rate)  # warm-up
-    done, t0 = 0, time.perf_counter()
-    while done < min_clips:
-        chunk = [wavs[(done + i) % len(wavs)] for i in range(batch)]
-        emb.embed_batch(chunk, emb.sample_rate)
-        done += batch
-    wall = time.perf_counter() - t0
+    try:
+        emb = SpeakerEmbedder.from_checkpoint(checkpoint)
+        wavs = [decode_audio(c, emb.sample_rate)[0] for c in clips]
+        emb.embed_batch(wavs[:batch], emb.sample_rate)  # warm-up
+        done, t0 = 0, time.perf_counter()
+        while done < min_clips:
+            chunk = [wavs[(done + i) % len(wavs)] for i in range(batch)]
+            emb.embed_batch(chunk, emb.sample_rate)
+            done += batch
+        wall = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)  # the caller's (e.g. make bench's) setting
     return {"batch_size": batch, "clips": done, "clips_per_s": round(done / wall, 2)}
 
 

@@ -1,7 +1,8 @@
 """The speaker service over real HTTP on loopback: every endpoint and every bad input.
 
 One Serve app per module on the shared 2-CPU cluster (deployments at ``num_cpus=0``), a tiny
-random-weight CAM++ checkpoint (plus an x-vector one to switch to) and a real SQLite file.
+random-weight CAM++ checkpoint (plus an x-vector one and the CAM++ one exported to ONNX, to
+switch to) and a real SQLite file.
 Random weights make same-vs-different ordering meaningless, so the checks are the contracts:
 decision == score >= threshold, identical audio scores ~1, enrolled data survives restarts.
 """
@@ -50,20 +51,31 @@ def _b64(data: bytes) -> str:
 def files(tmp_path_factory):
     import models
     from datasets.synth import generate_corpus
+    from ray_jobs.export import export_checkpoint
 
     root = tmp_path_factory.mktemp("svc")
     torch_ckpt = models.save_checkpoint(models.build_model("campplus-tiny").eval(), root / "a.pt")
     alt_ckpt = models.save_checkpoint(models.build_model("xvector-tiny").eval(), root / "b.pt")
+    onnx_file = export_checkpoint(torch_ckpt, root / "a.onnx")
     audio_root = root / "audio"
     generate_corpus(audio_root, num_speakers=2, utts_per_speaker=2, seconds=(1.0, 1.5), seed=3)
     (root / "outside.wav").write_bytes(_wav(1.0, 9))
-    return {"root": root, "ckpt": torch_ckpt, "alt": alt_ckpt, "audio_root": audio_root}
+    return {
+        "root": root,
+        "ckpt": torch_ckpt,
+        "alt": alt_ckpt,
+        "onnx": onnx_file,
+        "audio_root": audio_root,
+    }
 
 
 def _args(files) -> dict:
     return {
         "checkpoint": str(files["ckpt"]),
-        "models": {"alt": {"path": str(files["alt"])}},
+        "models": {
+            "alt": {"path": str(files["alt"])},
+            "onnx": {"path": str(files["onnx"]), "backend": "onnx"},
+        },
         "db": str(files["root"] / "speakers.db"),
         "threshold": 0.5,
         "min_seconds": 0.5,
@@ -126,7 +138,7 @@ def test_health_docs_and_config_switch(client):
     cfg = _ok(client.get("/config"))
     assert cfg["model"]["backend"] == "torch" and cfg["model"]["name"] == "default"
     assert cfg["model"]["model_id"].startswith("campplus") and cfg["threshold"] == 0.5
-    assert {m["name"] for m in cfg["models"]} == {"default", "alt"}
+    assert {m["name"] for m in cfg["models"]} == {"default", "alt", "onnx"}
     # Switching models while the database is empty is allowed, and changes the embeddings.
     alt = _ok(client.post("/config", json={"model": "alt", "threshold": 0.3}))
     assert alt["model"]["name"] == "alt" and alt["threshold"] == 0.3
@@ -202,6 +214,33 @@ def test_extract_and_compare_embeddings(client, clips):
     )
     assert str(dim) in msg
     _err(client.post("/compare_embeddings", json={"embedding_a": [1.0]}), 422, "invalid_request")
+
+
+def test_onnx_backend_agrees_with_torch(client, clips):
+    """The same checkpoint exported with ``ray_jobs.export`` and served by ONNX Runtime gives the
+    torch backend's embeddings (same model id, so switching keeps the enrolled data valid)."""
+    torch_emb = _ok(client.post("/extract_embedding", json={"audio": _b64(clips["c"])}))
+    torch_ver = _ok(
+        client.post("/verify", json={"audio_a": _b64(clips["a"]), "audio_b": _b64(clips["b"])})
+    )
+    cfg = _ok(client.post("/config", json={"model": "onnx"}))
+    try:
+        assert cfg["model"]["backend"] == "onnx" and cfg["model"]["path"].endswith(".onnx")
+        assert cfg["model"]["model_id"] == torch_emb["model_id"]
+        onnx_emb = _ok(client.post("/extract_embedding", files={"audio": ("c.wav", clips["c"])}))
+        onnx_ver = _ok(
+            client.post(
+                "/verify",
+                files={"audio_a": ("a.wav", clips["a"]), "audio_b": ("b.wav", clips["b"])},
+            )
+        )
+    finally:
+        _ok(client.post("/config", json={"model": "default"}))
+    a, b = np.asarray(torch_emb["embedding"]), np.asarray(onnx_emb["embedding"])
+    assert a.shape == b.shape == (torch_emb["embed_dim"],)
+    assert float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.9999
+    assert np.abs(a - b).max() < 1e-4
+    assert onnx_ver["score"] == pytest.approx(torch_ver["score"], abs=1e-4)
 
 
 def test_bad_inputs_are_4xx_json(client, clips, files):

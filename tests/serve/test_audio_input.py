@@ -1,4 +1,5 @@
-"""serve/audio_input.py without Ray: multipart parsing, allow-listed paths, limits, decoding."""
+"""serve/audio_input.py without Ray: request parsing (Starlette's multipart parser over a real
+ASGI request), body limits, allow-listed paths, decoding."""
 
 from __future__ import annotations
 
@@ -16,15 +17,15 @@ from pydantic import ValidationError
 
 sys.modules.setdefault("ray", None)  # this layer must not need Ray
 
+from starlette.requests import Request  # noqa: E402
+
 from serve.audio_input import (  # noqa: E402
     AudioLimits,
-    ServiceError,
     load_source,
-    parse_multipart,
     parse_request,
-    read_body,
     resolve_allowed_path,
 )
+from serve.errors import ServiceError  # noqa: E402
 from serve.schemas import AudioSource, EnrollRequest, VerifyRequest  # noqa: E402
 
 SR = 16000
@@ -54,15 +55,45 @@ def encode_multipart(files, data) -> tuple[bytes, str]:
     return req.read(), req.headers["content-type"]
 
 
-def test_multipart_round_trip_keeps_binary_bytes_exact():
-    blob = bytes(range(256)) * 7 + b"\r\n--\r\n\r\n"  # boundary-like and CRLF bytes inside
+class _Receive:
+    """An ASGI ``receive`` delivering ``body`` in 1000-byte chunks; counts what was read."""
+
+    def __init__(self, body: bytes) -> None:
+        self.chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)] or [b""]
+        self.delivered = 0
+
+    async def __call__(self) -> dict:
+        chunk = self.chunks[self.delivered]
+        self.delivered += 1
+        return {
+            "type": "http.request",
+            "body": chunk,
+            "more_body": self.delivered < len(self.chunks),
+        }
+
+
+def make_request(body: bytes, ctype: str | None, declared: bool = True) -> tuple[Request, _Receive]:
+    headers = [(b"content-type", ctype.encode())] if ctype else []
+    if declared:
+        headers.append((b"content-length", str(len(body)).encode()))
+    receive = _Receive(body)
+    return Request({"type": "http", "method": "POST", "headers": headers}, receive), receive
+
+
+def parse(body: bytes, ctype: str | None, model, max_bytes: int = 1 << 20, max_files: int = 8):
+    request, _ = make_request(body, ctype)
+    return asyncio.run(parse_request(request, model, max_bytes=max_bytes, max_files=max_files))
+
+
+def test_multipart_keeps_binary_bytes_exact_and_fills_the_model():
+    blob = wav_bytes() + bytes(range(256)) * 7 + b"\r\n--\r\n\r\n"  # boundary-like bytes
     body, ctype = encode_multipart(
         [("audio", ("a.wav", blob)), ("audio", ("b.wav", b"xyz"))],
-        {"name": "Ann", "groups": ["g1", "g2"]},
+        {"name": "Ann", "groups": ["g1", "g2"], "metadata": '{"k": 1}'},
     )
-    fields, files = parse_multipart(body, ctype)
-    assert files["audio"] == [blob, b"xyz"]
-    assert fields == {"name": ["Ann"], "groups": ["g1", "g2"]}
+    req = parse(body, ctype, EnrollRequest)
+    assert [a._raw for a in req.audio] == [blob, b"xyz"]
+    assert req.name == "Ann" and req.groups == ["g1", "g2"] and req.metadata == {"k": 1}
 
 
 def test_parse_request_multipart_and_json_agree():
@@ -70,59 +101,75 @@ def test_parse_request_multipart_and_json_agree():
     body, ctype = encode_multipart(
         [("audio", ("a.wav", wav))], {"name": "Ann", "groups": ["g1", "g2"], "metadata": '{"k": 1}'}
     )
-    req = parse_request(body, ctype, EnrollRequest)
-    assert req.name == "Ann" and req.groups == ["g1", "g2"] and req.metadata == {"k": 1}
-    assert req.audio[0]._raw == wav
-    js = parse_request(
+    req = parse(body, ctype, EnrollRequest)
+    js = parse(
         (
-            '{"name": "Ann", "groups": ["g1", "g2"], "audio": ["'
+            '{"name": "Ann", "groups": ["g1", "g2"], "metadata": {"k": 1}, "audio": ["'
             + base64.b64encode(wav).decode()
             + '"]}'
         ).encode(),
         "application/json",
         EnrollRequest,
     )
-    assert js.name == req.name and js.groups == req.groups
-    assert load_source(js.audio[0], "audio", limits()).shape == (SR,)
+    assert (js.name, js.groups, js.metadata) == (req.name, req.groups, req.metadata)
+    up = load_source(req.audio[0], "audio", limits())
+    assert np.array_equal(load_source(js.audio[0], "audio", limits()), up) and up.shape == (SR,)
+
+
+def _service_error(body: bytes, ctype: str | None, model=VerifyRequest, **kw) -> ServiceError:
+    with pytest.raises(ServiceError) as e:
+        parse(body, ctype, model, **kw)
+    return e.value
 
 
 def test_parse_request_errors():
-    with pytest.raises(ServiceError) as e:
-        parse_request(b"", "application/json", VerifyRequest)
-    assert e.value.status == 400 and e.value.code == "empty_body"
-    with pytest.raises(ServiceError) as e:
-        parse_request(b"{not json", "application/json", VerifyRequest)
-    assert e.value.status == 400 and e.value.code == "invalid_json"
+    for ctype in ("application/json", None):
+        err = _service_error(b"", ctype)
+        assert (err.status, err.code) == (400, "empty_body")
+    err = _service_error(b"{not json", "application/json")
+    assert (err.status, err.code) == (400, "invalid_json")
     with pytest.raises(ValidationError, match="audio_b"):
-        parse_request(b'{"audio_a": "AAAA"}', "application/json", VerifyRequest)
-    with pytest.raises(ServiceError) as e:
-        parse_request(b"abc", "text/plain", VerifyRequest)
-    assert e.value.status == 415
+        parse(b'{"audio_a": "AAAA"}', "application/json", VerifyRequest)
+    assert _service_error(b"abc", "text/plain").status == 415
     body, ctype = encode_multipart([("audio_a", ("a.wav", b"x"))], {"bogus": "1"})
-    with pytest.raises(ServiceError, match="bogus"):
-        parse_request(body, ctype, VerifyRequest)
-    with pytest.raises(ServiceError, match="closing boundary"):
-        parse_request(body[:-10], ctype, VerifyRequest)
+    err = _service_error(body, ctype)
+    assert err.status == 422 and "bogus" in err.message
+    err = _service_error(body, "multipart/form-data")  # no boundary
+    assert (err.status, err.code) == (400, "bad_multipart")
+    err = _service_error(b"", ctype)
+    assert (err.status, err.code) == (400, "empty_body")
+    one, one_type = encode_multipart([("audio_a", ("a.wav", b"x" * 100))], {})
+    err = _service_error(one[:-10], one_type)  # cut inside the closing boundary
+    assert (err.status, err.code) == (400, "bad_multipart") and "closing boundary" in err.message
+    many, ctype = encode_multipart([("candidates", ("c.wav", b"x"))] * 9, {})
+    err = _service_error(many, ctype, max_files=8)
+    assert (err.status, err.code) == (413, "too_many_parts")
     with pytest.raises(ValidationError, match="exactly one"):
         AudioSource.model_validate({"base64": "AA==", "path": "/x"})
 
 
-class _FakeRequest:
-    def __init__(self, body: bytes, declared: bool = True):
-        self.headers = {"content-length": str(len(body))} if declared else {}
-        self._body = body
-
-    async def stream(self):
-        for i in range(0, len(self._body), 1000):
-            yield self._body[i : i + 1000]
-
-
-def test_read_body_limits_declared_and_chunked_bodies():
-    assert asyncio.run(read_body(_FakeRequest(b"x" * 5000), 5000)) == b"x" * 5000
+@pytest.mark.parametrize("kind", ["json", "multipart"])
+def test_body_limit_declared_and_chunked(kind):
+    """413 from Content-Length at once, and from the byte count when the length is not declared,
+    before the rest of the body is read."""
+    if kind == "json":
+        ok = b'{"audio_a": "' + b"A" * 4000 + b'", "audio_b": "AAAA"}'
+        big = b'{"audio_a": "' + b"A" * 20_000 + b'"}'
+        ok_type = big_type = "application/json"
+    else:
+        ok, ok_type = encode_multipart(
+            [("audio_a", ("a", b"x" * 4000)), ("audio_b", ("b", b"y"))], {}
+        )
+        big, big_type = encode_multipart([("audio_a", ("a", b"x" * 20_000))], {})
+    req = parse(ok, ok_type, VerifyRequest, max_bytes=5000)
+    assert req.audio_a is not None and len(ok) <= 5000
     for declared in (True, False):
+        request, receive = make_request(big, big_type, declared)
         with pytest.raises(ServiceError) as e:
-            asyncio.run(read_body(_FakeRequest(b"x" * 5001, declared), 5000))
-        assert e.value.status == 413
+            asyncio.run(parse_request(request, VerifyRequest, max_bytes=5000, max_files=8))
+        assert (e.value.status, e.value.code) == (413, "request_too_large")
+        # Declared: nothing read; chunked: stopped at the first chunk past the limit.
+        assert receive.delivered == (0 if declared else 6)
 
 
 def test_allowed_paths_refuse_escapes_and_symlinks(tmp_path):

@@ -1,0 +1,160 @@
+"""Errors and OpenAPI documentation of the speaker service (``serve/app.py``'s FastAPI app).
+
+Every refusal is one JSON shape, ``{"error": {"code", "message"}}`` with a 4xx status (5xx only
+for bugs): :class:`ServiceError` carries it from request handling, and
+:func:`install_error_handlers` maps the library exceptions (store, audio, validation, routing) to
+it. Bodies are parsed by ``serve/audio_input.py`` (JSON or multipart on the same route), so
+FastAPI cannot infer them from signatures: :func:`request_body` documents each one explicitly and
+:func:`install_openapi` adds the referenced models to the schema.
+
+Ray-free (FastAPI/Starlette and pydantic only), so ``serve/audio_input.py`` can use it in tests
+that run without Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from datasets.audio import AudioError
+from models.pipelines.speaker import AudioInputError
+from serve.schemas import ErrorResponse
+from serve.store import ModelMismatchError, StoreError, UnknownGroupError, UnknownSpeakerError
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """A request the service refuses; becomes ``{"error": {"code", "message"}}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def validation_message(errors: list[Any]) -> str:
+    """pydantic/FastAPI error dicts -> ``"field.sub: msg; other: msg"``."""
+    parts = []
+    for e in errors:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def _store_status(exc: StoreError) -> tuple[int, str]:
+    if isinstance(exc, UnknownSpeakerError):
+        return 404, "unknown_speaker"
+    if isinstance(exc, UnknownGroupError):
+        return 404, "unknown_group"
+    if isinstance(exc, ModelMismatchError):
+        return 409, "model_mismatch"
+    return 400, "invalid_request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every exception into the one error shape."""
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(ValidationError)
+    async def _pydantic_error(_: Request, exc: ValidationError) -> JSONResponse:
+        return error_response(422, "invalid_request", validation_message(exc.errors()))
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid_request", validation_message(list(exc.errors())))
+
+    @app.exception_handler(StoreError)
+    async def _store_error(_: Request, exc: StoreError) -> JSONResponse:
+        return error_response(*_store_status(exc), str(exc))
+
+    @app.exception_handler(AudioError)
+    async def _audio_error(_: Request, exc: AudioError) -> JSONResponse:
+        return error_response(400, "invalid_audio", str(exc))
+
+    @app.exception_handler(AudioInputError)
+    async def _audio_input_error(_: Request, exc: AudioInputError) -> JSONResponse:
+        return error_response(400, "invalid_audio", str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenAPI
+
+# The 4xx responses every body-taking route documents (``responses=ERRORS``).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    str(code): {"model": ErrorResponse, "description": desc}
+    for code, desc in [
+        (400, "Bad audio or body"),
+        (404, "Unknown speaker, group or path"),
+        (413, "Request too large"),
+        (415, "Neither JSON nor multipart/form-data"),
+        (422, "Invalid request"),
+    ]
+}
+
+_DOC_MODELS: set[type[BaseModel]] = set()  # request models referenced by request_body()
+
+
+def request_body(model: type[BaseModel], files: dict[str, bool] | None = None) -> dict[str, Any]:
+    """``openapi_extra`` for a JSON body ``model`` and, with ``files`` (field -> repeated), the
+    equivalent multipart form (other fields as text)."""
+    _DOC_MODELS.add(model)
+    content: dict[str, Any] = {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+    }
+    if files is not None:
+        props: dict[str, Any] = {}
+        for name in model.model_fields:
+            one = {"type": "string", "format": "binary"} if name in files else {"type": "string"}
+            props[name] = {"type": "array", "items": one} if files.get(name) else one
+        required = [n for n, f in model.model_fields.items() if f.is_required()]
+        content["multipart/form-data"] = {
+            "schema": {"type": "object", "properties": props, "required": required}
+        }
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Make ``app.openapi()`` include the schemas of the models :func:`request_body` named."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            _, defs = models_json_schema(
+                [(m, "validation") for m in sorted(_DOC_MODELS, key=lambda m: m.__name__)],
+                ref_template="#/components/schemas/{model}",
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(defs.get("$defs", {}))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
