@@ -55,7 +55,7 @@ format: $(STAMP)
 train-realdata: $(STAMP)
 	$(RUN) python -m ray_jobs.train --config ray_jobs/configs/realdata.yaml \
 		--data-root $(SHARED)/data/speech/librispeech-train-clean-100 \
-		--eval-root $(SHARED)/data/speech/fsdd \
+		--set data.noise=$(SHARED)/data/noise --set data.rir=$(SHARED)/data/rir \
 		--output $(OUT) --max-minutes 8
 
 clean:

@@ -42,6 +42,10 @@ class DataConfig:
     eval: str = ""
     eval_layout: str = "auto"  # layout of `eval` (may differ from the training layout)
     held_out_speakers: int = 0
+    # Cut each evaluation utterance into segments of this many seconds (0 = whole utterances):
+    # for corpora with one recording per speaker, target trials then pair segments of the same
+    # recording (an easier, same-session protocol; say so when reporting).
+    eval_segment_seconds: float = 0.0
     sample_rate: int = 16000  # Hz; audio is resampled to this when packed
     crop_seconds: float = 2.0  # random training crop length
     crops_per_utterance: int = 1  # crops drawn from each utterance per epoch

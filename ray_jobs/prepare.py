@@ -12,10 +12,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from datasets.audio import AudioError, load_audio, write_audio
 from datasets.hdf5_shards import load_manifest, pack_shards, shard_paths
 from datasets.manifests import (
     FILENAME_PATTERNS,
     Utterance,
+    make_key,
     read_manifest_csv,
     scan_filename_pattern,
     scan_tree,
@@ -58,6 +60,37 @@ def scan_any(
     return utts
 
 
+def segment_utterances(
+    utts: list[Utterance], out_dir: str | Path, seconds: float, sample_rate: int
+) -> list[Utterance]:
+    """Cut each utterance into non-overlapping ``seconds``-long WAV segments under
+    ``out_dir/<dataset>/<speaker>/<utterance>-sNN.wav`` (a shorter tail is dropped)."""
+    out_dir = Path(out_dir)
+    n = int(round(seconds * sample_rate))
+    segments: list[Utterance] = []
+    for u in utts:
+        try:
+            wav, _ = load_audio(u.path, target_sr=sample_rate)
+        except AudioError as exc:
+            log.warning("evaluation utterance %s skipped: %s", u.key, exc)
+            continue
+        for i in range(len(wav) // n):
+            utt_id = f"{u.utterance}-s{i:02d}"
+            path = out_dir / u.dataset / u.speaker / f"{utt_id}.wav"
+            if not path.is_file():
+                write_audio(path, wav[i * n : (i + 1) * n], sample_rate)
+            segments.append(
+                Utterance(
+                    key=make_key(u.dataset, u.speaker, utt_id), path=str(path),
+                    dataset=u.dataset, speaker=u.speaker, utterance=utt_id, duration=seconds,
+                )
+            )  # fmt: skip
+    log.info(
+        "cut %d evaluation utterances into %d segments of %.1f s", len(utts), len(segments), seconds
+    )
+    return segments
+
+
 def _is_manifest(path: Path) -> bool:
     return path.name == "manifest.json" or (path / "manifest.json").is_file()
 
@@ -93,6 +126,10 @@ def prepare_speaker_data(data: DataConfig, output_dir: str | Path) -> PreparedDa
         )
     if data.eval:
         eval_utts = scan_any(data.eval, data.eval_layout)
+    if eval_utts and data.eval_segment_seconds > 0:
+        eval_utts = segment_utterances(
+            eval_utts, output_dir / "eval_segments", data.eval_segment_seconds, data.sample_rate
+        )
     manifest = load_manifest(manifest_path)
     if manifest["sample_rate"] != data.sample_rate:
         raise ValueError(
