@@ -39,7 +39,7 @@ test-fast: $(STAMP)
 	$(RUN) pytest -m "not ray and not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(RUN) python -m ray_jobs.bench --output BENCHMARKS.md
+	$(RUN) python -m ray_jobs.bench --output BENCHMARKS.md $(if $(REF),--reference-root $(REF),)
 
 serve: $(STAMP)
 	$(RUN) python -m serve --checkpoint $(CKPT) --db speakers.db --port 8000

@@ -56,3 +56,13 @@ def pytest_collection_finish(session):
 
     if "ray" in sys.modules and sys.modules["ray"] is None:
         del sys.modules["ray"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests skip with a reason on machines without CUDA (CI, laptops)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -158,3 +158,19 @@ def test_bf16_autocast_trains_on_cpu():
         TrainLoop(
             make_task(), make_exp(precision="fp16"), device=torch.device("cpu"), total_steps=1
         )
+
+
+@pytest.mark.gpu
+def test_loop_on_cuda_with_bf16_autocast(tmp_path):
+    feats, labels = make_data()
+    device = torch.device("cuda")
+    task = make_task().to(device)
+    loop = TrainLoop(task, make_exp(epochs=4, batch_size=8), device=device, total_steps=16)
+    assert loop.amp_dtype == torch.bfloat16  # "auto" picks bf16 on CUDA
+    first = loop.run(batches(feats, labels))
+    assert loop.state.step == 16 and first["train_acc"] > 0.5
+    loop.save(tmp_path / "m.pt")
+    model = load_model(tmp_path / "m.pt")  # CPU, eval mode
+    with torch.no_grad():
+        ref = task.model.eval()(feats[:2].to(device)).float().cpu()
+        torch.testing.assert_close(model(feats[:2]), ref, rtol=1e-3, atol=1e-3)
