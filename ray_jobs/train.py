@@ -23,20 +23,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Ray detects `uv run` and would ship the repo to every worker and build a fresh venv there;
-# the local cluster already shares this environment, so keep workers on it (set before import).
-os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
 
-import ray  # noqa: E402
-import ray.train  # noqa: E402
-from ray.train.torch import TorchTrainer  # noqa: E402
-
-from datasets.ray_data import speaker_training_dataset  # noqa: E402
-from datasets.speaker_pipeline import CropSpec, FeatureSpec  # noqa: E402
-from models.config import ConfigError, apply_overrides, load_yaml  # noqa: E402
-from ray_jobs.experiment import ExperimentConfig, experiment_from_dict  # noqa: E402
-from ray_jobs.prepare import prepare_speaker_data  # noqa: E402
-from ray_jobs.worker import train_loop_per_worker  # noqa: E402
+from datasets.ray_data import speaker_training_dataset
+from datasets.speaker_pipeline import CropSpec, FeatureSpec
+from models.config import ConfigError, apply_overrides, load_yaml
+from ray_jobs.experiment import ExperimentConfig, experiment_from_dict
+from ray_jobs.prepare import prepare_speaker_data
+from ray_jobs.worker import train_loop_per_worker
 
 log = logging.getLogger("ray_jobs.train")
 REPO_ROOT = Path(__file__).resolve().parents[1]
