@@ -41,6 +41,7 @@ FILENAME_PATTERNS: dict[str, str] = {
 }
 
 CSV_COLUMNS = ("key", "path", "dataset", "speaker", "utterance", "duration")
+TREE_LAYOUTS = ("auto", "dataset/speaker/utt", "speaker/utt")
 
 
 class ManifestError(ValueError):
@@ -351,3 +352,37 @@ def split_speakers(
     perm = np.random.default_rng(seed).permutation(n)
     held = {speakers[i] for i in perm[:k]}
     return [u for u in utts if u.speaker not in held], [u for u in utts if u.speaker in held]
+
+
+def scan_source(
+    source: str | Path,
+    layout: str = "auto",
+    *,
+    dataset: str | None = None,
+    with_durations: bool = False,
+) -> list[Utterance]:
+    """The one dispatcher from a user's ``--data-root``/``--layout`` to a list of utterances.
+
+    ``source`` is one or more comma-separated entries, each optionally ``PATH@LAYOUT`` (the
+    entry's own layout wins over ``layout``). An entry is a manifest CSV, a tree
+    (:data:`TREE_LAYOUTS`) or a flat folder whose file names carry the speaker (a
+    :data:`FILENAME_PATTERNS` name; ``dataset`` names it, default the folder name).
+    """
+    utts: list[Utterance] = []
+    for entry in str(source).split(","):
+        path, _, own = entry.partition("@")
+        root, lay = Path(path), own or layout
+        if root.suffix == ".csv":
+            utts += read_manifest_csv(root)
+        elif lay in TREE_LAYOUTS:
+            if dataset:
+                raise ManifestError("a dataset name applies to file-name patterns; trees name it")
+            utts += scan_tree(root, layout=lay, with_durations=with_durations)
+        elif lay in FILENAME_PATTERNS:
+            utts += scan_filename_pattern(root, lay, dataset=dataset, with_durations=with_durations)
+        else:
+            raise ManifestError(
+                f"unknown layout {lay!r}; use one of {list(TREE_LAYOUTS)} or a file-name pattern "
+                f"{sorted(FILENAME_PATTERNS)}"
+            )
+    return utts

@@ -36,10 +36,9 @@ from typing import Any
 import numpy as np
 
 from datasets.audio import AudioError, load_audio
-from datasets.manifests import Utterance
+from datasets.manifests import Utterance, scan_source
 from models.metrics import verification_metrics
 from models.pipelines.speaker import AudioInputError, SpeakerEmbedder
-from ray_jobs.prepare import scan_any
 
 log = logging.getLogger("ray_jobs.evaluate")
 
@@ -388,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             embedder = SpeakerEmbedder.from_checkpoint(
                 ckpt, device=args.device, min_seconds=args.min_seconds
             )
-        utterances = scan_any(args.data_root, args.layout, with_durations=True)
+        utterances = scan_source(args.data_root, args.layout, with_durations=True)
         trials = read_trials(args.trials) if args.trials else None
         log.info(
             "evaluating %s on %d utterances from %s",

@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import statistics
 import sys
 import tempfile
@@ -38,24 +37,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-# Keep workers on this environment instead of a fresh `uv run` venv (see ray_jobs/train.py).
-os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+import ray
 
-import ray  # noqa: E402
-
-from datasets.audio import AudioError  # noqa: E402
-from datasets.manifests import (  # noqa: E402
+from datasets.audio import AudioError
+from datasets.manifests import (
     FILENAME_PATTERNS,
+    TREE_LAYOUTS,
     ManifestError,
     Utterance,
     read_kaldi,
-    scan_filename_pattern,
-    scan_tree,
+    scan_source,
 )
-from models.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint  # noqa: E402
-from models.features import FbankConfig  # noqa: E402
-from models.pipelines.speaker import SpeakerEmbedder  # noqa: E402
-from ray_jobs.extract_core import (  # noqa: E402
+from models.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
+from models.features import FbankConfig
+from models.pipelines.speaker import SpeakerEmbedder
+from ray_jobs.extract_core import (
     FORMATS,
     Batch,
     ExtractError,
@@ -67,10 +63,9 @@ from ray_jobs.extract_core import (  # noqa: E402
     open_output,
     run_extraction,
 )
-from ray_jobs.train import init_ray  # noqa: E402
+from ray_jobs.train import init_ray
 
 log = logging.getLogger("ray_jobs.extract")
-TREE_LAYOUTS = ("auto", "dataset/speaker/utt", "speaker/utt")
 
 __all__ = [
     "EmbedActor",
@@ -163,15 +158,7 @@ def collect(args: argparse.Namespace) -> list[Utterance]:
         return read_kaldi(
             Path(args.wav_scp).resolve(), Path(args.utt2spk).resolve(), args.dataset or "kaldi"
         )
-    root = Path(args.data_root).resolve()
-    if args.layout in TREE_LAYOUTS:
-        return scan_tree(root, layout=args.layout)
-    if args.layout in FILENAME_PATTERNS:
-        return scan_filename_pattern(root, args.layout, dataset=args.dataset)
-    raise ManifestError(
-        f"unknown --layout {args.layout!r}; use one of {list(TREE_LAYOUTS)} or a pattern name "
-        f"{sorted(FILENAME_PATTERNS)}"
-    )
+    return scan_source(Path(args.data_root).resolve(), args.layout, dataset=args.dataset)
 
 
 def extract(

@@ -21,17 +21,16 @@ from datasets.audio import AudioError
 from datasets.hdf5_shards import ShardError, load_manifest, pack_shards
 from datasets.manifests import (
     FILENAME_PATTERNS,
+    TREE_LAYOUTS,
     ManifestError,
     Utterance,
     read_kaldi,
     read_manifest_csv,
-    scan_filename_pattern,
     scan_files,
-    scan_tree,
+    scan_source,
 )
 
 log = logging.getLogger("ray_jobs.pack")
-TREE_LAYOUTS = ("auto", "dataset/speaker/utt", "speaker/utt")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,16 +72,7 @@ def collect(args: argparse.Namespace) -> list[Utterance]:
         return read_manifest_csv(args.manifest)
     if args.kind in ("noise", "rir"):
         return scan_files(args.data_root, dataset=args.dataset)
-    if args.layout in TREE_LAYOUTS:
-        if args.dataset:
-            raise ManifestError("--dataset applies to file-name patterns; tree layouts name it")
-        return scan_tree(args.data_root, layout=args.layout)
-    if args.layout in FILENAME_PATTERNS:
-        return scan_filename_pattern(args.data_root, args.layout, dataset=args.dataset)
-    raise ManifestError(
-        f"unknown --layout {args.layout!r}; use one of {list(TREE_LAYOUTS)} or a pattern name "
-        f"{sorted(FILENAME_PATTERNS)}"
-    )
+    return scan_source(args.data_root, args.layout, dataset=args.dataset)
 
 
 def main(argv: list[str] | None = None) -> int:

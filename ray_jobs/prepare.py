@@ -15,12 +15,9 @@ from pathlib import Path
 from datasets.audio import AudioError, load_audio, write_audio
 from datasets.hdf5_shards import load_manifest, pack_shards, shard_paths
 from datasets.manifests import (
-    FILENAME_PATTERNS,
     Utterance,
     make_key,
-    read_manifest_csv,
-    scan_filename_pattern,
-    scan_tree,
+    scan_source,
     split_speakers,
     write_manifest_csv,
 )
@@ -36,28 +33,6 @@ class PreparedData:
     speakers: tuple[str, ...]  # training speakers, sorted
     num_utterances: int
     eval_utterances: list[Utterance]  # held-out labelled utterances ([] = no evaluation)
-
-
-def scan_any(
-    root: str | Path, layout: str = "auto", *, with_durations: bool = False
-) -> list[Utterance]:
-    """Utterances from one or more comma-separated sources, each optionally ``PATH@LAYOUT``.
-
-    A source is a tree (``auto``, ``dataset/speaker/utt``, ``speaker/utt``), a flat folder whose
-    file names carry the speaker (a ``FILENAME_PATTERNS`` name: ``librispeech``, ``fsdd``, ...)
-    or a manifest CSV; ``layout`` applies to sources without their own ``@LAYOUT``.
-    """
-    utts: list[Utterance] = []
-    for source in str(root).split(","):
-        path, _, own = source.partition("@")
-        r, lay = Path(path), own or layout
-        if r.suffix == ".csv":
-            utts += read_manifest_csv(r)
-        elif lay in FILENAME_PATTERNS:
-            utts += scan_filename_pattern(r, FILENAME_PATTERNS[lay], with_durations=with_durations)
-        else:
-            utts += scan_tree(r, layout=lay, with_durations=with_durations)
-    return utts
 
 
 def segment_utterances(
@@ -109,7 +84,7 @@ def prepare_speaker_data(data: DataConfig, output_dir: str | Path) -> PreparedDa
                 "evaluation tree with data.eval"
             )
     else:
-        utts = scan_any(train_path, data.layout)
+        utts = scan_source(train_path, data.layout)
         if data.held_out_speakers:
             train_utts, eval_utts = split_speakers(utts, data.held_out_speakers, seed=data.seed)
             write_manifest_csv(eval_utts, output_dir / "eval_utterances.csv")
@@ -125,7 +100,7 @@ def prepare_speaker_data(data: DataConfig, output_dir: str | Path) -> PreparedDa
             train_utts, output_dir / "shards", sample_rate=data.sample_rate, kind="speech"
         )
     if data.eval:
-        eval_utts = scan_any(data.eval, data.eval_layout)
+        eval_utts = scan_source(data.eval, data.eval_layout)
     if eval_utts and data.eval_segment_seconds > 0:
         eval_utts = segment_utterances(
             eval_utts, output_dir / "eval_segments", data.eval_segment_seconds, data.sample_rate

@@ -10,9 +10,10 @@ import soundfile as sf
 
 sys.modules.setdefault("ray", None)
 
+from datasets.manifests import scan_source  # noqa: E402
 from datasets.synth import generate_corpus  # noqa: E402
 from ray_jobs.experiment import DataConfig  # noqa: E402
-from ray_jobs.prepare import prepare_speaker_data, scan_any, segment_utterances  # noqa: E402
+from ray_jobs.prepare import prepare_speaker_data, segment_utterances  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_segments_drop_short_tails(tmp_path):
     src = tmp_path / "d" / "spk" / "u.wav"
     src.parent.mkdir(parents=True)
     sf.write(src, np.zeros(16000 * 5 + 100, dtype=np.float32) + 0.1, 16000)
-    (u,) = scan_any(tmp_path / "d", "speaker/utt")
+    (u,) = scan_source(tmp_path / "d", "speaker/utt")
     segs = segment_utterances([u], tmp_path / "segs", 2.0, 16000)
     assert [s.utterance for s in segs] == ["u-s00", "u-s01"]
 
@@ -51,7 +52,7 @@ def test_sources_with_layouts(tree, tmp_path):
     flat = tmp_path / "flat"
     flat.mkdir()
     sf.write(flat / "7_alice_0.wav", np.full(8000, 0.1, dtype=np.float32), 8000)
-    utts = scan_any(f"{tree}@dataset/speaker/utt,{flat}@fsdd")
+    utts = scan_source(f"{tree}@dataset/speaker/utt,{flat}@fsdd")
     assert {u.speaker for u in utts} >= {"alice"} and len(utts) == 13
 
 
@@ -60,3 +61,10 @@ def test_too_few_speakers_and_no_data_fail_clearly(tree, tmp_path):
         prepare_speaker_data(DataConfig(), tmp_path)
     with pytest.raises(ValueError, match="at least 2 speakers"):
         prepare_speaker_data(DataConfig(train=str(tree), held_out_speakers=5), tmp_path / "o")
+
+
+def test_unknown_layout_names_the_valid_ones(tree):
+    from datasets.manifests import ManifestError
+
+    with pytest.raises(ManifestError, match="unknown layout 'nope'.*speaker/utt.*librispeech"):
+        scan_source(tree, "nope")
