@@ -299,7 +299,6 @@ def section_ray_data(quick: bool, notes: list[str] | None = None) -> str | None:
                 shards,
                 crop,
                 FeatureSpec(augment=aug, noise=noise, rir=rir),
-                max_rows=128 if quick else 1024,
                 repeats=1 if quick else 3,
             )
             rows.append({"pipeline": name, **stats})
