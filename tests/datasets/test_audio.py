@@ -24,14 +24,14 @@ from datasets.audio import (
     resample,
     write_audio,
 )
+from tests.conftest import real_data_root
 
-REAL = Path(
-    os.environ.get(
-        "VOXRAY_REAL_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-    )
-)
+REAL = real_data_root() or Path("/nonexistent/shared/data")
 realdata = pytest.mark.realdata
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real data folder {REAL} not present")
+needs_real = pytest.mark.skipif(
+    real_data_root() is None,
+    reason="real data not found: set VOXRAY_REAL_DATA or place shared/ beside the repo",
+)
 
 
 def _tone(sr: int = 16000, seconds: float = 1.0, freq: float = 440.0) -> np.ndarray:

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -25,14 +24,14 @@ from datasets.hdf5_shards import (
     shard_paths,
 )
 from datasets.manifests import scan_filename_pattern, scan_files, scan_tree
+from tests.conftest import real_data_root
 
-REAL = Path(
-    os.environ.get(
-        "VOXRAY_REAL_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-    )
-)
+REAL = real_data_root() or Path("/nonexistent/shared/data")
 realdata = pytest.mark.realdata
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real data folder {REAL} not present")
+needs_real = pytest.mark.skipif(
+    real_data_root() is None,
+    reason="real data not found: set VOXRAY_REAL_DATA or place shared/ beside the repo",
+)
 
 
 def _corpus(root: Path, n_spk: int = 3, per: int = 4, sr: int = 16000) -> Path:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -27,14 +26,14 @@ from datasets.manifests import (
     split_speakers,
     write_manifest_csv,
 )
+from tests.conftest import real_data_root
 
-REAL = Path(
-    os.environ.get(
-        "VOXRAY_REAL_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-    )
-)
+REAL = real_data_root() or Path("/nonexistent/shared/data")
 realdata = pytest.mark.realdata
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real data folder {REAL} not present")
+needs_real = pytest.mark.skipif(
+    real_data_root() is None,
+    reason="real data not found: set VOXRAY_REAL_DATA or place shared/ beside the repo",
+)
 
 
 def _wav(path: Path, seconds: float = 0.1) -> Path:

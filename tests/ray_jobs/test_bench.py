@@ -74,7 +74,11 @@ def test_ray_data_section_measures_the_real_pipeline(ray_cluster):
     notes: list[str] = []
     text = bench.section_ray_data(quick=True, notes=notes)
     assert text is not None and "## Ray Data ingest" in text
-    rows = [line for line in text.splitlines() if line.startswith("| fbank") or line.startswith("| noise")]
+    rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith("| fbank") or line.startswith("| noise")
+    ]
     assert rows, text
     for row in rows:
         rate = float(row.split("|")[2])

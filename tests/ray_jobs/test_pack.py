@@ -18,11 +18,15 @@ from datasets.audio import write_audio
 from datasets.hdf5_shards import load_manifest, read_all
 from datasets.manifests import scan_tree, write_manifest_csv
 from ray_jobs.pack import main
+from tests.conftest import real_data_root
 
 REPO = Path(__file__).resolve().parents[2]
-REAL = Path(os.environ.get("VOXRAY_REAL_DATA", REPO / ".." / "shared" / "data"))
+REAL = real_data_root() or Path("/nonexistent/shared/data")
 realdata = pytest.mark.realdata
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real data folder {REAL} not present")
+needs_real = pytest.mark.skipif(
+    real_data_root() is None,
+    reason="real data not found: set VOXRAY_REAL_DATA or place shared/ beside the repo",
+)
 
 
 def _tree(root: Path) -> Path:
