@@ -149,4 +149,4 @@ def test_cli_sources(corpus, tmp_path, capsys):
     assert main(["--checkpoint", str(ckpt), "--output", str(tmp_path / "o")]) == 2
     bad_layout = ["--data-root", str(root / "data"), "--layout", "nope"]
     assert main([*bad_layout, "--checkpoint", str(ckpt), "--output", str(tmp_path / "o")]) == 2
-    assert "unknown --layout" in capsys.readouterr().err
+    assert "unknown layout 'nope'" in capsys.readouterr().err
