@@ -17,9 +17,9 @@ and shipped to the actors). The pipeline, after the shape of Ray's batch-inferen
                                                                        same-length batching
                                        -> driver: parquet parts        resumable
 
-Every step is a function of ``ray_jobs/extract_core.py`` (Ray-free, tested without a cluster);
-this file only wires them to Ray Data. Outputs, resume and failure handling: see that module
-and ``--help``. Rerunning the same command resumes; a different checkpoint is refused.
+Every step is a function of ``ray_jobs/extract_core.py`` or ``ray_jobs/extract_output.py``
+(Ray-free, tested without a cluster); this file only wires them to Ray Data. Outputs, resume
+and failure handling: see those modules and ``--help``. Rerunning the same command resumes; a different checkpoint is refused.
 """
 
 from __future__ import annotations
@@ -52,17 +52,13 @@ from models.checkpoint import CheckpointError, model_from_checkpoint, read_check
 from models.features import FbankConfig
 from models.pipelines.speaker import SpeakerEmbedder
 from ray_jobs.extract_core import (
-    FORMATS,
-    Batch,
-    ExtractError,
-    OutputState,
     Stream,
     embed_rows,
     extract_baseline,
     featurize_rows,
-    open_output,
     run_extraction,
 )
+from ray_jobs.extract_output import FORMATS, Batch, ExtractError, OutputState, open_output
 from ray_jobs.train import init_ray
 
 log = logging.getLogger("ray_jobs.extract")

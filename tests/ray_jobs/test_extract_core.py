@@ -24,19 +24,21 @@ from datasets.manifests import scan_tree
 from datasets.synth import generate_corpus
 from models.pipelines.speaker import SpeakerEmbedder
 from ray_jobs.extract_core import (
-    ExtractError,
-    OutputState,
-    PartStore,
-    aggregate_speakers,
     embed_rows,
     extract_baseline,
     featurize_rows,
     frame_groups,
     local_stream,
     manifest_rows,
-    open_output,
     plan_rows,
     run_extraction,
+)
+from ray_jobs.extract_output import (
+    ExtractError,
+    OutputState,
+    PartStore,
+    aggregate_speakers,
+    open_output,
 )
 
 REPO = Path(__file__).resolve().parents[2]

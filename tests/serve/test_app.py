@@ -355,7 +355,7 @@ def test_bulk_import_tree_and_gallery(client, files):
     )
     _err(client.post("/speakers/import", json={"path": "../"}), 403, "path_not_allowed")
 
-    # An extraction job's speakers.parquet (the columns ray_jobs/extract_core.py writes).
+    # An extraction job's speakers.parquet (the columns ray_jobs/extract_output.py writes).
     dim = _ok(client.get("/config"))["model"]["embed_dim"]
     rng = np.random.default_rng(0)
     table = pa.table(
