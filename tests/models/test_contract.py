@@ -21,7 +21,10 @@ from models.registry import get_entry, get_preset  # noqa: E402
 TINY = [p for p in list_presets() if p.endswith("-tiny")]
 
 
-def make_input(family: str, cfg, batch: int, seed: int = 0) -> torch.Tensor:
+def make_input(
+    family: str, cfg, batch: int, seed: int = 0
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """One tensor, or a tuple of positional inputs (all batch-first) for ``model(*inputs)``."""
     g = torch.Generator().manual_seed(seed)
     if family == "speaker":
         return torch.randn(batch, 200, cfg.feat_dim, generator=g)
@@ -30,6 +33,11 @@ def make_input(family: str, cfg, batch: int, seed: int = 0) -> torch.Tensor:
         return 0.1 * torch.randn(batch, int(0.2 * cfg.sample_rate) + 7, generator=g)
     if family == "classify":
         return 0.1 * torch.randn(batch, cfg.input_length, generator=g)
+    if family == "tse":
+        # (mix, ref): 0.1 s mixture and 0.08 s reference, both off the hop grid
+        mix = 0.1 * torch.randn(batch, int(0.1 * cfg.sample_rate) + 3, generator=g)
+        ref = 0.1 * torch.randn(batch, int(0.08 * cfg.sample_rate) + 5, generator=g)
+        return mix, ref
     raise NotImplementedError(f"no contract input for family {family!r}")
 
 
@@ -81,6 +89,11 @@ def check_output(family: str, cfg, x: torch.Tensor, y) -> None:
         assert y.commit_loss.shape == () and y.num_quantizers == cfg.num_quantizers
     elif family == "classify":
         assert y.shape == (b, cfg.num_classes)
+    elif family == "tse":
+        frames = x.shape[-1] // cfg.hop_length + 1
+        assert y.audio.shape == x.shape and y.audio.dtype == torch.float32
+        assert y.mask.shape == (b, cfg.n_fft // 2 + 1, frames) and y.mask.is_complex()
+        assert torch.isfinite(torch.view_as_real(y.mask)).all()
     else:
         raise NotImplementedError(f"no output check for family {family!r}")
     for name, t in tensor_fields(y).items():
@@ -105,11 +118,13 @@ def test_tiny_contract(preset, tmp_path):
     p = get_preset(preset)
     family = get_entry(p.model_name).family
     model = build_model(preset)
-    x = make_input(family, p.config, 2)
+    inputs = make_input(family, p.config, 2)
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    x = inputs[0]  # the waveform/features whose batch and length the output follows
 
     # gradients reach every parameter and are finite
     model.train()
-    out = model(x)
+    out = model(*inputs)
     grad_loss(out).backward()
     for name, param in model.named_parameters():
         assert param.grad is not None, f"{preset}: no gradient for {name}"
@@ -117,12 +132,13 @@ def test_tiny_contract(preset, tmp_path):
 
     model.eval()
     with torch.no_grad():
-        y = model(x)
+        y = model(*inputs)
         check_output(family, p.config, x, y)
         # eval determinism
-        assert_same(y, model(x))
+        assert_same(y, model(*inputs))
         # a batch of two equals two singles
-        one, two = per_example(model(x[:1]), 1), per_example(model(x[1:]), 1)
+        one = per_example(model(*(t[:1] for t in inputs)), 1)
+        two = per_example(model(*(t[1:] for t in inputs)), 1)
         both = per_example(y, 2)
         assert both and both.keys() == one.keys()
         for k, t in both.items():
@@ -133,4 +149,4 @@ def test_tiny_contract(preset, tmp_path):
     loaded = load_model(path)
     assert not loaded.training
     with torch.no_grad():
-        assert_same(loaded(x), y)
+        assert_same(loaded(*inputs), y)
