@@ -27,7 +27,32 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class AAMSoftmax(nn.Module):
+class _MarginHead(nn.Module):
+    """Shared part of the cosine-margin heads: a ``(C, D)`` class-weight matrix, the margin-free
+    cosine scores, and the margin the training loop warms up via ``set_margin``."""
+
+    def __init__(self, embed_dim: int, num_classes: int, *, margin: float, scale: float) -> None:
+        super().__init__()
+        if embed_dim < 1 or num_classes < 2:
+            raise ValueError(
+                f"need embed_dim >= 1 and num_classes >= 2, got {embed_dim}, {num_classes}"
+            )
+        self.embed_dim = embed_dim
+        self.num_classes = num_classes
+        self.scale = float(scale)
+        self.weight = nn.Parameter(torch.empty(num_classes, embed_dim))  # (C, D), normalised in use
+        nn.init.xavier_uniform_(self.weight)
+        self.set_margin(margin)
+
+    def set_margin(self, margin: float) -> None:
+        raise NotImplementedError
+
+    def cosine(self, emb: torch.Tensor) -> torch.Tensor:
+        """``emb: (B, D)`` -> cosine similarity to every class ``(B, C)`` (no margin, no scale)."""
+        return F.linear(F.normalize(emb, dim=-1), F.normalize(self.weight, dim=-1))
+
+
+class AAMSoftmax(_MarginHead):
     """Additive angular margin softmax head (ArcFace).
 
     ``forward(emb: (B, D) float, labels: (B,) int64) -> logits (B, C)``: ``scale * cos(theta_j)``
@@ -48,18 +73,8 @@ class AAMSoftmax(nn.Module):
         scale: float = 32.0,
         easy_margin: bool = False,
     ) -> None:
-        super().__init__()
-        if embed_dim < 1 or num_classes < 2:
-            raise ValueError(
-                f"need embed_dim >= 1 and num_classes >= 2, got {embed_dim}, {num_classes}"
-            )
-        self.embed_dim = embed_dim
-        self.num_classes = num_classes
-        self.scale = float(scale)
+        super().__init__(embed_dim, num_classes, margin=margin, scale=scale)
         self.easy_margin = easy_margin
-        self.weight = nn.Parameter(torch.empty(num_classes, embed_dim))  # (C, D), normalised in use
-        nn.init.xavier_uniform_(self.weight)
-        self.set_margin(margin)
 
     def set_margin(self, margin: float) -> None:
         """Change the angular margin (radians); called by the training loop during warm-up."""
@@ -71,10 +86,6 @@ class AAMSoftmax(nn.Module):
         self.sin_m = math.sin(margin)
         self.th = math.cos(math.pi - margin)  # cos(theta) <= th  <=>  theta + m >= pi
         self.mm = math.sin(math.pi - margin) * margin
-
-    def cosine(self, emb: torch.Tensor) -> torch.Tensor:
-        """``emb: (B, D)`` -> cosine similarity to every class ``(B, C)`` (no margin, no scale)."""
-        return F.linear(F.normalize(emb, dim=-1), F.normalize(self.weight, dim=-1))
 
     def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cosine = self.cosine(emb)  # (B, C)
@@ -96,7 +107,7 @@ class AAMSoftmax(nn.Module):
         )
 
 
-class AMSoftmax(nn.Module):
+class AMSoftmax(_MarginHead):
     """Additive (cosine) margin softmax head (CosFace / AM-softmax).
 
     ``forward(emb: (B, D), labels: (B,) int64) -> logits (B, C)``:
@@ -106,27 +117,13 @@ class AMSoftmax(nn.Module):
     def __init__(
         self, embed_dim: int, num_classes: int, *, margin: float = 0.2, scale: float = 30.0
     ) -> None:
-        super().__init__()
-        if embed_dim < 1 or num_classes < 2:
-            raise ValueError(
-                f"need embed_dim >= 1 and num_classes >= 2, got {embed_dim}, {num_classes}"
-            )
-        self.embed_dim = embed_dim
-        self.num_classes = num_classes
-        self.scale = float(scale)
-        self.weight = nn.Parameter(torch.empty(num_classes, embed_dim))  # (C, D)
-        nn.init.xavier_uniform_(self.weight)
-        self.set_margin(margin)
+        super().__init__(embed_dim, num_classes, margin=margin, scale=scale)
 
     def set_margin(self, margin: float) -> None:
         margin = float(margin)
         if not 0.0 <= margin <= 2.0:
             raise ValueError(f"AM margin must be in [0, 2] (cosine units), got {margin}")
         self.margin = margin
-
-    def cosine(self, emb: torch.Tensor) -> torch.Tensor:
-        """``emb: (B, D)`` -> cosine similarity to every class ``(B, C)``."""
-        return F.linear(F.normalize(emb, dim=-1), F.normalize(self.weight, dim=-1))
 
     def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cosine = self.cosine(emb)  # (B, C)
