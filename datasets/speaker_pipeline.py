@@ -107,15 +107,14 @@ def featurize_batch(batch: dict[str, np.ndarray], spec: FeatureSpec) -> dict[str
     if audio.ndim != 2:
         audio = np.stack(list(audio))
     rng = _rng(spec.seed, audio.shape, float(audio[:, :64].sum()))
+    aug = None
     if spec.augment is not None:
         aug = _augmenter(spec.augment, spec.noise, spec.rir, spec.fbank.sample_rate)
         audio = np.stack([aug(w, rng) for w in audio]).astype(np.float32)
     with torch.no_grad():
         feats = _fbank(spec.fbank)(torch.from_numpy(audio))  # (B, T, F)
-        if spec.augment is not None:
-            feats = _augmenter(
-                spec.augment, spec.noise, spec.rir, spec.fbank.sample_rate
-            ).spec_augment(feats, rng)
+        if aug is not None:
+            feats = aug.spec_augment(feats, rng)
     return {
         "feats": feats.numpy().astype(np.float32),
         "label": np.asarray(batch["label"], dtype=np.int64),

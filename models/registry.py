@@ -68,14 +68,10 @@ def register_preset(name: str, model_name: str, config: Any, description: str = 
 
 def _ensure_loaded() -> None:
     # Importing the family packages runs their @register_model decorators.
+    import models.classify  # noqa: F401
+    import models.codec  # noqa: F401
     import models.speaker  # noqa: F401
-
-    for pkg in ("models.tse", "models.codec", "models.classify"):
-        try:
-            __import__(pkg)
-        except ModuleNotFoundError as exc:  # a family not written yet must not break the rest
-            if exc.name != pkg:
-                raise
+    import models.tse  # noqa: F401
 
 
 def list_models(family: str | None = None) -> list[str]:
