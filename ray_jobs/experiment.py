@@ -65,10 +65,34 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     nesterov: bool = True  # sgd only
     betas: tuple[float, float] = (0.9, 0.999)  # adam(w) only
-    schedule: Literal["cosine", "exponential", "constant"] = "cosine"
+    schedule: Literal["cosine", "exponential", "constant", "step"] = "cosine"
     warmup_steps: int = 0  # linear warm-up from 0 to lr
     min_lr: float = 1e-5  # floor of cosine/exponential decay
+    # step schedule: multiply lr by `gamma` at each milestone, given as fractions of training
+    # (ACDNet: x0.1 at 30%, 60%, 90%, as in its reference recipe)
+    milestones: tuple[float, ...] = (0.3, 0.6, 0.9)
+    gamma: float = 0.1
     grad_clip: float = 5.0  # max global grad norm; 0 disables
+    # Per-optimizer overrides for tasks with several optimizers (GAN tasks name theirs
+    # "generator" and "discriminator"): {discriminator: {lr: 1.0e-4, betas: [0.5, 0.9]}}.
+    # Keys are fields of this section; unknown optimizer names or keys raise.
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, over in self.groups.items():
+            bad = sorted(set(over) - (set(OptimConfig.__dataclass_fields__) - {"groups"}))
+            if bad:
+                raise ConfigError(f"optim.groups.{name}: unknown keys {bad}")
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ConfigError("optim.milestones are fractions of training in (0, 1)")
+
+    def for_group(self, name: str) -> OptimConfig:
+        """This config with ``groups[name]`` applied (itself when there is no override)."""
+        over = self.groups.get(name)
+        if not over:
+            return self
+        data = {**to_dict(self), **over, "groups": {}}
+        return from_dict(OptimConfig, data, path=f"optim.groups.{name}")
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,8 @@ def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
     floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
     if cfg.schedule == "constant" or total_steps <= cfg.warmup_steps:
         return 1.0
+    if cfg.schedule == "step":  # milestones are fractions of all steps, warm-up included
+        return cfg.gamma ** sum(step >= m * total_steps for m in cfg.milestones)
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
     if cfg.schedule == "cosine":
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -111,7 +113,7 @@ class _Context:
         scaler = self.loop.scalers.get(name)
         if scaler:
             scaler.unscale_(opt)
-        clip = self.loop.exp.optim.grad_clip
+        clip = self.loop.optim_cfgs[name].grad_clip
         if clip > 0:
             params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
             torch.nn.utils.clip_grad_norm_(params, clip)
@@ -155,8 +157,17 @@ class TrainLoop:
         self.output_dir = Path(output_dir) if output_dir else None
         self.meta = dict(meta or {})
         self.amp_dtype = resolve_precision(exp.train.precision, device)
+        groups = task.param_groups()
+        unknown = sorted(set(exp.optim.groups) - set(groups))
+        if unknown:
+            raise ValueError(
+                f"optim.groups names {unknown}, but task {type(task).__name__} has the "
+                f"optimizers {sorted(groups)}"
+            )
+        # one OptimConfig per optimizer: exp.optim with that optimizer's overrides applied
+        self.optim_cfgs = {name: exp.optim.for_group(name) for name in groups}
         self.optimizers = {
-            name: build_optimizer(params, exp.optim) for name, params in task.param_groups().items()
+            name: build_optimizer(params, self.optim_cfgs[name]) for name, params in groups.items()
         }
         self.scalers = {
             name: torch.amp.GradScaler("cuda")
@@ -174,11 +185,15 @@ class TrainLoop:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def _set_lr(self) -> float:
-        factor = lr_factor(self.state.step, self.total_steps, self.exp.optim)
-        for opt in self.optimizers.values():
+        """Apply each optimizer's schedule at the current step; returns the first one's lr."""
+        lrs = []
+        for name, opt in self.optimizers.items():
+            cfg = self.optim_cfgs[name]
+            lr = cfg.lr * lr_factor(self.state.step, self.total_steps, cfg)
             for group in opt.param_groups:
-                group["lr"] = self.exp.optim.lr * factor
-        return self.exp.optim.lr * factor
+                group["lr"] = lr
+            lrs.append(lr)
+        return lrs[0]
 
     def _out_of_time(self) -> bool:
         budget = self.exp.train.max_minutes
@@ -258,15 +273,47 @@ class TrainLoop:
         log.info("initialised model weights from %s", path)
 
     # -- the loop --------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self, batches: Iterable[Batch]) -> dict[str, float]:
+        """``task.eval_step`` averaged over ``batches`` (weighted by batch size), as ``val_*``.
+
+        With several workers each evaluates its own shard and the sums are all-reduced, so every
+        rank returns the same numbers (what Tune's schedulers compare between trials).
+        """
+        self.task.eval()
+        sums: dict[str, float] = {}
+        count = 0.0
+        for batch in _batches_on(batches, self.device):
+            bs = int(next(iter(batch.values())).shape[0])
+            with self.autocast():
+                metrics = self.task.eval_step(batch)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * bs
+            count += bs
+        self.task.train()
+        keys = sorted(sums)
+        if self.world_size > 1 and dist.is_available() and dist.is_initialized():
+            # ranks may see different metric keys only if their shards are empty: sync count too
+            t = torch.tensor([count] + [sums[k] for k in keys], device=self.device)
+            dist.all_reduce(t)
+            count, values = float(t[0]), t[1:].tolist()
+            sums = dict(zip(keys, values, strict=True))
+        if count == 0:
+            return {}
+        return {f"val_{k}": v / count for k, v in sums.items()}
+
     def run(
         self,
         epoch_batches: Callable[[int], Iterable[Batch]],
         report: ReportFn | None = None,
         checkpoint_dir: Callable[[], Path] | None = None,
+        val_batches: Callable[[], Iterable[Batch]] | None = None,
     ) -> dict[str, float]:
         """Train from ``self.state.epoch`` to ``exp.train.epochs``.
 
         ``epoch_batches(epoch)`` yields the batches of one epoch on this worker.
+        ``val_batches()``, when given, yields held-out batches scored after every epoch
+        (``val_*`` metrics in the report: what Tune's ASHA compares).
         ``checkpoint_dir()`` returns a fresh directory for an epoch checkpoint (rank 0 saves
         ``model.pt`` into it before ``report`` is called with that directory).
         """
@@ -325,6 +372,8 @@ class TrainLoop:
             )
             if not stopped:
                 self.state.epoch += 1
+            if val_batches is not None:
+                last.update(self.validate(val_batches()))
             ckpt_dir = None
             if checkpoint_dir is not None:
                 ckpt_dir = checkpoint_dir()
@@ -337,7 +386,9 @@ class TrainLoop:
                     "epoch %d done in %.1fs: %s",
                     epoch + 1,
                     last["epoch_seconds"],
-                    " ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("train_")),
+                    " ".join(
+                        f"{k} {v:.4f}" for k, v in last.items() if k.startswith(("train_", "val_"))
+                    ),
                 )
             if stopped:
                 log.info("time budget of %.1f min reached; stopping", exp.train.max_minutes)

@@ -66,8 +66,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             drop_last=True,
         )
 
+    val_batches = None
+    if config.get("has_val"):
+        val_shard = ray.train.get_dataset_shard("val")
+
+        def val_batches():
+            return val_shard.iter_torch_batches(batch_size=exp.train.batch_size)
+
     def report(metrics: dict[str, float], ckpt_dir: Path | None) -> None:
         ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
         ray.train.report(metrics, checkpoint=ckpt)
 
-    loop.run(epoch_batches, report=report, checkpoint_dir=lambda: Path(tempfile.mkdtemp()))
+    loop.run(
+        epoch_batches,
+        report=report,
+        checkpoint_dir=lambda: Path(tempfile.mkdtemp()),
+        val_batches=val_batches,
+    )

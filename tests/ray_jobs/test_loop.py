@@ -10,6 +10,7 @@ import torch
 sys.modules.setdefault("ray", None)
 
 from models import build_model, load_model  # noqa: E402
+from models.config import ConfigError  # noqa: E402
 from models.speaker.heads import HeadConfig  # noqa: E402
 from models.tasks.speaker import SpeakerTask, SpeakerTaskConfig  # noqa: E402
 from ray_jobs.experiment import load_experiment  # noqa: E402
@@ -174,3 +175,51 @@ def test_loop_on_cuda_with_bf16_autocast(tmp_path):
     with torch.no_grad():
         ref = task.model.eval()(feats[:2].to(device)).float().cpu()
         torch.testing.assert_close(model(feats[:2]), ref, rtol=1e-3, atol=1e-3)
+
+
+def test_step_schedule_and_group_overrides():
+    from ray_jobs.experiment import OptimConfig
+    from ray_jobs.loop import lr_factor
+
+    cfg = OptimConfig(lr=1.0, schedule="step", milestones=(0.5, 0.75), gamma=0.1)
+    assert lr_factor(0, 100, cfg) == 1.0
+    assert lr_factor(49, 100, cfg) == 1.0
+    assert lr_factor(50, 100, cfg) == pytest.approx(0.1)
+    assert lr_factor(80, 100, cfg) == pytest.approx(0.01)
+    over = OptimConfig(lr=1e-3, groups={"discriminator": {"lr": 1e-4, "betas": [0.5, 0.9]}})
+    d = over.for_group("discriminator")
+    assert d.lr == 1e-4 and d.betas == (0.5, 0.9) and d.groups == {}
+    assert over.for_group("generator") is over
+    with pytest.raises(ConfigError, match="unknown keys"):
+        OptimConfig(groups={"discriminator": {"learning_rate": 1.0}})
+
+
+def test_validation_metrics_each_epoch(tmp_path):
+    all_feats, all_labels = make_data(n=48)  # the same classes in both splits
+    feats, labels = all_feats[:32], all_labels[:32]
+    val_feats, val_labels = all_feats[32:], all_labels[32:]
+    exp = make_exp(epochs=3, batch_size=8)
+    task = make_task()
+    loop = TrainLoop(task, exp, device=torch.device("cpu"), total_steps=12)
+    reports = []
+    loop.run(
+        batches(feats, labels),
+        report=lambda m, d: reports.append(m),
+        val_batches=lambda: batches(val_feats, val_labels, bs=6)(0),
+    )
+    assert [sorted(k for k in r if k.startswith("val_")) for r in reports] == [
+        ["val_acc", "val_loss"]
+    ] * 3
+    assert reports[0]["val_loss"] != reports[-1]["val_loss"]  # scored after each epoch
+    # batch-size-weighted mean of eval_step in eval mode (batches of 6, 6, 4)
+    task.eval()
+    parts = [task.eval_step(b) for b in batches(val_feats, val_labels, bs=6)(0)]
+    task.train()
+    expect = sum(p["loss"] * w for p, w in zip(parts, (6, 6, 4), strict=True)) / 16
+    before = {k: v.clone() for k, v in task.state_dict().items()}
+    got = loop.validate(batches(val_feats, val_labels, bs=6)(0))
+    assert got["val_loss"] == pytest.approx(expect, rel=1e-5)
+    assert got["val_loss"] == pytest.approx(reports[-1]["val_loss"], rel=1e-5)
+    # validation leaves the task in training mode and changes no weights or BN statistics
+    assert task.training
+    assert all(torch.equal(before[k], v) for k, v in task.state_dict().items())
