@@ -263,7 +263,7 @@ def section_ray_data(quick: bool, notes: list[str] | None = None) -> str | None:
 
     try:
         from datasets.ray_data import benchmark_throughput
-        from ray_jobs.train import init_ray
+        from ray_jobs.cluster import init_ray
     except ImportError as exc:
         notes.append(f"Ray Data ingest throughput: Ray not importable ({exc}).")
         return None
@@ -329,7 +329,7 @@ def section_service(quick: bool, notes: list[str] | None = None) -> str | None:
 
     Saves a random-weight ``3dspeaker/campplus_192`` checkpoint (the real model's compute;
     ``campplus-tiny`` with ``quick``) to a temporary folder, serves it on a local Ray cluster
-    (``ray_jobs.train.init_ray``) with ``serve.bench.benchmark_service`` (which shuts Serve down
+    (``ray_jobs.cluster.init_ray``) with ``serve.bench.benchmark_service`` (which shuts Serve down
     afterwards) and renders each endpoint and concurrency next to the bare model's batched
     throughput.
     """
@@ -337,7 +337,7 @@ def section_service(quick: bool, notes: list[str] | None = None) -> str | None:
     import tempfile
 
     try:
-        from ray_jobs.train import init_ray
+        from ray_jobs.cluster import init_ray
         from serve.bench import benchmark_service
     except ImportError as exc:
         notes.append(f"Speaker service: Ray Serve not importable ({exc}).")

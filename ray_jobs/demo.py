@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 from models.config import apply_overrides, load_yaml
+from ray_jobs.cluster import REPO_ROOT
 from ray_jobs.experiment import experiment_from_dict
-from ray_jobs.train import REPO_ROOT, run_training
+from ray_jobs.train import run_training
 
 log = logging.getLogger("ray_jobs.demo")
 DEMO_CONFIG = REPO_ROOT / "ray_jobs" / "configs" / "tiny" / "demo.yaml"

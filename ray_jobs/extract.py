@@ -51,6 +51,7 @@ from datasets.manifests import (
 from models.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from models.features import FbankConfig
 from models.pipelines.speaker import SpeakerEmbedder
+from ray_jobs.cluster import init_ray
 from ray_jobs.extract_core import (
     Stream,
     embed_rows,
@@ -59,7 +60,6 @@ from ray_jobs.extract_core import (
     run_extraction,
 )
 from ray_jobs.extract_output import FORMATS, Batch, ExtractError, OutputState, open_output
-from ray_jobs.train import init_ray
 
 log = logging.getLogger("ray_jobs.extract")
 

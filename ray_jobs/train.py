@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -27,30 +26,13 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from datasets.ray_data import speaker_training_dataset
-from datasets.speaker_pipeline import CropSpec, FeatureSpec
 from models.config import ConfigError, apply_overrides, load_yaml
+from ray_jobs.cluster import REPO_ROOT
 from ray_jobs.experiment import ExperimentConfig, experiment_from_dict
-from ray_jobs.prepare import prepare_speaker_data
+from ray_jobs.task_data import build_train_data
 from ray_jobs.worker import train_loop_per_worker
 
 log = logging.getLogger("ray_jobs.train")
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def init_ray(num_cpus: int | None = None) -> None:
-    """Connect to the cluster of a submitted job (RAY_ADDRESS) or start a local one."""
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-        return
-    # A local cluster started from the repository root: workers import models/ datasets/ from it.
-    ray.init(
-        num_cpus=num_cpus,
-        runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
-        log_to_driver=True,
-    )
 
 
 def use_gpu(exp: ExperimentConfig) -> bool:
@@ -59,49 +41,44 @@ def use_gpu(exp: ExperimentConfig) -> bool:
     return exp.train.use_gpu == "yes"
 
 
-def run_training(exp: ExperimentConfig, output: str | Path) -> dict[str, Any]:
-    """Prepare data, train with Ray Train, copy ``model.pt``, evaluate. Returns the report."""
-    if exp.task.name != "speaker":
-        raise ConfigError(f"task {exp.task.name!r} has no data pipeline in this job yet")
+def run_training(
+    exp: ExperimentConfig, output: str | Path, callbacks: list[Any] | None = None
+) -> dict[str, Any]:
+    """Prepare data, train with Ray Train, copy ``model.pt``, evaluate. Returns the report.
+
+    ``callbacks``: Ray Train run callbacks (``tune.sweep`` passes Tune's report callback, so a
+    trial's per-epoch metrics reach its scheduler).
+    """
     output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    data = prepare_speaker_data(exp.data, output)
-    speed = exp.data.augment.ordered_speed_factors
-    crop = CropSpec(
-        speakers=data.speakers,
-        crop_seconds=exp.data.crop_seconds,
-        crops_per_utterance=exp.data.crops_per_utterance,
-        sample_rate=exp.data.sample_rate,
-        speed_factors=speed,
-    )
-    features = FeatureSpec(
-        fbank=exp.data.fbank, augment=exp.data.augment, noise=exp.data.noise, rir=exp.data.rir
-    )
-    exp_dict = exp.to_dict()
-    exp_dict["task"]["config"]["num_classes"] = crop.num_classes
-    exp = experiment_from_dict(exp_dict)
-    rows = data.num_utterances * exp.data.crops_per_utterance
-    per_worker = rows // max(1, exp.train.num_workers)
+    data = build_train_data(exp, output)  # Ray-free preparation first, then init_ray()
+    if data.task_config:
+        exp_dict = exp.to_dict()
+        exp_dict["task"]["config"].update(data.task_config)
+        exp = experiment_from_dict(exp_dict)
+    per_worker = data.rows_per_epoch // max(1, exp.train.num_workers)
     steps_per_epoch = max(1, per_worker // exp.train.batch_size // exp.train.grad_accum)
     log.info(
-        "training %s on %d utterances / %d classes: ~%d steps/epoch x %d epochs",
+        "training %s (%s task): %d rows/epoch, ~%d steps/epoch x %d epochs",
         exp.model.name,
-        data.num_utterances,
-        crop.num_classes,
+        exp.task.name,
+        data.rows_per_epoch,
         steps_per_epoch,
         exp.train.epochs,
     )
-    init_ray()
     gpu = use_gpu(exp)
-    dataset = speaker_training_dataset(data.shards, crop, features, batch_size=exp.train.batch_size)
+    datasets = {"train": data.train}
+    if data.val is not None:
+        datasets["val"] = data.val
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "experiment": exp.to_dict(),
             "total_steps": steps_per_epoch * exp.train.epochs,
             "output_dir": str(output),
-            "meta": {"speakers": list(data.speakers), "speed_factors": list(speed)},
+            "meta": data.meta,
+            "has_val": data.val is not None,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=exp.train.num_workers,
@@ -113,40 +90,29 @@ def run_training(exp: ExperimentConfig, output: str | Path) -> dict[str, Any]:
             storage_path=str(output / "ray_results"),
             failure_config=ray.train.FailureConfig(max_failures=exp.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=exp.train.num_checkpoints),
+            callbacks=callbacks,
         ),
-        datasets={"train": dataset},
+        datasets=datasets,
     )
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training produced no checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as ckpt_dir:
         shutil.copyfile(Path(ckpt_dir) / "model.pt", output / "model.pt")
-    train_seconds = time.time() - t0
     report: dict[str, Any] = {
         "model": exp.model.name,
+        "task": exp.task.name,
         "checkpoint": str(output / "model.pt"),
         "train_metrics": dict(result.metrics or {}),
-        "train_speakers": len(data.speakers),
-        "train_utterances": data.num_utterances,
-        "train_seconds": round(train_seconds, 1),
+        **data.summary,
+        "train_seconds": round(time.time() - t0, 1),
         "used_gpu": gpu,
         "num_workers": exp.train.num_workers,
     }
-    if data.eval_utterances:
-        report["eval"] = evaluate_checkpoint(output / "model.pt", data.eval_utterances)
-    (output / "report.json").write_text(json.dumps(report, indent=2))
+    if data.evaluate is not None:
+        report["eval"] = data.evaluate(output / "model.pt")
+    (output / "report.json").write_text(json.dumps(report, indent=2, default=float))
     return report
-
-
-def evaluate_checkpoint(checkpoint: Path, utterances: list) -> dict[str, Any]:
-    from models.pipelines.speaker import SpeakerEmbedder
-    from ray_jobs.evaluate import evaluate_tree
-
-    embedder = SpeakerEmbedder.from_checkpoint(checkpoint)
-    metrics = evaluate_tree(embedder, utterances)
-    metrics["eval_speakers"] = len({u.speaker for u in utterances})
-    metrics["eval_utterances"] = len(utterances)
-    return metrics
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

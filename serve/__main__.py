@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     from ray import serve
 
-    from ray_jobs.train import init_ray
+    from ray_jobs.cluster import init_ray
     from serve.app import build_app
 
     app = build_app(args)  # validates paths and args before starting anything
