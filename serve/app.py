@@ -1,491 +1,71 @@
-"""The speaker service: a FastAPI ingress over the embedding deployment and the SQLite store.
+"""The voxray Serve application: one ingress over the model deployments of every product.
 
 ``build_app(args)`` is a typed Ray Serve app builder (the shape of Ray's
 ``doc/source/serve/doc_code/app_builder.py``): ``serve deploy serve/serve_config.yaml`` and
 ``python -m serve`` call it with :class:`serve.schemas.SpeakerAppArgs` fields. The ingress
-(``SpeakerService``) decodes audio (``serve/audio_input.py``), sends waveforms to
-``EmbeddingModel`` (``serve/deployments.py``, dynamically batched, autoscaled) through a
-``DeploymentHandle``, and holds the enrollment database (``serve/store.py``). The database is
-one SQLite file, so the ingress runs as one replica per file; the model scales out.
+(``VoxrayService``) is the FastAPI app of ``serve/http.py`` with the route mixins of each
+product; each model is its own deployment (own replicas, own autoscaling), reached through a
+``DeploymentHandle``:
 
-Every refused request is a 4xx ``{"error": {"code", "message"}}`` (``serve/errors.py``, which also
-documents the hand-parsed bodies). OpenAPI docs: ``/docs``.
+- speaker routes (``serve/speaker_routes.py``): ``EmbeddingModel`` + the SQLite enrollment store;
+
+Products whose models are not configured answer 404 ``endpoint_disabled`` saying which
+argument enables them.
 """
 
 # No ``from __future__ import annotations`` here: Serve's ``@serve.ingress`` rebuilds the route
 # methods, and FastAPI then cannot resolve string annotations such as ``request: Request``.
 
-import asyncio
 import logging
-import os
-from collections import defaultdict
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from fastapi import FastAPI, Request
+import ray.cloudpickle
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from datasets.manifests import ManifestError, scan_tree
 from serve import schemas as S
-from serve.audio_input import AudioLimits, load_source, parse_request, resolve_allowed_path
+from serve import speaker_routes
 from serve.deployments import EmbeddingModel
-from serve.errors import (
-    ERRORS,
-    ServiceError,
-    install_error_handlers,
-    install_openapi,
-    request_body,
-)
-from serve.store import ModelMismatchError, SpeakerStore, UnknownGroupError
+from serve.errors import ServiceError
+from serve.http import app
+from serve.speaker_routes import SpeakerRoutes
 
 log = logging.getLogger(__name__)
 
-app = FastAPI(
-    title="voxray speaker service",
-    description="Speaker verification, embedding extraction, enrollment and identification.",
-    version="1",
-)
-
-install_error_handlers(app)
-install_openapi(app)
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers
-
-
-def _speaker_out(sp: Any) -> S.SpeakerOut:
-    d = asdict(sp)
-    d["groups"] = list(d["groups"])
-    return S.SpeakerOut(**d)
-
-
-def _vector(values: list[float], dim: int, field: str) -> np.ndarray:
-    v = np.asarray(values, dtype=np.float32)
-    if v.shape != (dim,):
-        raise ServiceError(
-            422,
-            "wrong_dimension",
-            f"{field} has {v.size} values but the active model's embeddings have {dim}",
-        )
-    if not np.isfinite(v).all() or not np.any(v):
-        raise ServiceError(422, "invalid_embedding", f"{field} must be finite and non-zero")
-    return v
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    return float(a64 @ b64 / max(np.linalg.norm(a64) * np.linalg.norm(b64), 1e-12))
+# Serve ships the ingress class by value with the FastAPI app it rewrote (route methods get
+# ``self`` injected through their ``__signature__``). Methods of a mixin that lives in another
+# module would be pickled by reference and re-imported in the replica without that rewrite, so
+# the mixin modules travel by value too.
+for _module in (speaker_routes,):
+    ray.cloudpickle.register_pickle_by_value(_module)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
 @serve.ingress(app)
-class SpeakerService:
-    """HTTP ingress: decoding, scoring, enrollment. Embeddings come from ``EmbeddingModel``."""
+class VoxrayService(SpeakerRoutes):
+    """HTTP ingress: decoding and request handling; models live in their own deployments."""
 
-    def __init__(self, model: DeploymentHandle, args: dict[str, Any]) -> None:
-        self.args = S.SpeakerAppArgs.model_validate(args)
-        self.model = model
-        self.store = SpeakerStore(self.args.db)
-        self.threshold = self.args.threshold
-        self.active = self.args.default_model or ""
-        self.roots = tuple(Path(os.path.realpath(r)) for r in self.args.allowed_roots)
-        self._infos: dict[str, dict[str, Any]] | None = None
-        self._lock = asyncio.Lock()
+    def __init__(
+        self,
+        model: DeploymentHandle,
+        args: dict[str, Any],
+        products: dict[str, DeploymentHandle] | None = None,
+    ) -> None:
+        self._init_speaker(model, args)
+        self.products = dict(products or {})
 
-    # -- model -------------------------------------------------------------------------------
-    async def _models(self) -> dict[str, dict[str, Any]]:
-        if self._infos is None:
-            async with self._lock:
-                if self._infos is None:
-                    self._infos = await self.model.info.remote()
-        return self._infos
-
-    async def _info(self) -> dict[str, Any]:
-        return (await self._models())[self.active]
-
-    async def _limits(self) -> AudioLimits:
-        info = await self._info()
-        return AudioLimits(
-            sample_rate=int(info["sample_rate"]),
-            min_seconds=self.args.min_seconds,
-            max_seconds=self.args.max_seconds,
-            max_bytes=self.args.max_request_bytes,
-            allowed_roots=self.roots,
-        )
-
-    async def _parse(self, request: Request, model: type[S.BaseModel]) -> Any:
-        return await parse_request(
-            request,
-            model,
-            max_bytes=self.args.max_request_bytes,
-            max_files=self.args.max_candidates + 1,  # /verify_batch: reference + candidates
-        )
-
-    async def _wav(self, src: S.AudioSource, field: str, limits: AudioLimits) -> np.ndarray:
-        return await asyncio.to_thread(load_source, src, field, limits)
-
-    async def _embed(self, wavs: list[np.ndarray], fields: list[str]) -> np.ndarray:
-        """``N`` waveforms -> ``(N, D)`` from the active model (each call joins a Serve batch)."""
-        rows = await asyncio.gather(*(self.model.embed.remote(w, self.active) for w in wavs))
-        for row, field in zip(rows, fields, strict=True):
-            if isinstance(row, str):
-                raise ServiceError(400, "invalid_audio", f"{field}: {row}")
-        return np.stack(rows).astype(np.float32)
-
-    async def _embed_sources(self, sources: list[S.AudioSource], fields: list[str]) -> np.ndarray:
-        limits = await self._limits()
-        wavs = await asyncio.gather(
-            *(self._wav(s, f, limits) for s, f in zip(sources, fields, strict=True))
-        )
-        return await self._embed(list(wavs), fields)
-
-    async def _check_store_model(self, model_id: str) -> None:
-        held = self.store.model_id
-        if held is not None and held != model_id and self.store.list_speakers():
-            raise ModelMismatchError(
-                f"the enrollment database {self.args.db} holds embeddings of model {held}, "
-                f"not of the active model {model_id}; switch back (POST /config) or use "
-                f"another db"
-            )
-
-    # -- health and config -------------------------------------------------------------------
-    @app.get("/health", response_model=S.HealthResponse)
-    async def health(self) -> S.HealthResponse:
-        info = await self._info()
-        return S.HealthResponse(
-            status="ok",
-            model=self.active,
-            model_id=info["model_id"],
-            num_speakers=len(self.store.list_speakers()),
-        )
-
-    async def _config(self) -> S.ConfigResponse:
-        models = await self._models()
-        return S.ConfigResponse(
-            threshold=self.threshold,
-            top_k=self.args.top_k,
-            model=S.ModelInfo(**models[self.active]),
-            models=[S.ModelInfo(**m) for m in models.values()],
-            min_seconds=self.args.min_seconds,
-            max_seconds=self.args.max_seconds,
-            max_request_mb=self.args.max_request_mb,
-        )
-
-    @app.get("/config", response_model=S.ConfigResponse)
-    async def get_config(self) -> S.ConfigResponse:
-        return await self._config()
-
-    @app.post(
-        "/config",
-        response_model=S.ConfigResponse,
-        responses=ERRORS,
-        openapi_extra=request_body(S.ConfigUpdate),
-    )
-    async def set_config(self, request: Request) -> S.ConfigResponse:
-        """Set the threshold and/or switch the active model to another configured one."""
-        req = await self._parse(request, S.ConfigUpdate)
-        models = await self._models()
-        if req.model is not None:
-            if req.model not in models:
-                raise ServiceError(
-                    422, "unknown_model", f"model {req.model!r} is not one of {sorted(models)}"
-                )
-            await self._check_store_model(models[req.model]["model_id"])
-            self.active = req.model
-        if req.threshold is not None:
-            self.threshold = req.threshold
-        return await self._config()
-
-    # -- verification and embeddings ---------------------------------------------------------
-    @app.post(
-        "/verify",
-        response_model=S.VerifyResponse,
-        responses=ERRORS,
-        openapi_extra=request_body(S.VerifyRequest, {"audio_a": False, "audio_b": False}),
-    )
-    async def verify(self, request: Request) -> S.VerifyResponse:
-        """Two clips -> cosine score and same/different at the threshold."""
-        req = await self._parse(request, S.VerifyRequest)
-        emb = await self._embed_sources([req.audio_a, req.audio_b], ["audio_a", "audio_b"])
-        thr = self.threshold if req.threshold is None else req.threshold
-        score = _cosine(emb[0], emb[1])
-        info = await self._info()
-        return S.VerifyResponse(
-            score=score, same=score >= thr, threshold=thr, model_id=info["model_id"]
-        )
-
-    @app.post(
-        "/verify_batch",
-        response_model=S.VerifyBatchResponse,
-        responses=ERRORS,
-        openapi_extra=request_body(S.VerifyBatchRequest, {"reference": False, "candidates": True}),
-    )
-    async def verify_batch(self, request: Request) -> S.VerifyBatchResponse:
-        """One reference clip against many candidates."""
-        req = await self._parse(request, S.VerifyBatchRequest)
-        if len(req.candidates) > self.args.max_candidates:
+    def product(self, name: str, enable_with: str) -> DeploymentHandle:
+        """The handle of an optional product deployment, or a 404 saying how to enable it."""
+        handle = self.products.get(name)
+        if handle is None:
             raise ServiceError(
-                413,
-                "too_many_candidates",
-                f"{len(req.candidates)} candidates; at most {self.args.max_candidates} per request",
+                404,
+                "endpoint_disabled",
+                f"this app was started without {name}; enable it with {enable_with}",
             )
-        fields = ["reference"] + [f"candidates[{i}]" for i in range(len(req.candidates))]
-        emb = await self._embed_sources([req.reference, *req.candidates], fields)
-        thr = self.threshold if req.threshold is None else req.threshold
-        scores = [_cosine(emb[0], e) for e in emb[1:]]
-        info = await self._info()
-        return S.VerifyBatchResponse(
-            results=[
-                S.CandidateScore(index=i, score=s, same=s >= thr) for i, s in enumerate(scores)
-            ],
-            threshold=thr,
-            model_id=info["model_id"],
-        )
-
-    @app.post(
-        "/extract_embedding",
-        response_model=S.EmbeddingResponse,
-        responses=ERRORS,
-        openapi_extra=request_body(S.ExtractRequest, {"audio": False}),
-    )
-    async def extract_embedding(self, request: Request) -> S.EmbeddingResponse:
-        req = await self._parse(request, S.ExtractRequest)
-        limits = await self._limits()
-        wav = await self._wav(req.audio, "audio", limits)
-        emb = (await self._embed([wav], ["audio"]))[0]
-        info = await self._info()
-        return S.EmbeddingResponse(
-            embedding=emb.tolist(),
-            embed_dim=int(emb.size),
-            model_id=info["model_id"],
-            duration_s=wav.size / limits.sample_rate,
-        )
-
-    @app.post(
-        "/compare_embeddings",
-        response_model=S.CompareResponse,
-        responses=ERRORS,
-        openapi_extra=request_body(S.CompareEmbeddingsRequest),
-    )
-    async def compare_embeddings(self, request: Request) -> S.CompareResponse:
-        """Cosine of two embedding vectors of the active model's dimension."""
-        req = await self._parse(request, S.CompareEmbeddingsRequest)
-        dim = int((await self._info())["embed_dim"])
-        a = _vector(req.embedding_a, dim, "embedding_a")
-        b = _vector(req.embedding_b, dim, "embedding_b")
-        thr = self.threshold if req.threshold is None else req.threshold
-        score = _cosine(a, b)
-        return S.CompareResponse(score=score, same=score >= thr, threshold=thr)
-
-    # -- enrollment and identification -------------------------------------------------------
-    @app.post(
-        "/speakers",
-        response_model=S.SpeakerOut,
-        responses={**ERRORS, "409": {"model": S.ErrorResponse}},
-        openapi_extra=request_body(S.EnrollRequest, {"audio": True}),
-    )
-    async def enroll(self, request: Request) -> S.SpeakerOut:
-        """Enroll a speaker from one or more clips (or re-enroll ``speaker_id``)."""
-        req = await self._parse(request, S.EnrollRequest)
-        if len(req.audio) > self.args.max_candidates:
-            raise ServiceError(
-                413,
-                "too_many_audios",
-                f"{len(req.audio)} clips; at most {self.args.max_candidates}",
-            )
-        name, groups = req.name, tuple(req.groups or ("default",))
-        if req.speaker_id is not None:  # re-enrollment: 404 before any decoding
-            old = self.store.get(req.speaker_id)
-            name, groups = old.name, tuple(req.groups or old.groups)
-        info = await self._info()
-        await self._check_store_model(info["model_id"])
-        emb = await self._embed_sources(req.audio, [f"audio[{i}]" for i in range(len(req.audio))])
-        sp = self.store.enroll(
-            name,
-            emb,
-            groups=groups,
-            model_id=info["model_id"],
-            metadata=req.metadata,
-            speaker_id=req.speaker_id,
-        )
-        return _speaker_out(sp)
-
-    @app.get("/speakers", response_model=S.SpeakerList, responses=ERRORS)
-    async def list_speakers(self, group: str | None = None) -> S.SpeakerList:
-        return S.SpeakerList(speakers=[_speaker_out(s) for s in self.store.list_speakers(group)])
-
-    @app.get("/speakers/{speaker_id}", response_model=S.SpeakerOut, responses=ERRORS)
-    async def get_speaker(self, speaker_id: str) -> S.SpeakerOut:
-        return _speaker_out(self.store.get(speaker_id))
-
-    @app.delete("/speakers/{speaker_id}", response_model=S.DeleteResponse, responses=ERRORS)
-    async def delete_speaker(self, speaker_id: str) -> S.DeleteResponse:
-        self.store.delete(speaker_id)
-        return S.DeleteResponse(deleted=speaker_id)
-
-    @app.post(
-        "/speakers/{speaker_id}/groups",
-        response_model=S.SpeakerOut,
-        responses=ERRORS,
-        openapi_extra=request_body(S.GroupRequest),
-    )
-    async def add_to_group(self, speaker_id: str, request: Request) -> S.SpeakerOut:
-        req = await self._parse(request, S.GroupRequest)
-        return _speaker_out(self.store.add_to_group(speaker_id, req.group))
-
-    @app.delete(
-        "/speakers/{speaker_id}/groups/{group}", response_model=S.SpeakerOut, responses=ERRORS
-    )
-    async def remove_from_group(self, speaker_id: str, group: str) -> S.SpeakerOut:
-        return _speaker_out(self.store.remove_from_group(speaker_id, group))
-
-    @app.get("/groups", response_model=S.GroupList)
-    async def list_groups(self) -> S.GroupList:
-        return S.GroupList(groups=self.store.list_groups())
-
-    @app.post(
-        "/identify",
-        response_model=S.IdentifyResponse,
-        responses={**ERRORS, "409": {"model": S.ErrorResponse}},
-        openapi_extra=request_body(S.IdentifyRequest, {"audio": False}),
-    )
-    async def identify(self, request: Request) -> S.IdentifyResponse:
-        """Top-k enrolled speakers for a clip; the first match is "unknown" below the threshold."""
-        req = await self._parse(request, S.IdentifyRequest)
-        if req.group is not None:
-            self._check_group(req.group)
-        info = await self._info()
-        await self._check_store_model(info["model_id"])
-        emb = await self._embed_sources([req.audio], ["audio"])
-        thr = self.threshold if req.threshold is None else req.threshold
-        matches = self.store.identify(
-            emb[0], group=req.group, top_k=req.top_k or self.args.top_k, threshold=thr
-        )
-        return S.IdentifyResponse(
-            matches=[S.MatchOut(**asdict(m)) for m in matches],
-            threshold=thr,
-            group=req.group,
-            model_id=info["model_id"],
-        )
-
-    def _check_group(self, group: str) -> None:
-        if not any(g.get("name") == group for g in self.store.list_groups()):
-            raise UnknownGroupError(f"no group {group!r}; GET /groups lists them")
-
-    # -- bulk enrollment ---------------------------------------------------------------------
-    @app.post(
-        "/speakers/import",
-        response_model=S.ImportResponse,
-        responses={**ERRORS, "403": {"model": S.ErrorResponse}},
-        openapi_extra=request_body(S.ImportRequest),
-    )
-    async def import_speakers(self, request: Request) -> S.ImportResponse:
-        """Enroll every speaker folder of a server-side tree, or a job's speakers.parquet."""
-        req = await self._parse(request, S.ImportRequest)
-        path = resolve_allowed_path(req.path, self.roots)
-        info = await self._info()
-        await self._check_store_model(info["model_id"])
-        if path.is_file() and path.suffix == ".parquet":
-            speakers = self.store.import_speakers_parquet(
-                path, group=req.group, model_id=info["model_id"]
-            )
-            return S.ImportResponse(
-                group=req.group,
-                source="parquet",
-                num_speakers=len(speakers),
-                speakers=[_speaker_out(s) for s in speakers],
-            )
-        if path.is_file():
-            raise ServiceError(
-                400,
-                "invalid_import_path",
-                f"{req.path}: import a speaker folder tree or a speakers.parquet file",
-            )
-        if not path.is_dir():
-            raise ServiceError(404, "path_not_found", f"{req.path}: no such folder or file")
-        return await self._import_tree(path, req)
-
-    async def _import_tree(self, root: Path, req: S.ImportRequest) -> S.ImportResponse:
-        try:
-            utts = await asyncio.to_thread(scan_tree, root, req.layout)
-        except ManifestError as exc:
-            raise ServiceError(400, "invalid_tree", str(exc)) from exc
-        if len(utts) > self.args.max_import_files:
-            raise ServiceError(
-                413,
-                "too_many_files",
-                f"{root} holds {len(utts)} audio files; at most {self.args.max_import_files} "
-                "per import (import sub-folders separately)",
-            )
-        by_speaker: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for u in utts:
-            by_speaker[(u.dataset, u.speaker)].append(u.path)
-        limits = await self._limits()
-        sem = asyncio.Semaphore(32)
-        skipped: list[S.SkippedFile] = []
-
-        async def one(path: str) -> np.ndarray | None:
-            async with sem:
-                try:
-                    wav = await self._wav(S.AudioSource(path=path), path, limits)
-                    return (await self._embed([wav], [path]))[0]
-                except ServiceError as exc:
-                    skipped.append(S.SkippedFile(path=path, error=exc.message))
-                    return None
-
-        info = await self._info()
-        enrolled = []
-        for (dataset, speaker), paths in sorted(by_speaker.items()):
-            rows = [r for r in await asyncio.gather(*(one(p) for p in paths)) if r is not None]
-            if not rows:
-                continue
-            sp = self.store.enroll(
-                speaker,
-                np.stack(rows),
-                groups=(req.group,),
-                model_id=info["model_id"],
-                metadata={"dataset": dataset, "source": str(root), "num_files": len(paths)},
-            )
-            enrolled.append(_speaker_out(sp))
-        return S.ImportResponse(
-            group=req.group,
-            source="tree",
-            num_speakers=len(enrolled),
-            speakers=enrolled,
-            skipped=skipped,
-        )
-
-    @app.post(
-        "/galleries",
-        response_model=S.ImportResponse,
-        responses=ERRORS,
-        openapi_extra=request_body(S.GalleryRequest),
-    )
-    async def import_gallery(self, request: Request) -> S.ImportResponse:
-        """A custom gallery: labels + embeddings (of the active model) into ``group``."""
-        req = await self._parse(request, S.GalleryRequest)
-        info = await self._info()
-        dim = int(info["embed_dim"])
-        emb = np.stack([_vector(e, dim, f"embeddings[{i}]") for i, e in enumerate(req.embeddings)])
-        await self._check_store_model(info["model_id"])
-        speakers = self.store.import_gallery(
-            req.labels, emb, group=req.group, model_id=info["model_id"]
-        )
-        return S.ImportResponse(
-            group=req.group,
-            source="gallery",
-            num_speakers=len(speakers),
-            speakers=[_speaker_out(s) for s in speakers],
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# The typed app builder
+        return handle
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -517,5 +97,8 @@ def build_app(args: dict[str, Any]) -> Application:
         batch_wait_timeout_s=cfg.batch_wait_timeout_s,
         torch_threads=cfg.torch_threads,
     )
-    ingress = SpeakerService.options(ray_actor_options={"num_cpus": cfg.ingress_num_cpus})
-    return ingress.bind(model, cfg.model_dump(mode="json", exclude={"checkpoint", "backend"}))
+    products: dict[str, Any] = {}
+    ingress = VoxrayService.options(ray_actor_options={"num_cpus": cfg.ingress_num_cpus})
+    return ingress.bind(
+        model, cfg.model_dump(mode="json", exclude={"checkpoint", "backend"}), products
+    )

@@ -1,0 +1,22 @@
+"""The FastAPI app every voxray HTTP route hangs on, with its error handlers and OpenAPI docs.
+
+Route mixins (``serve/speaker_routes.py`` and one module per product) decorate their methods
+with ``@app.get`` / ``@app.post`` on this object; ``serve/app.py`` combines the mixins into one
+ingress class (``@serve.ingress(app)``), so the whole product is one application and one port.
+"""
+
+from fastapi import FastAPI
+
+from serve.errors import install_error_handlers, install_openapi
+
+app = FastAPI(
+    title="voxray",
+    description=(
+        "Speaker verification, embedding extraction, enrollment and identification; "
+        "diarization; target speaker extraction; neural codecs; sound classification."
+    ),
+    version="1",
+)
+
+install_error_handlers(app)
+install_openapi(app)
