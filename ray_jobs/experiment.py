@@ -66,7 +66,10 @@ class OptimConfig:
     nesterov: bool = True  # sgd only
     betas: tuple[float, float] = (0.9, 0.999)  # adam(w) only
     schedule: Literal["cosine", "exponential", "constant", "step"] = "cosine"
-    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    warmup_steps: int = 0  # warm-up length in optimizer steps
+    # linear: ramp from 0 to lr; constant: lr * warmup_factor throughout (ACDNet's recipe)
+    warmup_mode: Literal["linear", "constant"] = "linear"
+    warmup_factor: float = 0.1
     min_lr: float = 1e-5  # floor of cosine/exponential decay
     # step schedule: multiply lr by `gamma` at each milestone, given as fractions of training
     # (ACDNet: x0.1 at 30%, 60%, 90%, as in its reference recipe)

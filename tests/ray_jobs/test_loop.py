@@ -186,6 +186,9 @@ def test_step_schedule_and_group_overrides():
     assert lr_factor(49, 100, cfg) == 1.0
     assert lr_factor(50, 100, cfg) == pytest.approx(0.1)
     assert lr_factor(80, 100, cfg) == pytest.approx(0.01)
+    warm = OptimConfig(lr=1.0, schedule="step", warmup_steps=10, warmup_mode="constant")
+    assert lr_factor(0, 100, warm) == lr_factor(9, 100, warm) == pytest.approx(0.1)
+    assert lr_factor(10, 100, warm) == 1.0
     over = OptimConfig(lr=1e-3, groups={"discriminator": {"lr": 1e-4, "betas": [0.5, 0.9]}})
     d = over.for_group("discriminator")
     assert d.lr == 1e-4 and d.betas == (0.5, 0.9) and d.groups == {}
