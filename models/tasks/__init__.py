@@ -3,4 +3,5 @@
 from __future__ import annotations
 
 import models.tasks.classify  # noqa: F401
+import models.tasks.codec  # noqa: F401
 import models.tasks.speaker  # noqa: F401
