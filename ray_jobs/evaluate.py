@@ -1,4 +1,8 @@
-"""The one evaluation entry point for speaker embedders: EER and minDCF on a labelled tree.
+"""The one evaluation entry point; for speaker embedders: EER and minDCF on a labelled tree.
+
+A TSE, codec or classifier checkpoint is handed to its family's evaluator
+(``ray_jobs/evaluate_tse.py``, ``evaluate_codec.py``, ``evaluate_classify.py``), which takes
+its own arguments (``python -m ray_jobs.evaluate --checkpoint tse.pt --help``).
 
     python -m ray_jobs.evaluate --checkpoint runs/campplus/best.pt --data-root data/vox1_test \\
         [--trials veri_test2.txt] [--layout auto] [--max-trials 200000] [--json]
@@ -369,7 +373,48 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Evaluation of the other model families, by the checkpoint's family: same entry point.
+FAMILY_EVALUATORS = {
+    "tse": "ray_jobs.evaluate_tse",
+    "codec": "ray_jobs.evaluate_codec",
+    "classify": "ray_jobs.evaluate_classify",
+}
+
+
+def checkpoint_family(path: str | Path) -> str:
+    """``speaker`` / ``tse`` / ``codec`` / ``classify`` of a voxray checkpoint (.onnx: speaker)."""
+    path = Path(path)
+    if path.suffix == ".onnx" or not path.is_file():
+        return "speaker"  # exported embedders; a missing file is reported by the speaker path
+    from models.checkpoint import read_checkpoint
+    from models.registry import get_entry
+
+    return get_entry(read_checkpoint(path)["model_name"]).family
+
+
+def _delegate(argv: Sequence[str] | None) -> int | None:
+    """Run the family's evaluator when ``--checkpoint`` is not a speaker embedder."""
+    import importlib
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--checkpoint")
+    known, _ = pre.parse_known_args(argv)
+    if not known.checkpoint:
+        return None
+    try:
+        family = checkpoint_family(known.checkpoint)
+    except (ValueError, KeyError) as exc:
+        log.error("%s", exc)
+        return 2
+    if family not in FAMILY_EVALUATORS:
+        return None
+    return importlib.import_module(FAMILY_EVALUATORS[family]).main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    delegated = _delegate(sys.argv[1:] if argv is None else argv)
+    if delegated is not None:
+        return delegated
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(

@@ -112,6 +112,8 @@ class _Context:
         if self.micro + 1 < self.loop.accum:
             return False
         opt = self.loop.optimizers[name]
+        if self.loop.sync_grads:
+            _all_reduce_grads(opt)
         scaler = self.loop.scalers.get(name)
         if scaler:
             scaler.unscale_(opt)
@@ -147,8 +149,13 @@ class TrainLoop:
         rank: int = 0,
         world_size: int = 1,
         meta: dict[str, Any] | None = None,
+        sync_grads: bool = False,
     ) -> None:
+        """``sync_grads``: average gradients across ranks before every optimizer step. For
+        tasks with several optimizers (GANs), whose discriminator passes run outside
+        ``forward`` and therefore outside a DDP wrapper; ``module`` is then the bare task."""
         self.task = task
+        self.sync_grads = sync_grads and world_size > 1
         self.module = module if module is not None else task
         self.exp = exp
         self.device = device
@@ -397,6 +404,20 @@ class TrainLoop:
                 break
         self._write_progress("done")
         return last
+
+
+def _all_reduce_grads(opt: torch.optim.Optimizer) -> None:
+    """Average this optimizer's gradients over all ranks (one flat all-reduce)."""
+    grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def _batches_on(batches: Iterable[Batch], device: torch.device) -> Iterator[Batch]:

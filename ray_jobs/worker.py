@@ -36,8 +36,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    # One optimizer: DDP over the whole task (gradient all-reduce overlapped with backward).
+    # Several (GAN tasks): their discriminator passes run outside forward(), where DDP cannot
+    # see them, so the loop averages every optimizer's gradients itself before stepping.
+    manual_sync = len(task.param_groups()) > 1
     module = ray.train.torch.prepare_model(
-        task, parallel_strategy_kwargs={"find_unused_parameters": False}
+        task,
+        parallel_strategy=None if manual_sync else "ddp",
+        parallel_strategy_kwargs=None if manual_sync else {"find_unused_parameters": False},
     )
     loop = TrainLoop(
         task,
@@ -49,6 +55,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         rank=rank,
         world_size=world,
         meta=config.get("meta"),
+        sync_grads=manual_sync,
     )
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:

@@ -226,3 +226,42 @@ def test_validation_metrics_each_epoch(tmp_path):
     # validation leaves the task in training mode and changes no weights or BN statistics
     assert task.training
     assert all(torch.equal(before[k], v) for k, v in task.state_dict().items())
+
+
+def _reduce_worker(rank: int, port: int, out) -> None:
+    import torch.distributed as dist
+
+    from ray_jobs.loop import _all_reduce_grads
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        w = torch.nn.Parameter(torch.zeros(3))
+        b = torch.nn.Parameter(torch.zeros(2, 2))
+        w.grad = torch.full((3,), float(rank + 1))  # rank 0: 1s, rank 1: 2s
+        b.grad = torch.full((2, 2), float(10 * rank))
+        _all_reduce_grads(torch.optim.SGD([w, b], lr=1.0))
+        out.put((rank, w.grad.tolist(), b.grad.flatten().tolist()))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_manual_gradient_sync_averages_across_ranks():
+    """GAN tasks average gradients themselves (no DDP): two gloo ranks agree on the mean."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_reduce_worker, args=(r, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    for _rank, wg, bg in results:
+        assert wg == [1.5, 1.5, 1.5] and bg == [5.0] * 4
