@@ -346,3 +346,24 @@ def make_eval_batch(batch: dict[str, np.ndarray], cfg: ESC50Preprocess) -> dict[
         multi_crop(np.asarray(w, np.float32), cfg.input_length, cfg.n_crops) for w in batch["wav"]
     ]
     return {"wav": np.stack(crops).astype(np.float32), "label": targets}
+
+
+def _load_batch(batch: dict[str, np.ndarray], cfg: ESC50Preprocess) -> dict[str, np.ndarray]:
+    waves = np.empty(len(batch["path"]), dtype=object)
+    for i, p in enumerate(batch["path"]):
+        waves[i] = load_clip(str(p), cfg.sample_rate)
+    return {"wav": waves, "target": np.asarray(batch["target"], dtype=np.int64)}
+
+
+def training_rows(
+    batch: dict[str, np.ndarray], cfg: ESC50Preprocess, seed: int | None = None
+) -> dict[str, np.ndarray]:
+    """``{"path": (N,), "target": (N,)}`` -> :func:`make_training_batch` output; fresh random
+    crops and partners on every call unless ``seed`` is given (a Ray Data ``map_batches`` fn)."""
+    rng = np.random.default_rng(seed)
+    return make_training_batch(_load_batch(batch, cfg), cfg, rng)
+
+
+def eval_rows(batch: dict[str, np.ndarray], cfg: ESC50Preprocess) -> dict[str, np.ndarray]:
+    """``{"path": (N,), "target": (N,)}`` -> :func:`make_eval_batch` output (10-crop test)."""
+    return make_eval_batch(_load_batch(batch, cfg), cfg)

@@ -20,6 +20,7 @@ import numpy as np
 import ray
 
 from datasets.speaker_pipeline import CropSpec, FeatureSpec, crop_shard, featurize_batch
+from datasets.tse_pipeline import MixerSpec, mix_rows
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,82 @@ def speaker_training_dataset(
     return ds.map_batches(
         featurize_batch,
         fn_kwargs={"spec": features},
+        batch_size=batch_size,
+        batch_format="numpy",
+        num_cpus=num_cpus_per_task,
+    )
+
+
+def _audio_to_wav(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    audio = np.asarray(batch["audio"], dtype=np.float32)
+    return {"wav": audio if audio.ndim == 2 else np.stack(list(audio))}
+
+
+def waveform_crops_dataset(
+    shard_paths: list[str],
+    crop: CropSpec,
+    *,
+    num_cpus_per_task: float = 1.0,
+    batch_size: int = 32,
+) -> ray.data.Dataset:
+    """Random waveform crops ``{"wav": (T,) float32}`` from packed shards (codec training)."""
+    if not shard_paths:
+        raise ValueError("no shard paths given: pack the training data first (ray_jobs.pack)")
+    ds = ray.data.from_items(
+        [{"shard": p} for p in shard_paths], override_num_blocks=len(shard_paths)
+    )
+    ds = ds.randomize_block_order()
+    ds = ds.flat_map(crop_shard, fn_kwargs={"spec": crop}, num_cpus=num_cpus_per_task)
+    return ds.map_batches(
+        _audio_to_wav, batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus_per_task
+    )
+
+
+def tse_training_dataset(
+    spec: MixerSpec,
+    total_rows: int,
+    *,
+    num_cpus_per_task: float = 1.0,
+    batch_size: int = 8,
+) -> ray.data.Dataset:
+    """``total_rows`` dynamic mixes for a whole run (all epochs: the worker reads it once).
+
+    ``{"mix": (T,), "target": (T,), "ref": (R,), "present": ()}`` float32 rows, mixed in CPU
+    tasks apart from the trainers, so mixing scales with CPU nodes (see BENCHMARKS.md for the
+    cores one GPU needs). Row ``i`` is seeded by ``(spec.seed, i)`` at progress ``i / total``.
+    """
+    if total_rows < 1:
+        raise ValueError(f"total_rows must be positive, got {total_rows}")
+    blocks = max(1, min(total_rows // max(1, batch_size), 200))
+    ds = ray.data.range(total_rows, override_num_blocks=blocks)
+    return ds.map_batches(
+        mix_rows,
+        fn_kwargs={"spec": spec, "total": total_rows},
+        batch_size=batch_size,
+        batch_format="numpy",
+        num_cpus=num_cpus_per_task,
+    )
+
+
+def clips_dataset(
+    rows: list[dict],
+    fn,
+    *,
+    fn_kwargs: dict | None = None,
+    num_cpus_per_task: float = 1.0,
+    batch_size: int = 32,
+    shuffle: bool = True,
+) -> ray.data.Dataset:
+    """Labelled clips (``{"path", "target"}`` rows) through a Ray-free batch function ``fn``
+    (ESC-50: decode, crop, between-class mixing), re-executed every epoch."""
+    if not rows:
+        raise ValueError("no clips given")
+    ds = ray.data.from_items(rows)
+    if shuffle:
+        ds = ds.random_shuffle()
+    return ds.map_batches(
+        fn,
+        fn_kwargs=fn_kwargs or {},
         batch_size=batch_size,
         batch_format="numpy",
         num_cpus=num_cpus_per_task,

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from datasets.augment import AugmentConfig
+from datasets.esc50 import ESC50Preprocess
+from datasets.mixing import MixConfig
 from models.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from models.features import FbankConfig
 
@@ -41,6 +43,9 @@ class DataConfig:
     # Empty: hold out `held_out_speakers` speakers of `train` (never trained on).
     eval: str = ""
     eval_layout: str = "auto"  # layout of `eval` (may differ from the training layout)
+    # Where raw trees are packed (and held-out lists written); empty: <output>/. A Tune sweep
+    # points every trial here, so the data is packed once (packing is resumable).
+    pack_dir: str = ""
     held_out_speakers: int = 0
     # Cut each evaluation utterance into segments of this many seconds (0 = whole utterances):
     # for corpora with one recording per speaker, target trials then pair segments of the same
@@ -54,6 +59,14 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     fbank: FbankConfig = field(default_factory=lambda: FbankConfig(dither=1.0))
     shuffle_buffer: int = 256  # local shuffle buffer (rows) on each trainer
+    # -- target speaker extraction (task tse): dynamic mixing of `train` speech with
+    # `noise`/`rir`; held-out mixes come from `held_out_speakers` (or the `eval` tree).
+    mix: MixConfig = field(default_factory=MixConfig)
+    samples_per_epoch: int = 0  # mixes per epoch; 0 = training utterances x crops_per_utterance
+    eval_mixes: int = 64  # fixed held-out mixes: validation each epoch and the final scores
+    # -- sound classification (task classify): `train` is an ESC-50-format folder
+    val_fold: int = 1  # fold held out for validation (5-fold CV: ray_jobs.train --cv)
+    esc50: ESC50Preprocess = field(default_factory=ESC50Preprocess)
     seed: int = 0
 
 

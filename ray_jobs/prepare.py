@@ -73,7 +73,7 @@ def _is_manifest(path: Path) -> bool:
 def prepare_speaker_data(data: DataConfig, output_dir: str | Path) -> PreparedData:
     if not data.train:
         raise ValueError("no training data: pass --data-root DIR (an audio tree or shard manifest)")
-    output_dir = Path(output_dir)
+    output_dir = Path(data.pack_dir) if data.pack_dir else Path(output_dir)
     train_path = Path(data.train)
     eval_utts: list[Utterance] = []
     if _is_manifest(train_path):

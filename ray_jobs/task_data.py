@@ -34,6 +34,8 @@ class TrainData:
     meta: dict[str, Any] = field(default_factory=dict)  # stored in every checkpoint's meta
     summary: dict[str, Any] = field(default_factory=dict)  # what the job reports about the data
     evaluate: Callable[[Path], dict[str, Any]] | None = None  # final model.pt -> metrics
+    # True: `train` holds the rows of all epochs and is read once (dynamic mixing)
+    single_pass: bool = False
 
 
 Builder = Callable[[ExperimentConfig, Path], TrainData]
@@ -58,4 +60,25 @@ def build_train_data(exp: ExperimentConfig, output: Path) -> TrainData:
 
 
 def _load_builders() -> None:
-    import ray_jobs.data_speaker  # noqa: F401  (registers "speaker")
+    # importing registers: speaker, tse, codec, classify
+    import ray_jobs.data_classify  # noqa: F401
+    import ray_jobs.data_codec  # noqa: F401
+    import ray_jobs.data_speaker  # noqa: F401
+    import ray_jobs.data_tse  # noqa: F401
+
+
+def model_sample_rate(exp: ExperimentConfig) -> int | None:
+    """The sample rate the experiment's model expects (None when its config has none)."""
+    from models.registry import resolve
+
+    _, cfg = resolve(exp.model.name, exp.model.config)
+    return getattr(cfg, "sample_rate", None)
+
+
+def check_sample_rate(exp: ExperimentConfig, rate: int, what: str) -> None:
+    model_rate = model_sample_rate(exp)
+    if model_rate is not None and model_rate != rate:
+        raise ConfigError(
+            f"{exp.model.name} runs at {model_rate} Hz but {what} is {rate} Hz; "
+            f"set {what}={model_rate}"
+        )

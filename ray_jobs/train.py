@@ -79,6 +79,8 @@ def run_training(
             "output_dir": str(output),
             "meta": data.meta,
             "has_val": data.val is not None,
+            "single_pass": data.single_pass,
+            "batches_per_epoch": steps_per_epoch * exp.train.grad_accum,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=exp.train.num_workers,
@@ -115,6 +117,36 @@ def run_training(
     return report
 
 
+def run_cross_validation(exp: ExperimentConfig, output: str | Path) -> dict[str, Any]:
+    """k-fold cross-validation of a ``classify`` experiment: one training job per predefined
+    fold of the ESC-50-format folder (``<output>/fold<k>``), accuracy per fold and their mean."""
+    from datasets.esc50 import read_esc50
+
+    if exp.task.name != "classify":
+        raise ConfigError(f"--cv is for the classify task, not {exp.task.name!r}")
+    output = Path(output).resolve()
+    fold_ids = sorted({c.fold for c in read_esc50(exp.data.train)})
+    if len(fold_ids) < 2:
+        raise ValueError(f"{exp.data.train}: cross-validation needs >= 2 folds, found {fold_ids}")
+    per_fold: dict[str, Any] = {}
+    for k in fold_ids:
+        exp_dict = exp.to_dict()
+        exp_dict["data"]["val_fold"] = k
+        log.info("cross-validation: fold %d of %s", k, fold_ids)
+        report = run_training(experiment_from_dict(exp_dict), output / f"fold{k}")
+        per_fold[str(k)] = report["eval"]["accuracy"]
+    accs = list(per_fold.values())
+    mean = sum(accs) / len(accs)
+    summary = {
+        "model": exp.model.name,
+        "folds": per_fold,
+        "mean_accuracy": mean,
+        "std_accuracy": (sum((a - mean) ** 2 for a in accs) / len(accs)) ** 0.5,
+    }
+    (output / "cv.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ray_jobs.train", description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, help="experiment YAML (ray_jobs/configs/*.yaml)")
@@ -133,6 +165,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-minutes", type=float, help="wall-clock training budget (train.max_minutes)"
     )
     p.add_argument("--num-workers", type=int, help="Ray Train workers (train.num_workers)")
+    p.add_argument(
+        "--cv",
+        action="store_true",
+        help="classify task: one run per predefined fold (k-fold cross-validation)",
+    )
     return p.parse_args(argv)
 
 
@@ -157,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     output = Path(args.output or REPO_ROOT / "runs" / exp.name)
     try:
-        report = run_training(exp, output)
-    except (ValueError, FileNotFoundError) as exc:
+        report = run_cross_validation(exp, output) if args.cv else run_training(exp, output)
+    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))

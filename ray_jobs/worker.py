@@ -8,6 +8,7 @@ failure, which is how a killed worker resumes.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
 from pathlib import Path
@@ -66,12 +67,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     shard = ray.train.get_dataset_shard("train")
 
-    def epoch_batches(epoch: int):
+    def new_pass():
         return shard.iter_torch_batches(
             batch_size=exp.train.batch_size,
             local_shuffle_buffer_size=exp.data.shuffle_buffer or None,
             drop_last=True,
         )
+
+    if config.get("single_pass"):
+        # Dynamic data (TSE mixes) is one dataset for the whole run, read once: each epoch
+        # takes its share of batches, so row ids (seeds, curriculum progress) never repeat.
+        # After a restart the pass starts again from the first rows.
+        stream = iter(new_pass())
+        per_epoch = int(config["batches_per_epoch"])
+
+        def epoch_batches(epoch: int):
+            return itertools.islice(stream, per_epoch)
+    else:
+
+        def epoch_batches(epoch: int):
+            return new_pass()
 
     val_batches = None
     if config.get("has_val"):

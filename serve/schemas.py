@@ -44,6 +44,34 @@ class AutoscalingArgs(BaseModel):
         return self
 
 
+class ProductModelArgs(BaseModel):
+    """One optional product model (TSE extractor, codec, classifier): its own deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str  # a voxray checkpoint of the product's family
+    autoscaling: AutoscalingArgs = Field(default_factory=AutoscalingArgs)
+    num_cpus: float = Field(1.0, ge=0.0)  # per replica (0 in tests)
+    torch_threads: int = Field(1, ge=1)  # intra-op threads per replica
+    max_batch_size: int = Field(8, ge=1)  # @serve.batch size where the deployment batches
+    batch_wait_timeout_s: float = Field(0.01, ge=0.0)
+
+
+class DiarizationArgs(BaseModel):
+    """``POST /diarize``: VAD + the embedding deployment + clustering (no extra checkpoint)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_seconds: float = Field(3600.0, gt=0.0)  # longest recording /diarize accepts
+    # DiarizationConfig overrides by dotted key (e.g. {"clustering.threshold": 0.6}); the
+    # values a Tune sweep found (tune.sweep diarization) go here.
+    config: dict[str, Any] = Field(default_factory=dict)
+    name_threshold: float = Field(0.5, ge=-1.0, le=1.0)  # cosine to name a cluster (groups)
+    autoscaling: AutoscalingArgs = Field(default_factory=AutoscalingArgs)
+    num_cpus: float = Field(1.0, ge=0.0)  # per diarization replica (VAD + clustering)
+
+
 class SpeakerAppArgs(BaseModel):
     """Arguments of ``build_app``. ``checkpoint`` is shorthand for ``models={"default": ...}``."""
 
@@ -69,6 +97,11 @@ class SpeakerAppArgs(BaseModel):
     model_num_cpus: float = Field(1.0, ge=0.0)  # per embedding replica (0 in tests)
     ingress_num_cpus: float = Field(0.5, ge=0.0)
     torch_threads: int = Field(1, ge=1)  # intra-op threads per embedding replica
+    # Other products in the same app, each model its own autoscaled deployment.
+    diarization: DiarizationArgs = Field(default_factory=DiarizationArgs)
+    tse: ProductModelArgs | None = None  # POST /extract_target
+    codecs: dict[str, ProductModelArgs] = Field(default_factory=dict)  # /codec/{encode,decode}
+    classifier: ProductModelArgs | None = None  # POST /classify
 
     @model_validator(mode="after")
     def _models(self) -> SpeakerAppArgs:
