@@ -1,0 +1,231 @@
+"""``python -m tune.sweep``: hyper-parameter sweeps with Ray Tune, reusing the training job.
+
+Training sweeps (loss weights, model sizes, learning rates) run one ``ray_jobs.train`` job per
+trial: each trial is a Tune function that calls :func:`ray_jobs.train.run_training` with the
+trial's overrides and Ray Train's ``TuneReportCallback``, so every epoch's metrics (``val_*``
+when the task has a validation set) reach the scheduler, and ASHA stops weak trials early::
+
+    python -m tune.sweep train --config ray_jobs/configs/tse.yaml --space tse \\
+        --data-root /data/speech --num-samples 16 --output runs/sweep-tse
+
+Diarization sweeps tune the clustering threshold and window settings on a dev set with
+reference RTTMs, retraining nothing (``tune/diarization.py``)::
+
+    python -m tune.sweep diarization --checkpoint runs/ecapa/model.pt --dev dev/wavs \\
+        --reference-rttm dev/rttm --num-samples 30 --output runs/sweep-diar
+
+Data is prepared (packed to shards) once in the driver before the trials start; every trial
+reads the same shards (``data.pack_dir``). Results: ``<output>/sweep.json`` (every trial's
+config and final metrics, and the best one), plus each trial's ``report.json`` and ``model.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from models.config import ConfigError, apply_overrides, load_yaml
+from ray_jobs.cluster import REPO_ROOT, init_ray
+from ray_jobs.experiment import experiment_from_dict, load_experiment
+from tune.spaces import example_values, load_space, to_param_space
+
+log = logging.getLogger("tune.sweep")
+
+# What a training sweep optimises when --metric is not given, by task.
+DEFAULT_METRICS: dict[str, tuple[str, str]] = {
+    "speaker": ("train_loss", "min"),
+    "tse": ("val_si_sdr", "max"),
+    "codec": ("val_mel_distance", "min"),
+    "classify": ("val_acc", "max"),
+}
+
+
+def validate_space(base: dict[str, Any], space: dict[str, Any]) -> None:
+    """Apply one sample value per key and validate the experiment: typos fail before trials."""
+    try:
+        load_experiment(base=base, overrides=example_values(space))
+    except (ConfigError, KeyError, ValueError) as exc:
+        raise ConfigError(f"search space does not fit the config: {exc}") from exc
+
+
+def train_trial(config: dict[str, Any], *, base: dict[str, Any], root: str) -> None:
+    """One Tune trial: the training job with this trial's overrides (a Tune function)."""
+    from ray_jobs.train import run_training
+
+    exp = load_experiment(base=base, overrides=config)
+    trial_dir = Path(root) / "trials" / tune.get_context().get_trial_name()
+    run_training(exp, trial_dir, callbacks=[TuneReportCallback()])
+
+
+def run_train_sweep(
+    base: dict[str, Any],
+    space: dict[str, Any],
+    output: str | Path,
+    *,
+    num_samples: int = 8,
+    metric: str | None = None,
+    mode: str | None = None,
+    scheduler: str = "asha",
+    grace_period: int = 1,
+    max_concurrent: int = 1,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Sweep ``space`` over the experiment dict ``base``; returns the summary in sweep.json."""
+    output = Path(output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    base = copy.deepcopy(base)
+    base.setdefault("data", {})["pack_dir"] = str(output / "data")
+    validate_space(base, space)
+    exp = experiment_from_dict(base)
+    default_metric, default_mode = DEFAULT_METRICS.get(exp.task.name, ("train_loss", "min"))
+    metric, mode = metric or default_metric, mode or default_mode
+    # Pack once in the driver; the trials find finished shards (packing is resumable).
+    from ray_jobs.task_data import build_train_data
+
+    build_train_data(exp, output / "data")
+    init_ray()
+    # max_t one past the last epoch: ASHA then only stops trials at its rungs, and a trial that
+    # reaches the end finishes its job (copies model.pt, runs the final evaluation).
+    sched = (
+        ASHAScheduler(max_t=exp.train.epochs + 1, grace_period=grace_period, reduction_factor=2)
+        if scheduler == "asha"
+        else FIFOScheduler()
+    )
+    # The trial function only drives a TorchTrainer: it asks for a sliver of a CPU (Ray needs
+    # a non-empty request), leaving the CPUs to the training workers and the data pipeline.
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, base=base, root=str(output)), {"CPU": 0.01}
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=to_param_space(space),
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode=mode,
+            num_samples=num_samples,
+            scheduler=sched,
+            max_concurrent_trials=max_concurrent,
+            # (a search algorithm given here must carry the concurrency limit itself)
+            search_alg=tune.search.BasicVariantGenerator(
+                random_state=seed, max_concurrent=max_concurrent
+            ),
+        ),
+        run_config=tune.RunConfig(name="sweep", storage_path=str(output / "tune")),
+    )
+    results = tuner.fit()
+    return summarize(results, metric, mode, output, kind="train")
+
+
+def summarize(results: Any, metric: str, mode: str, output: Path, kind: str) -> dict[str, Any]:
+    trials = []
+    for r in results:
+        m = dict(r.metrics or {})
+        trials.append(
+            {
+                "config": dict(r.config or {}),
+                metric: m.get(metric),
+                "iterations": m.get("training_iteration"),
+                "error": str(r.error) if r.error else None,
+                # the last epoch checkpoint (also for trials ASHA stopped early)
+                "checkpoint": m.get("checkpoint_path"),
+                "path": r.path,
+            }
+        )
+    scored = [t for t in trials if t[metric] is not None and not t["error"]]
+    if not scored:
+        raise RuntimeError(f"no trial reported {metric!r}; see {output / 'tune'}")
+    best = (min if mode == "min" else max)(scored, key=lambda t: t[metric])
+    summary = {"kind": kind, "metric": metric, "mode": mode, "best": best, "trials": trials}
+    (output / "sweep.json").write_text(json.dumps(summary, indent=2, default=str))
+    log.info("best %s = %s with %s", metric, best[metric], best["config"])
+    return summary
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tune.sweep", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="kind", required=True)
+    t = sub.add_parser("train", help="sweep training runs (loss weights, sizes) with ASHA")
+    t.add_argument("--config", required=True, help="experiment YAML (ray_jobs/configs/*.yaml)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--data-root", help="training data (sets data.train)")
+    t.add_argument("--epochs", type=int, help="epochs per trial (ASHA's max_t)")
+    t.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
+    t.add_argument("--grace-period", type=int, default=1, help="epochs before ASHA may stop")
+    for q in (t, sub.add_parser("diarization", help="tune clustering/windows on a dev set")):
+        q.add_argument("--space", help="built-in space name or YAML file (default: the task's)")
+        q.add_argument("--num-samples", type=int, default=8)
+        q.add_argument("--metric", help="metric to optimise (default depends on the task)")
+        q.add_argument("--mode", choices=["min", "max"])
+        q.add_argument("--max-concurrent", type=int, default=1, help="trials at once")
+        q.add_argument("--output", help="sweep directory (default runs/sweep-<kind>)")
+        q.add_argument("--seed", type=int, default=0)
+    d = sub.choices["diarization"]
+    d.add_argument("--checkpoint", required=True, help="speaker-embedding checkpoint")
+    d.add_argument("--dev", required=True, help="dev audio: a folder, a file or a list file")
+    d.add_argument("--reference-rttm", required=True, help="RTTM folder or file for the dev set")
+    d.add_argument("--collar", type=float, default=0.25, help="+- seconds around boundaries")
+    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = parse_args(argv)
+    output = Path(args.output or REPO_ROOT / "runs" / f"sweep-{args.kind}")
+    try:
+        if args.kind == "train":
+            base = load_yaml(args.config)
+            apply_overrides(base, args.overrides)
+            derived = {"data.train": args.data_root, "train.epochs": args.epochs}
+            apply_overrides(base, {k: v for k, v in derived.items() if v is not None})
+            task = (base.get("task") or {}).get("name", "speaker")
+            space = load_space(args.space or task)
+            summary = run_train_sweep(
+                base,
+                space,
+                output,
+                num_samples=args.num_samples,
+                metric=args.metric,
+                mode=args.mode,
+                scheduler=args.scheduler,
+                grace_period=args.grace_period,
+                max_concurrent=args.max_concurrent,
+                seed=args.seed,
+            )
+        else:
+            from tune.diarization import run_diarization_sweep
+
+            summary = run_diarization_sweep(
+                checkpoint=args.checkpoint,
+                dev=args.dev,
+                reference_rttm=args.reference_rttm,
+                space=load_space(args.space or "diarization"),
+                output=output,
+                overrides=args.overrides,
+                collar=args.collar,
+                num_samples=args.num_samples,
+                metric=args.metric or "der",
+                mode=args.mode or "min",
+                max_concurrent=args.max_concurrent,
+                seed=args.seed,
+            )
+    except (ConfigError, KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary["best"], indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
