@@ -135,3 +135,262 @@ def verification_metrics(scores: Any, labels: Any) -> dict[str, float | int]:
     n_tar = int(lab.sum())
     out.update(num_trials=int(lab.size), num_target=n_tar, num_nontarget=int(lab.size - n_tar))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Speaker diarization: DER
+#
+# Diarization error rate as NIST's md-eval (Rich Transcription evaluation) and pyannote.metrics
+# ``DiarizationErrorRate`` define it: ``(missed + false alarm + confusion) / total``, where at
+# each instant with ``N_ref`` reference and ``N_hyp`` hypothesis speakers, of which ``N_correct``
+# reference speakers are matched by their mapped hypothesis speaker, the instant adds
+# ``max(0, N_ref - N_hyp)`` missed, ``max(0, N_hyp - N_ref)`` false-alarm and
+# ``min(N_ref, N_hyp) - N_correct`` confused speaker-seconds, and ``total`` adds ``N_ref``
+# (overlapped speech counts once per speaker). The one-to-one speaker mapping maximises the total
+# reference/hypothesis co-occurrence (Hungarian algorithm). It is computed exactly on the
+# timeline of all segment, UEM and collar boundaries (no frame quantisation).
+#
+# Collar convention: ``collar`` is the md-eval one, *one side*: ``[t - collar, t + collar]`` is
+# removed around every reference segment boundary ``t``. pyannote's ``collar`` is the total
+# width, so ``collar=0.25`` here equals pyannote's ``DiarizationErrorRate(collar=0.5)``.
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+
+@_dataclass(frozen=True)
+class DERResult:
+    """Diarization error rate and its parts: ratios of ``total`` and the same in seconds."""
+
+    der: float  # (missed + false_alarm + confusion) / total
+    missed: float  # missed speech / total
+    false_alarm: float  # false-alarm speech / total
+    confusion: float  # speaker confusion / total
+    total: float  # scored reference speech, speaker-seconds (overlap counted per speaker)
+    missed_seconds: float
+    false_alarm_seconds: float
+    confusion_seconds: float
+    correct_seconds: float  # reference speaker-seconds attributed to the mapped hyp speaker
+    mapping: dict[str, str]  # hypothesis label -> reference label (optimal one-to-one)
+
+
+Turn = tuple[float, float, str]
+
+
+def _check_turns(turns: Any, name: str) -> list[Turn]:
+    out = []
+    for i, t in enumerate(turns):
+        try:
+            start, end, spk = float(t[0]), float(t[1]), str(t[2])
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"{name}[{i}] must be (start, end, speaker), got {t!r}") from exc
+        if not (np.isfinite(start) and np.isfinite(end)) or end < start:
+            raise ValueError(f"{name}[{i}] has end < start or a non-finite time: {t!r}")
+        if end > start:  # empty turns carry no speech
+            out.append((start, end, spk))
+    return out
+
+
+def _activity(turns: list[Turn], bounds: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Speakers and ``(S, M-1) bool``: speaker active in each elementary interval of ``bounds``.
+
+    A speaker's own overlapping turns count once (they are one speaker talking).
+    """
+    labels = sorted({t[2] for t in turns})
+    index = {s: k for k, s in enumerate(labels)}
+    act = np.zeros((len(labels), max(bounds.size - 1, 0)), dtype=bool)
+    for start, end, spk in turns:
+        # every boundary is in `bounds`, so searchsorted is exact
+        act[index[spk], np.searchsorted(bounds, start) : np.searchsorted(bounds, end)] = True
+    return labels, act
+
+
+def _mask(regions: list[tuple[float, float]], bounds: np.ndarray) -> np.ndarray:
+    m = np.zeros(max(bounds.size - 1, 0), dtype=bool)
+    for start, end in regions:
+        m[np.searchsorted(bounds, start) : np.searchsorted(bounds, end)] = True
+    return m
+
+
+def diarization_error_rate(
+    reference: list[tuple[float, float, str]],
+    hypothesis: list[tuple[float, float, str]],
+    *,
+    collar: float = 0.0,
+    uem: list[tuple[float, float]] | None = None,
+    skip_overlap: bool = False,
+) -> DERResult:
+    """DER of ``hypothesis`` against ``reference``; both are ``(start, end, speaker)`` in seconds.
+
+    ``collar``: seconds removed on *each side* of every reference segment boundary (md-eval
+    convention; pyannote's ``collar`` is twice this). ``uem``: scored regions ``(start, end)``;
+    ``None`` scores everything. ``skip_overlap``: do not score regions where the reference has
+    more than one speaker. When nothing is scored (``total == 0``) the DER is 0 without errors
+    and 1 with (pyannote's convention).
+    """
+    if collar < 0:
+        raise ValueError(f"collar must be >= 0 seconds, got {collar}")
+    ref = _check_turns(reference, "reference")
+    hyp = _check_turns(hypothesis, "hypothesis")
+    uem_regions = None
+    if uem is not None:
+        uem_regions = [(float(s), float(e)) for s, e in uem]
+        if any(e < s for s, e in uem_regions):
+            raise ValueError("uem regions must have end >= start")
+    pts = [t[0] for t in ref + hyp] + [t[1] for t in ref + hyp]
+    collars = []
+    if collar > 0:
+        collars = [(b - collar, b + collar) for t in ref for b in (t[0], t[1])]
+        pts += [c for pair in collars for c in pair]
+    if uem_regions is not None:
+        pts += [c for pair in uem_regions for c in pair]
+    bounds = np.unique(np.asarray(pts, dtype=np.float64))
+    ref_labels, ref_act = _activity(ref, bounds)
+    hyp_labels, hyp_act = _activity(hyp, bounds)
+    scored = np.ones(max(bounds.size - 1, 0), dtype=bool)
+    if uem_regions is not None:
+        scored &= _mask(uem_regions, bounds)
+    if collars:
+        scored &= ~_mask(collars, bounds)
+    n_ref = ref_act.sum(axis=0)
+    if skip_overlap:
+        scored &= n_ref <= 1
+    dur = np.diff(bounds) * scored  # (M-1,) seconds scored per elementary interval
+    n_hyp = hyp_act.sum(axis=0)
+
+    mapping: dict[str, str] = {}
+    n_correct = np.zeros_like(dur)
+    if ref_labels and hyp_labels:
+        from scipy.optimize import linear_sum_assignment
+
+        cooc = (ref_act * dur) @ hyp_act.T.astype(np.float64)  # (S_ref, S_hyp) seconds together
+        rows, cols = linear_sum_assignment(cooc, maximize=True)
+        for r, h in zip(rows, cols, strict=True):
+            if cooc[r, h] > 0:
+                mapping[hyp_labels[h]] = ref_labels[r]
+                n_correct += ref_act[r] & hyp_act[h]
+    total = float(np.sum(n_ref * dur))
+    missed = float(np.sum(np.maximum(n_ref - n_hyp, 0) * dur))
+    false_alarm = float(np.sum(np.maximum(n_hyp - n_ref, 0) * dur))
+    confusion = float(np.sum((np.minimum(n_ref, n_hyp) - n_correct) * dur))
+    correct = float(np.sum(n_correct * dur))
+    error = missed + false_alarm + confusion
+    if total > 0:
+        ratios = (error / total, missed / total, false_alarm / total, confusion / total)
+    else:
+        ratios = (1.0 if error > 0 else 0.0, 0.0, 0.0, 0.0)
+    return DERResult(
+        der=ratios[0],
+        missed=ratios[1],
+        false_alarm=ratios[2],
+        confusion=ratios[3],
+        total=total,
+        missed_seconds=missed,
+        false_alarm_seconds=false_alarm,
+        confusion_seconds=confusion,
+        correct_seconds=correct,
+        mapping=mapping,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Signal quality (separation, extraction, codecs)
+#
+# ``est`` / ``ref`` / ``mix`` are 1-D waveforms ``(T,)`` of the same length (numpy or anything
+# ``np.asarray`` takes), in [-1, 1]. SI-SDR follows Le Roux et al. 2019 ("SDR - half-baked or well
+# done?", arXiv 1811.02508): zero-mean, optimal scaling of the reference. PESQ is ITU-T P.862.2
+# wide-band through the ``pesq`` package (16 kHz only: other rates are resampled polyphase with
+# scipy); STOI is Taal et al. 2011 through ``pystoi`` (it resamples to 10 kHz itself). The heavy
+# back ends are imported inside the functions so the verification metrics above stay numpy-only.
+
+
+def _signal_pair(est: Any, ref: Any) -> tuple[np.ndarray, np.ndarray]:
+    e = np.asarray(est, dtype=np.float64).reshape(-1)
+    r = np.asarray(ref, dtype=np.float64).reshape(-1)
+    if e.shape != r.shape:
+        raise ValueError(f"signals differ in length: {e.size} vs {r.size} samples; align them")
+    if e.size == 0:
+        raise ValueError("empty signal")
+    if not (np.all(np.isfinite(e)) and np.all(np.isfinite(r))):
+        raise ValueError("signals contain NaN or infinite samples")
+    return e, r
+
+
+def si_sdr(est: Any, ref: Any, eps: float = 1e-12) -> float:
+    """Scale-invariant SDR of ``est`` against ``ref`` in dB (higher is better)."""
+    e, r = _signal_pair(est, ref)
+    e, r = e - e.mean(), r - r.mean()
+    alpha = np.dot(e, r) / (np.dot(r, r) + eps)
+    target = alpha * r
+    noise = e - target
+    return float(10.0 * np.log10((np.dot(target, target) + eps) / (np.dot(noise, noise) + eps)))
+
+
+def si_sdr_improvement(est: Any, mix: Any, ref: Any) -> float:
+    """SI-SDRi in dB: ``si_sdr(est, ref) - si_sdr(mix, ref)``."""
+    return si_sdr(est, ref) - si_sdr(mix, ref)
+
+
+def _to_rate(x: np.ndarray, sample_rate: int, target_sr: int) -> np.ndarray:
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    if sample_rate == target_sr:
+        return x
+    g = gcd(int(sample_rate), int(target_sr))
+    return resample_poly(x, target_sr // g, int(sample_rate) // g)
+
+
+def pesq_wb(est: Any, ref: Any, sample_rate: int) -> float:
+    """Wide-band PESQ (MOS-LQO, about 1.0-4.64) of ``est`` against ``ref``, both at
+    ``sample_rate`` Hz (resampled to 16 kHz). Returns NaN, with a logged warning, when PESQ
+    cannot score the pair (e.g. no speech in the reference)."""
+    import logging
+
+    from pesq import PesqError, pesq
+
+    e, r = _signal_pair(est, ref)
+    e, r = _to_rate(e, sample_rate, 16000), _to_rate(r, sample_rate, 16000)
+    try:
+        with np.errstate(divide="ignore", invalid="ignore"):  # pesq normalises by max |x|
+            return float(pesq(16000, r, e, "wb"))
+    except PesqError as exc:
+        logging.getLogger(__name__).warning("PESQ failed (%s: %s); returning NaN", type(exc), exc)
+        return float("nan")
+
+
+def stoi(est: Any, ref: Any, sample_rate: int) -> float:
+    """Short-time objective intelligibility (classic, not extended) in [0, 1]."""
+    from pystoi import stoi as _stoi
+
+    e, r = _signal_pair(est, ref)
+    return float(_stoi(r, e, int(sample_rate), extended=False))
+
+
+def absent_suppression_db(est: Any, mix: Any, eps: float = 1e-12) -> float:
+    """For target-absent inputs: ``10 log10(energy(mix) / energy(est))`` dB (higher = the
+    extractor silenced more of the mixture)."""
+    e, m = _signal_pair(est, mix)
+    return float(10.0 * np.log10((np.dot(m, m) + eps) / (np.dot(e, e) + eps)))
+
+
+def mel_distance(est: Any, ref: Any, sample_rate: int, n_mels: int = 80) -> float:
+    """Mean L1 distance between natural-log mel spectrograms (magnitudes floored at 1e-5).
+
+    ``n_fft`` is the next power of two of ``sample_rate / 24`` (2048 at 44.1/48 kHz, 1024 at
+    16-24 kHz, 512 at 8 kHz: 40-64 ms windows), hop ``n_fft / 4``, mel bands up to Nyquist."""
+    import torch
+    import torchaudio
+
+    e, r = _signal_pair(est, ref)
+    n_fft = 1 << max(8, int(np.ceil(np.log2(sample_rate / 24.0))))
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=int(sample_rate),
+        n_fft=n_fft,
+        hop_length=n_fft // 4,
+        n_mels=int(n_mels),
+        power=1.0,
+    )
+    x = torch.from_numpy(np.stack([e, r]).astype(np.float32))
+    spec = mel(x).clamp_min(1e-5).log()  # (2, n_mels, frames)
+    return float((spec[0] - spec[1]).abs().mean())

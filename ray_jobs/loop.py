@@ -290,26 +290,34 @@ class TrainLoop:
         rank returns the same numbers (what Tune's schedulers compare between trials).
         """
         self.task.eval()
+        # per-key sums and counts: a task may leave a metric out of a batch that has none of
+        # its cases (TSE's target-absent scores), and that must not drag its mean to zero
         sums: dict[str, float] = {}
-        count = 0.0
+        counts: dict[str, float] = {}
         for batch in _batches_on(batches, self.device):
             bs = int(next(iter(batch.values())).shape[0])
             with self.autocast():
                 metrics = self.task.eval_step(batch)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * bs
-            count += bs
+                counts[k] = counts.get(k, 0.0) + bs
         self.task.train()
         keys = sorted(sums)
         if self.world_size > 1 and dist.is_available() and dist.is_initialized():
-            # ranks may see different metric keys only if their shards are empty: sync count too
-            t = torch.tensor([count] + [sums[k] for k in keys], device=self.device)
+            # every rank must reduce the same keys: gather the union first
+            names: list[list[str]] = [[] for _ in range(self.world_size)]
+            dist.all_gather_object(names, keys)
+            keys = sorted({k for ks in names for k in ks})
+            t = torch.tensor(
+                [sums.get(k, 0.0) for k in keys] + [counts.get(k, 0.0) for k in keys],
+                device=self.device,
+                dtype=torch.float64,
+            )
             dist.all_reduce(t)
-            count, values = float(t[0]), t[1:].tolist()
-            sums = dict(zip(keys, values, strict=True))
-        if count == 0:
-            return {}
-        return {f"val_{k}": v / count for k, v in sums.items()}
+            values = t.tolist()
+            sums = dict(zip(keys, values[: len(keys)], strict=True))
+            counts = dict(zip(keys, values[len(keys) :], strict=True))
+        return {f"val_{k}": sums[k] / counts[k] for k in keys if counts.get(k, 0) > 0}
 
     def run(
         self,

@@ -77,6 +77,17 @@ class TSEOutput:
     mask: torch.Tensor
 
 
+@dataclass
+class ReferenceEncoding:
+    """The enrolment as the conditioning modules see it, computed once per reference.
+
+    ``feats``: (B, T_ref_frames, Q, N) shared-encoder features of the unit-RMS reference;
+    ``emb``: (B, N) their mean over frames and bands (the FiLM input)."""
+
+    feats: torch.Tensor
+    emb: torch.Tensor
+
+
 @register_model("tse", TSEConfig, family="tse")
 class TargetSpeakerExtractor(nn.Module):
     """``forward(mix: (B, T) float at cfg.sample_rate, ref: (B, T_ref) float, the enrolment of the
@@ -84,6 +95,8 @@ class TargetSpeakerExtractor(nn.Module):
 
     ``F = n_fft // 2 + 1``; ``frames = T // hop_length + 1``. Mixture and reference lengths are
     independent and need not be multiples of the hop (the centred STFT is zero-padded).
+    ``encode_reference`` + ``forward_with_reference`` split ``forward`` so that one enrolment is
+    encoded once for many mixtures (``models/pipelines/extract_target.py``).
     """
 
     def __init__(self, cfg: TSEConfig) -> None:
@@ -131,26 +144,43 @@ class TargetSpeakerExtractor(nn.Module):
     def _rms(wav: torch.Tensor) -> torch.Tensor:
         return wav.pow(2).mean(dim=-1, keepdim=True).add(1e-8).sqrt()  # (B, 1)
 
-    def forward(self, mix: torch.Tensor, ref: torch.Tensor) -> TSEOutput:
-        if mix.dim() != 2 or ref.dim() != 2 or mix.shape[0] != ref.shape[0]:
+    def encode_reference(self, ref: torch.Tensor) -> ReferenceEncoding:
+        """``ref: (B, T_ref)`` float at ``cfg.sample_rate`` -> ``ReferenceEncoding`` (features
+        ``(B, T_ref_frames, Q, N)`` and embedding ``(B, N)``).
+
+        Computed once per enrolment and reused for any number of mixtures (the long-file
+        pipeline runs it once for all chunks); ``forward`` is exactly
+        ``forward_with_reference(mix, encode_reference(ref))``.
+        """
+        if ref.dim() != 2:
+            raise ValueError(f"expected ref (B, T_ref), got {tuple(ref.shape)}")
+        feats = self.encoder(self._stft(ref / self._rms(ref)))  # (B, T_ref, Q, N)
+        return ReferenceEncoding(feats=feats, emb=feats.mean(dim=(1, 2)))  # emb: (B, N) for FiLM
+
+    def forward_with_reference(self, mix: torch.Tensor, reference: ReferenceEncoding) -> TSEOutput:
+        """``mix: (B, T)`` float at ``cfg.sample_rate`` + an encoding of batch ``B`` or ``1``
+        (broadcast to ``B``) -> ``TSEOutput(audio (B, T), mask (B, F, frames) complex)``."""
+        feats, emb = reference.feats, reference.emb
+        if mix.dim() != 2 or feats.shape[0] not in (1, mix.shape[0]):
             raise ValueError(
-                f"expected mix (B, T) and ref (B, T_ref) with the same B, got "
-                f"{tuple(mix.shape)} and {tuple(ref.shape)}"
+                f"expected mix (B, T) and a reference encoding of batch B or 1, got mix "
+                f"{tuple(mix.shape)} and reference batch {feats.shape[0]}"
             )
+        if feats.shape[0] != mix.shape[0]:  # one enrolment for a batch of chunks
+            feats = feats.expand(mix.shape[0], *feats.shape[1:])
+            emb = emb.expand(mix.shape[0], -1)
         length = mix.shape[-1]
         scale = self._rms(mix)
         spec = self._stft(mix / scale)  # (B, F, frames)
-        ref_feats = self.encoder(self._stft(ref / self._rms(ref)))  # (B, T_ref, Q, N)
-        ref_emb = ref_feats.mean(dim=(1, 2))  # (B, N): reference embedding for FiLM
         h = self.encoder(spec)  # (B, frames, Q, N)
         use_ckpt = self.cfg.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
             if str(i) in self.conditioning:
-                h = self.conditioning[str(i)](h, ref_feats, ref_emb)
+                h = self.conditioning[str(i)](h, feats, emb)
             h = checkpoint(block, h, use_reentrant=False) if use_ckpt else block(h)
         mask = self.decoder(h)  # (B, F, frames) complex
         audio = torch.istft(
-            mask * spec,
+            mask * spec,  # complex ratio mask: complex multiplication, not magnitude-only
             self.cfg.n_fft,
             self.cfg.hop_length,
             self.cfg.win_length,
@@ -159,6 +189,14 @@ class TargetSpeakerExtractor(nn.Module):
             length=length,
         )  # (B, T)
         return TSEOutput(audio=audio * scale, mask=mask)
+
+    def forward(self, mix: torch.Tensor, ref: torch.Tensor) -> TSEOutput:
+        if mix.dim() != 2 or ref.dim() != 2 or mix.shape[0] != ref.shape[0]:
+            raise ValueError(
+                f"expected mix (B, T) and ref (B, T_ref) with the same B, got "
+                f"{tuple(mix.shape)} and {tuple(ref.shape)}"
+            )
+        return self.forward_with_reference(mix, self.encode_reference(ref))
 
 
 register_preset(
