@@ -45,7 +45,7 @@ def classify_data(exp: ExperimentConfig, output: Path) -> TrainData:
 
         clf = SoundClassifier.from_checkpoint(checkpoint)
         wavs = [load_clip(c.path, pre.sample_rate) for c in split.val]
-        pred = np.argmax(clf.predict_proba(wavs, pre.sample_rate), axis=1)
+        pred = clf.predict_proba(wavs, pre.sample_rate).argmax(dim=1).numpy()
         truth = np.asarray([c.target for c in split.val])
         return {
             "fold": d.val_fold,

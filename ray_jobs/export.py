@@ -20,6 +20,11 @@ Metadata props (``onnx.ModelProto.metadata_props``): ``model_name``, ``config`` 
 ``+int8`` appended for the quantised file, whose embeddings differ slightly), ``sample_rate``,
 ``feat_dim``, ``embed_dim``, ``fbank`` (JSON of the ``FbankConfig``), ``quantization``.
 
+Codec and classifier checkpoints (``codec``/``classify`` families) are dispatched to
+``ray_jobs/export_codec.py`` (codec encoder + quantizer: waveform in, codes out; classifier:
+waveform crop in, logits out). ``--size-table`` prints FP32/INT8 ONNX sizes of every TinyStream
+and ACDNet preset instead of exporting a checkpoint.
+
 ``--int8`` writes the FP32 graph to a temporary file and quantises it with
 ``onnxruntime.quantization.quantize_dynamic`` (int8 weights of MatMul/Conv, activations quantised
 at run time), keeping the metadata.
@@ -41,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.checkpoint import CheckpointError, load_model
+from models.checkpoint import CheckpointError
 from models.config import to_dict
 from models.features import FbankConfig
 from models.pipelines.speaker import checkpoint_model_id
@@ -164,7 +169,19 @@ def export_checkpoint(
     /``ExportError`` with a message."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
-    model = load_model(checkpoint)
+    from models.checkpoint import model_from_checkpoint, read_checkpoint
+    from models.registry import get_entry
+
+    ckpt = read_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt)
+    if get_entry(model.registry_name).family in ("codec", "classify"):
+        from ray_jobs.export_codec import export_product_onnx
+
+        meta = ckpt.get("meta") or {}
+        model_id = meta.get("model_id") or checkpoint_model_id(checkpoint, model)
+        return export_product_onnx(
+            model, output, model_id=model_id, int8=int8, classes=meta.get("classes")
+        )
     return export_onnx(model, output, model_id=checkpoint_model_id(checkpoint, model), int8=int8)
 
 
@@ -173,11 +190,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m ray_jobs.export", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--checkpoint", required=True, help="voxray checkpoint (.pt)")
+    p.add_argument("--checkpoint", help="voxray checkpoint (.pt)")
     p.add_argument("--format", dest="fmt", choices=FORMATS, default="onnx")
     p.add_argument("--int8", action="store_true", help="dynamic INT8 quantisation of the weights")
-    p.add_argument("--output", required=True, help="file to write, e.g. model.onnx")
+    p.add_argument("-o", "--output", help="file to write, e.g. model.onnx")
+    p.add_argument(
+        "--size-table",
+        action="store_true",
+        help="print FP32/INT8 sizes of the codec/ACDNet presets",
+    )
     args = p.parse_args(argv)
+    if args.size_table:
+        from ray_jobs.export_codec import format_size_table, size_table
+
+        print(format_size_table(size_table()))
+        return 0
+    if not args.checkpoint or not args.output:
+        p.error("--checkpoint and --output are required (or --size-table)")
     try:
         out = export_checkpoint(args.checkpoint, args.output, fmt=args.fmt, int8=args.int8)
     except (FileNotFoundError, CheckpointError, ExportError, KeyError) as exc:

@@ -117,7 +117,9 @@ def run_training(
     return report
 
 
-def run_cross_validation(exp: ExperimentConfig, output: str | Path) -> dict[str, Any]:
+def run_cross_validation(
+    exp: ExperimentConfig, output: str | Path, folds: list[int] | None = None
+) -> dict[str, Any]:
     """k-fold cross-validation of a ``classify`` experiment: one training job per predefined
     fold of the ESC-50-format folder (``<output>/fold<k>``), accuracy per fold and their mean."""
     from datasets.esc50 import read_esc50
@@ -126,6 +128,11 @@ def run_cross_validation(exp: ExperimentConfig, output: str | Path) -> dict[str,
         raise ConfigError(f"--cv is for the classify task, not {exp.task.name!r}")
     output = Path(output).resolve()
     fold_ids = sorted({c.fold for c in read_esc50(exp.data.train)})
+    if folds is not None:
+        unknown = sorted(set(folds) - set(fold_ids))
+        if unknown:
+            raise ValueError(f"folds {unknown} are not in {exp.data.train} (folds {fold_ids})")
+        fold_ids = sorted(folds)
     if len(fold_ids) < 2:
         raise ValueError(f"{exp.data.train}: cross-validation needs >= 2 folds, found {fold_ids}")
     per_fold: dict[str, Any] = {}

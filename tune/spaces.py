@@ -39,6 +39,29 @@ SPACES: dict[str, dict[str, dict[str, Any]]] = {
         "task.config.head.margin": {"uniform": [0.1, 0.3]},
         "task.config.head.scale": {"choice": [16.0, 32.0]},
     },
+    # SoundStream/TinyStream: the three loss weights and the sizes (C, D).
+    "codec": {
+        "task.config.adversarial_weight": {"loguniform": [0.3, 3.0]},
+        "task.config.feature_matching_weight": {"loguniform": [10.0, 300.0]},
+        "task.config.mel_weight": {"loguniform": [0.3, 3.0]},
+        "model.config.channels": {"choice": [8, 16, 32]},
+        "model.config.dim": {"choice": [128, 256, 512]},
+    },
+    # TSE (TF-GridNet + USEF cross-attention): the three loss weights and the sizes. inject_at is
+    # drawn independently of num_blocks, so each of its choices names only blocks below the
+    # smallest num_blocks on offer (TSEConfig requires indices < num_blocks).
+    "tse": {
+        "task.config.si_sdr_weight": {"uniform": [0.5, 2.0]},
+        "task.config.mr_stft_weight": {"loguniform": [0.3, 3.0]},
+        "task.config.absent_energy_weight": {"loguniform": [0.03, 0.3]},
+        "model.config.lstm_hidden": {"choice": [128, 192, 256]},
+        "model.config.num_blocks": {"choice": [4, 6]},
+        "model.config.inject_at": {"choice": [[0, 2], [0, 1, 2, 3]]},
+    },
+    "classify": {
+        "optim.lr": {"loguniform": [0.01, 0.2]},
+        "optim.weight_decay": {"loguniform": [1e-4, 1e-3]},
+    },
     # Clustering threshold and window settings; nothing is retrained (see tune.sweep).
     "diarization": {
         "clustering.method": {"choice": ["spectral", "ahc"]},

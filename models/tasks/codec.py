@@ -27,9 +27,9 @@ applied to both optimizers). Quantizer dropout is the model config's ``quantizer
 
 Batches: ``{"wav": (B, T) float32 at the model's sample rate}``.
 
-Limitation: ``ctx.forward`` runs only the generator (through DDP, under autocast); the
-discriminators run outside it in fp32. With several data-parallel workers their gradients are not
-all-reduced by DDP; the loop must do it (see the report that introduced this file).
+``ctx.forward`` runs only the generator (under autocast); the discriminators run outside it in
+fp32. Because a task with two optimizers is not wrapped in DDP, the loop averages each optimizer's
+gradients across data-parallel workers itself (``TrainLoop(sync_grads=True)``).
 """
 
 from __future__ import annotations

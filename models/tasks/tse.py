@@ -169,8 +169,8 @@ class TSETask(Task):
         """One discriminator update, then one generator update (reconstruction + adversarial +
         feature matching). ``real``: (P, T) targets of the present samples.
 
-        The discriminators run outside ``ctx.forward`` (they are not part of the DDP-wrapped
-        forward); with several workers their gradients are not all-reduced by DDP.
+        The discriminators run outside ``ctx.forward``; with two optimizers the task is not
+        wrapped in DDP and the loop averages gradients across workers (``sync_grads``).
         """
         # imported here so the reconstruction-only task never depends on the codec losses
         from models.losses.codec import (
