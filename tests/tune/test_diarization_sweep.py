@@ -1,0 +1,96 @@
+"""Diarization sweeps: trials on the shared local Ray cluster over two synthetic conversations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from models.config import ConfigError
+
+SR = 16000
+
+
+def _conversation(seed: int):
+    from datasets.synth import sample_voice, synthesize_utterance
+
+    rng = np.random.default_rng(seed)
+    voices = [sample_voice(rng) for _ in range(2)]
+    parts, truth = [np.zeros(SR // 2, np.float32)], []
+    for i in range(4):
+        t = sum(len(p) for p in parts) / SR
+        dur = float(rng.uniform(2.0, 3.0))
+        parts.append(synthesize_utterance(voices[i % 2], dur, SR, rng))
+        truth.append((t, t + dur, f"s{i % 2}"))
+        parts.append(np.zeros(int(rng.uniform(0.4, 0.8) * SR), np.float32))
+    return np.concatenate(parts), truth
+
+
+@pytest.fixture(scope="module")
+def devset(tmp_path_factory):
+    import models
+    from datasets.rttm import write_rttm
+
+    root = tmp_path_factory.mktemp("diar_sweep")
+    (root / "dev").mkdir()
+    (root / "ref").mkdir()
+    for k in range(2):
+        wav, truth = _conversation(10 + k)
+        sf.write(root / "dev" / f"d{k}.wav", wav, SR)
+        write_rttm(root / "ref" / f"d{k}.rttm", f"d{k}", truth)
+    torch.manual_seed(0)
+    ckpt = models.save_checkpoint(models.build_model("ecapa_tdnn-tiny").eval(), root / "m.pt")
+    return root, ckpt
+
+
+def test_invalid_space_keys_fail_before_trials(devset, tmp_path):
+    from tune.diarization import run_diarization_sweep
+
+    root, ckpt = devset
+    common = {"checkpoint": ckpt, "dev": root / "dev", "reference_rttm": root / "ref"}
+    with pytest.raises(ConfigError, match="does not fit"):
+        run_diarization_sweep(**common, space={"clustering.treshold": {"uniform": [0.3, 0.9]}},
+                              output=tmp_path / "a")  # fmt: skip
+    with pytest.raises(ConfigError, match="does not fit"):
+        run_diarization_sweep(**common, space={"window_seconds": {"choice": ["long"]}},
+                              output=tmp_path / "b")  # fmt: skip
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_builtin_space_fits_the_config():
+    from ray_jobs.diarize_core import diarization_config
+    from tune.spaces import SPACES, example_values
+
+    cfg = diarization_config(example_values(SPACES["diarization"]))
+    assert cfg.clustering.method in ("spectral", "ahc")
+
+
+@pytest.mark.ray
+def test_sweep_reports_der_and_writes_best(ray_cluster, devset, tmp_path):
+    from tune.diarization import run_diarization_sweep
+
+    root, ckpt = devset
+    out = tmp_path / "sweep"
+    summary = run_diarization_sweep(
+        checkpoint=ckpt, dev=root / "dev", reference_rttm=root / "ref",
+        space={"clustering.method": {"choice": ["ahc"]},
+               "clustering.threshold": {"grid": [0.05, 0.3, 0.6]}},
+        output=out, overrides=["min_segment_seconds=0.2"], num_samples=1, seed=0,
+    )  # fmt: skip
+    trials = summary["trials"]
+    assert len(trials) == 3 and all(t["error"] is None for t in trials)
+    ders = [t["der"] for t in trials]
+    assert all(isinstance(d, float) and 0.0 <= d for d in ders)
+    assert summary["best"]["der"] == min(ders) and summary["kind"] == "diarization"
+    assert json.loads((out / "sweep.json").read_text())["best"]["der"] == min(ders)
+    best = yaml.safe_load((out / "best_config.yaml").read_text())
+    assert best["min_segment_seconds"] == 0.2
+    assert best["clustering.threshold"] == summary["best"]["config"]["clustering.threshold"]
+    # the written overrides are what ray_jobs.diarize --set and serve diarization.config take
+    from ray_jobs.diarize_core import diarization_config
+
+    assert diarization_config(best).clustering.threshold == best["clustering.threshold"]
