@@ -43,7 +43,8 @@ def test_quick_run_writes_every_tiny_speaker_preset(tmp_path):
     tiny = _tiny_speaker_presets()
     assert tiny, "no -tiny speaker preset registered"
     out = tmp_path / "BENCHMARKS.md"
-    assert bench.main(["--quick", "--no-ray-data", "--output", str(out)]) == 0
+    argv = ["--quick", "--no-ray-data", "--families", "speaker", "--output", str(out)]
+    assert bench.main(argv) == 0
     doc = out.read_text()
 
     assert "## How it was measured" in doc
@@ -112,3 +113,18 @@ def test_interleaved_gives_every_call_the_same_rounds():
 @pytest.mark.parametrize("x", [0.000123, 0.5, 3.14159, 42.42, 1234.5])
 def test_fmt_is_parsable_with_three_significant_digits(x):
     assert float(fmt(x)) == pytest.approx(x, rel=0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_quick_run_of_the_product_sections(tmp_path, real_data):
+    """Diarization, TSE and codec sections in --quick mode: each writes its tables with numbers."""
+    out = tmp_path / "BENCHMARKS.md"
+    argv = ["--quick", "--no-ray-data", "--families", "diarization,tse,codec", "--output", str(out)]
+    assert bench.main(argv) == 0
+    doc = out.read_text()
+    for title in ("## Diarization", "## Target speaker extraction", "## Codec"):
+        assert title in doc, title
+        body = doc.split(title, 1)[1].split("\n## ", 1)[0]
+        assert "|---" in body, f"{title}: no table"
+    assert "## Speaker embedding models" not in doc
