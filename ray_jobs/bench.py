@@ -53,7 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_FAMILIES = ("speaker",)
+SUPPORTED_FAMILIES = ("speaker", "diarization", "tse", "codec")
 
 
 # --- machine ------------------------------------------------------------------------------------
@@ -483,6 +483,23 @@ def run(
         log.info("fbank")
         sections.append(section_fbank(fbank_row(settings), speaker_rows, settings))
 
+    # The other products: each section module measures side by side within its own run.
+    if "diarization" in families:
+        from ray_jobs.bench_diarize import diarization_section
+
+        log.info("diarization")
+        sections.append(diarization_section(None, quick))
+    if "tse" in families:
+        from ray_jobs.bench_tse import tse_section
+
+        log.info("target speaker extraction")
+        sections.append(tse_section(quick))
+    if "codec" in families:
+        from ray_jobs.bench_codec import codec_section
+
+        log.info("codecs and classifiers")
+        sections.append(codec_section(quick))
+
     if quick:
         notes.append(
             "3D-Speaker reference comparison, Ray Data ingest and the speaker service: skipped in "
@@ -528,7 +545,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
     parser.add_argument("--quick", action="store_true", help="-tiny presets only, few repeats")
-    parser.add_argument("--families", default="speaker", help="comma-separated model families")
+    parser.add_argument(
+        "--families",
+        default=",".join(SUPPORTED_FAMILIES),
+        help="comma-separated: " + ", ".join(SUPPORTED_FAMILIES),
+    )
     parser.add_argument("--reference-root", type=Path, default=None, help="3D-Speaker checkout")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
