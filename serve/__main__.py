@@ -1,4 +1,8 @@
-"""``python -m serve --checkpoint CKPT [--db speakers.db] [--port 8000]``: run the speaker service.
+"""``python -m serve --checkpoint CKPT [--tse CKPT] [--codec NAME=CKPT] [--classifier CKPT]``.
+
+Runs the voxray app: the speaker service (``--checkpoint``, the embedding model that /diarize
+also uses), plus target speaker extraction, codecs and the sound classifier when their
+checkpoints are given, each model in its own autoscaled deployment.
 
 Starts (or joins, with ``RAY_ADDRESS``) a Ray cluster, runs ``serve.app:build_app`` and blocks
 until Ctrl-C. For a long-lived deployment use ``serve deploy serve/serve_config.yaml``.
@@ -11,6 +15,8 @@ import logging
 import os
 import time
 from typing import Any
+
+import yaml
 
 log = logging.getLogger("serve")
 
@@ -33,6 +39,23 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     p.add_argument(
         "--allow-root", action="append", default=[], help="folder clients may name paths in"
     )
+    p.add_argument("--tse", help="TSE checkpoint: enables POST /extract_target")
+    p.add_argument(
+        "--codec",
+        action="append",
+        default=[],
+        metavar="NAME=CKPT",
+        help="codec checkpoint served as NAME by /codec/encode and /codec/decode; repeatable",
+    )
+    p.add_argument("--classifier", help="sound classifier checkpoint: enables POST /classify")
+    p.add_argument(
+        "--diarization-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="DiarizationConfig override, e.g. clustering.threshold=0.6 (from tune.sweep)",
+    )
+    p.add_argument("--no-diarization", action="store_true", help="do not deploy /diarize")
     p.add_argument("--max-replicas", type=int, default=2, help="embedding-model replicas")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster")
     ns = p.parse_args(argv)
@@ -43,8 +66,24 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
             p.error(f"--model {item!r}: expected NAME=PATH or NAME=PATH:onnx")
         backend = "onnx" if path.endswith(":onnx") else "torch"
         models[name] = {"path": path.removesuffix(":onnx"), "backend": backend}
+    codecs = {}
+    for item in ns.codec:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            p.error(f"--codec {item!r}: expected NAME=CKPT")
+        codecs[name] = {"checkpoint": path}
+    overrides = {}
+    for item in ns.diarization_set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--diarization-set {item!r}: expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
     args = {
         "checkpoint": ns.checkpoint,
+        "diarization": {"enabled": not ns.no_diarization, "config": overrides},
+        "tse": {"checkpoint": ns.tse} if ns.tse else None,
+        "codecs": codecs,
+        "classifier": {"checkpoint": ns.classifier} if ns.classifier else None,
         "backend": ns.backend,
         "models": models,
         "db": ns.db,
@@ -68,8 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     app = build_app(args)  # validates paths and args before starting anything
     init_ray(ns.num_cpus)
     serve.start(http_options={"host": ns.host, "port": ns.port})
-    serve.run(app, name="speaker", route_prefix="/")
-    log.info("speaker service on http://%s:%d (docs: /docs); Ctrl-C stops it", ns.host, ns.port)
+    serve.run(app, name="voxray", route_prefix="/")
+    log.info("voxray service on http://%s:%d (docs: /docs); Ctrl-C stops it", ns.host, ns.port)
     try:
         while True:
             time.sleep(3600)

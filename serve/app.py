@@ -8,6 +8,13 @@ product; each model is its own deployment (own replicas, own autoscaling), reach
 ``DeploymentHandle``:
 
 - speaker routes (``serve/speaker_routes.py``): ``EmbeddingModel`` + the SQLite enrollment store;
+- diarization (``serve/diarize_routes.py``): ``POST /diarize`` on the ``Diarization`` deployment
+  (``serve/deployments_diarize.py``: VAD + clustering, window embeddings from ``EmbeddingModel``);
+- codec and classifier routes (``serve/codec_routes.py``): ``/codec/encode``, ``/codec/decode``
+  (one ``CodecModel`` per entry of ``codecs``) and ``/classify`` (``ClassifierModel``, batched),
+  from ``serve/deployments_codec.py``;
+- target speaker extraction (``serve/extract_routes.py``): ``POST /extract_target`` on the
+  ``TSEModel`` deployment (``serve/deployments_tse.py``), enabled by ``tse``;
 
 Products whose models are not configured answer 404 ``endpoint_disabled`` saying which
 argument enables them.
@@ -25,10 +32,16 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from serve import codec_routes, diarize_routes, extract_routes, speaker_routes
 from serve import schemas as S
-from serve import speaker_routes
+from serve.codec_routes import CodecRoutes
 from serve.deployments import EmbeddingModel
+from serve.deployments_codec import ClassifierModel, CodecModel
+from serve.deployments_diarize import Diarization, diarization_config
+from serve.deployments_tse import TSEModel
+from serve.diarize_routes import DiarizeRoutes
 from serve.errors import ServiceError
+from serve.extract_routes import ExtractRoutes
 from serve.http import app
 from serve.speaker_routes import SpeakerRoutes
 
@@ -38,13 +51,13 @@ log = logging.getLogger(__name__)
 # ``self`` injected through their ``__signature__``). Methods of a mixin that lives in another
 # module would be pickled by reference and re-imported in the replica without that rewrite, so
 # the mixin modules travel by value too.
-for _module in (speaker_routes,):
+for _module in (diarize_routes, speaker_routes, codec_routes, extract_routes):
     ray.cloudpickle.register_pickle_by_value(_module)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
 @serve.ingress(app)
-class VoxrayService(SpeakerRoutes):
+class VoxrayService(SpeakerRoutes, CodecRoutes, DiarizeRoutes, ExtractRoutes):
     """HTTP ingress: decoding and request handling; models live in their own deployments."""
 
     def __init__(
@@ -98,6 +111,41 @@ def build_app(args: dict[str, Any]) -> Application:
         torch_threads=cfg.torch_threads,
     )
     products: dict[str, Any] = {}
+    if cfg.diarization.enabled:
+        diarization_config(cfg.diarization.config)  # bad overrides fail here, not in a replica
+        d = cfg.diarization
+        products["diarization"] = Diarization.options(
+            autoscaling_config={
+                "min_replicas": d.autoscaling.min_replicas,
+                "initial_replicas": max(d.autoscaling.min_replicas, 1),
+                "max_replicas": d.autoscaling.max_replicas,
+                "target_ongoing_requests": d.autoscaling.target_ongoing_requests,
+            },
+            ray_actor_options={"num_cpus": d.num_cpus},
+        ).bind(model, d.config)
+    product_models = [(f"codec:{n}", CodecModel, a) for n, a in cfg.codecs.items()]
+    if cfg.classifier is not None:
+        product_models.append(("classifier", ClassifierModel, cfg.classifier))
+    if cfg.tse is not None:
+        product_models.append(("tse", TSEModel, cfg.tse))
+    for key, deployment, pa in product_models:
+        if not Path(pa.checkpoint).is_file():
+            raise FileNotFoundError(f"{key}: no such checkpoint {pa.checkpoint}")
+        kwargs: dict[str, Any] = {"torch_threads": pa.torch_threads}
+        if deployment is ClassifierModel:
+            kwargs.update(
+                max_batch_size=pa.max_batch_size, batch_wait_timeout_s=pa.batch_wait_timeout_s
+            )
+        products[key] = deployment.options(
+            name=key.replace(":", "_"),
+            autoscaling_config={
+                "min_replicas": pa.autoscaling.min_replicas,
+                "initial_replicas": max(pa.autoscaling.min_replicas, 1),
+                "max_replicas": pa.autoscaling.max_replicas,
+                "target_ongoing_requests": pa.autoscaling.target_ongoing_requests,
+            },
+            ray_actor_options={"num_cpus": pa.num_cpus},
+        ).bind(pa.checkpoint, **kwargs)
     ingress = VoxrayService.options(ray_actor_options={"num_cpus": cfg.ingress_num_cpus})
     return ingress.bind(
         model, cfg.model_dump(mode="json", exclude={"checkpoint", "backend"}), products

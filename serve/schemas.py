@@ -69,7 +69,7 @@ class DiarizationArgs(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     name_threshold: float = Field(0.5, ge=-1.0, le=1.0)  # cosine to name a cluster (groups)
     autoscaling: AutoscalingArgs = Field(default_factory=AutoscalingArgs)
-    num_cpus: float = Field(1.0, ge=0.0)  # per diarization replica (VAD + clustering)
+    num_cpus: float = Field(0.5, ge=0.0)  # per diarization replica (VAD + clustering)
 
 
 class SpeakerAppArgs(BaseModel):

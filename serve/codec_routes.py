@@ -1,0 +1,262 @@
+"""Codec and sound-classification routes of the ingress: ``/codec/encode``, ``/codec/decode``,
+``/classify``.
+
+A mixin of the ingress class in ``serve/app.py`` (like ``serve/speaker_routes.py``). Audio comes
+in as JSON (base64 or an allow-listed path) or multipart, decoded by ``serve/audio_input.py`` at
+the product model's rate; the models are their own deployments (``serve/deployments_codec.py``)
+reached through ``self.product("codec:<name>" | "classifier", ...)``, which answers 404 when the
+app was started without them. Codes travel in the VXRC byte format of
+``models/pipelines/codec.py`` (SoundStream, arXiv 2107.03312), as base64 in JSON or raw
+``application/octet-stream``; decoded audio as base64 WAV in JSON or raw ``audio/wav``
+(``Accept`` header chooses).
+
+Errors: unknown codec name 422 ``unknown_model``; corrupt codes 400 ``corrupt_codes``; codes of
+another model 400 ``codec_mismatch``; bad audio 400 (``invalid_audio`` and friends); bodies over
+``max_request_mb`` 413; streams longer than ``max_seconds`` 413 ``codes_too_long``.
+"""
+
+# No ``from __future__ import annotations`` here: Serve's ``@serve.ingress`` rebuilds the route
+# methods, and FastAPI then cannot resolve string annotations such as ``request: Request``.
+
+import asyncio
+import base64
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from fastapi import Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.pipelines.codec import CodecFormatError, EncodedAudio
+from serve import schemas as S
+from serve.audio_input import AudioLimits, limit_body, load_source, parse_request, source_bytes
+from serve.errors import ERRORS, ServiceError, request_body
+from serve.http import app
+
+OCTET = "application/octet-stream"
+
+
+class CodecEncodeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    audio: S.AudioSource
+    model: str | None = None  # one of the app's `codecs` (default: the first)
+    num_quantizers: int | None = Field(None, ge=1)  # fewer -> lower bitrate (default: all)
+
+
+class CodecDecodeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    codes: S.AudioSource  # the VXRC bytes: base64, an allow-listed path, or a file upload
+    model: str | None = None  # default: the codec whose model id the stream carries
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    audio: S.AudioSource
+    top_k: int = Field(5, ge=1, le=100)
+
+
+class CodecEncodeResponse(BaseModel):
+    codes_base64: str
+    bytes: int
+    bitrate: float  # bits per second (nominal: quantizers x log2(codebook) x frame rate)
+    frames: int
+    num_quantizers: int
+    duration_s: float
+    model: str
+    model_id: str
+
+
+class CodecDecodeResponse(BaseModel):
+    audio_base64: str  # 16-bit PCM WAV file bytes
+    sample_rate: int
+    duration_s: float
+    model: str
+    model_id: str
+
+
+class LabelScore(BaseModel):
+    label: str
+    probability: float
+
+
+class ClassifyResponse(BaseModel):
+    labels: list[LabelScore]  # most probable first
+    duration_s: float
+
+
+def _wants(request: Request, media_type: str) -> bool:
+    return media_type in request.headers.get("accept", "")
+
+
+def _wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    return buf.getvalue()
+
+
+class CodecRoutes:
+    """Codec encode/decode and classification; needs ``self.args`` and ``self.product``."""
+
+    async def _product_info(self, key: str, enable_with: str) -> tuple[Any, dict[str, Any]]:
+        handle = self.product(key, enable_with)
+        cache = self.__dict__.setdefault("_product_infos", {})
+        if key not in cache:
+            cache[key] = await handle.info.remote()
+        return handle, cache[key]
+
+    def _codec_name(self, name: str | None) -> str:
+        names = list(self.args.codecs)
+        if not names:
+            self.product("codec:", "codecs={name: {checkpoint: ...}}")  # raises the 404
+        if name is None:
+            return names[0]
+        if name not in names:
+            raise ServiceError(422, "unknown_model", f"codec {name!r} is not one of {names}")
+        return name
+
+    def _product_limits(self, sample_rate: int) -> AudioLimits:
+        return AudioLimits(
+            sample_rate=int(sample_rate),
+            min_seconds=0.0,
+            max_seconds=self.args.max_seconds,
+            max_bytes=self.args.max_request_bytes,
+            allowed_roots=tuple(Path(os.path.realpath(r)) for r in self.args.allowed_roots),
+        )
+
+    async def _parse_product(self, request: Request, model: type[BaseModel]) -> Any:
+        return await parse_request(
+            request, model, max_bytes=self.args.max_request_bytes, max_files=1
+        )
+
+    @app.post(
+        "/codec/encode",
+        response_model=CodecEncodeResponse,
+        responses=ERRORS,
+        openapi_extra=request_body(CodecEncodeRequest, {"audio": False}),
+    )
+    async def codec_encode(self, request: Request) -> Any:
+        """Audio -> VXRC codes (JSON with base64, or raw bytes with ``Accept: application/octet-stream``)."""
+        req = await self._parse_product(request, CodecEncodeRequest)
+        name = self._codec_name(req.model)
+        handle, info = await self._product_info(f"codec:{name}", f"codecs.{name}")
+        if req.num_quantizers is not None and req.num_quantizers > info["num_quantizers"]:
+            raise ServiceError(
+                422,
+                "invalid_num_quantizers",
+                f"codec {name!r} has {info['num_quantizers']} quantizers; ask for 1..that",
+            )
+        limits = self._product_limits(info["sample_rate"])
+        wav = await asyncio.to_thread(load_source, req.audio, "audio", limits)
+        out = await handle.encode.remote(wav, req.num_quantizers)
+        if isinstance(out, str):
+            raise ServiceError(400, "invalid_audio", f"audio: {out}")
+        if _wants(request, OCTET):
+            return Response(
+                content=out["data"],
+                media_type=OCTET,
+                headers={
+                    "X-Bitrate": f"{out['bitrate']:.3f}",
+                    "X-Frames": str(out["frames"]),
+                    "X-Model-Id": out["model_id"],
+                },
+            )
+        return CodecEncodeResponse(
+            codes_base64=base64.b64encode(out["data"]).decode(),
+            bytes=len(out["data"]),
+            bitrate=out["bitrate"],
+            frames=out["frames"],
+            num_quantizers=out["num_quantizers"],
+            duration_s=out["duration_s"],
+            model=name,
+            model_id=out["model_id"],
+        )
+
+    async def _decode_input(self, request: Request) -> tuple[bytes, str | None]:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == OCTET:  # raw VXRC body; the codec may be named in the query string
+            limited, _ = limit_body(request, self.args.max_request_bytes)
+            return await limited.body(), request.query_params.get("model")
+        req = await self._parse_product(request, CodecDecodeRequest)
+        return source_bytes(req.codes, "codes", self._product_limits(1)), req.model
+
+    @app.post(
+        "/codec/decode",
+        response_model=CodecDecodeResponse,
+        responses=ERRORS,
+        openapi_extra=request_body(CodecDecodeRequest, {"codes": False}),
+    )
+    async def codec_decode(self, request: Request) -> Any:
+        """VXRC codes -> WAV (JSON with base64, or raw with ``Accept: audio/wav``)."""
+        data, name = await self._decode_input(request)
+        self._codec_name(None)  # 404 when no codec is configured
+        try:
+            enc = EncodedAudio.from_bytes(data)
+        except CodecFormatError as exc:
+            raise ServiceError(400, "corrupt_codes", f"codes: {exc}") from exc
+        if enc.num_samples / enc.sample_rate > self.args.max_seconds:
+            raise ServiceError(
+                413,
+                "codes_too_long",
+                f"the stream holds {enc.num_samples / enc.sample_rate:.1f} s of audio, over "
+                f"max_seconds={self.args.max_seconds:g}",
+            )
+        if name is None:  # the codec whose model id the stream carries
+            for cand in self.args.codecs:
+                if (await self._product_info(f"codec:{cand}", "codecs"))[1][
+                    "model_id"
+                ] == enc.model_id:
+                    name = cand
+                    break
+            else:
+                raise ServiceError(
+                    400,
+                    "codec_mismatch",
+                    f"the codes were made by {enc.model_id!r}, which no configured codec is",
+                )
+        name = self._codec_name(name)
+        handle, info = await self._product_info(f"codec:{name}", f"codecs.{name}")
+        if enc.model_id != info["model_id"]:
+            raise ServiceError(
+                400,
+                "codec_mismatch",
+                f"the codes were made by {enc.model_id!r}, codec {name!r} is {info['model_id']!r}",
+            )
+        wav = await handle.decode.remote(data)
+        if isinstance(wav, str):
+            raise ServiceError(400, "corrupt_codes", f"codes: {wav}")
+        audio = _wav_bytes(wav, enc.sample_rate)
+        if _wants(request, "audio/wav"):
+            return Response(content=audio, media_type="audio/wav")
+        return CodecDecodeResponse(
+            audio_base64=base64.b64encode(audio).decode(),
+            sample_rate=enc.sample_rate,
+            duration_s=wav.size / enc.sample_rate,
+            model=name,
+            model_id=enc.model_id,
+        )
+
+    @app.post(
+        "/classify",
+        response_model=ClassifyResponse,
+        responses=ERRORS,
+        openapi_extra=request_body(ClassifyRequest, {"audio": False}),
+    )
+    async def classify(self, request: Request) -> ClassifyResponse:
+        """Audio -> the ``top_k`` sound-event labels with their probabilities."""
+        req = await self._parse_product(request, ClassifyRequest)
+        handle, info = await self._product_info("classifier", "classifier={checkpoint: ...}")
+        limits = self._product_limits(info["sample_rate"])
+        wav = await asyncio.to_thread(load_source, req.audio, "audio", limits)
+        out = await handle.classify.remote(wav, req.top_k)
+        if isinstance(out, str):
+            raise ServiceError(400, "invalid_audio", f"audio: {out}")
+        return ClassifyResponse(
+            labels=[LabelScore(label=lab, probability=p) for lab, p in out],
+            duration_s=wav.size / limits.sample_rate,
+        )

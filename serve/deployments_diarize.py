@@ -1,0 +1,100 @@
+"""The ``Diarization`` Serve deployment: VAD, windows, clustering and assembly around the
+embedding deployment.
+
+It runs ``models.pipelines.diarize.Diarizer`` (the clustering-based pipeline of Park et al.
+2022, "A Review of Speaker Diarization"; sliding-window inference after pyannote's
+``core/inference.py``) with an embedder that is not a model but the ``EmbeddingModel``
+deployment's ``DeploymentHandle``: every window of a batch is sent as its own ``embed.remote``
+call at once, so Serve's dynamic batching (``@serve.batch`` in ``serve/deployments.py``) groups
+them, possibly with windows of other requests, and the embedding replicas autoscale on the
+load. VAD (Silero, ONNX) and clustering run here, in their own replicas, so a long recording's
+CPU work does not block the ingress or the model.
+
+The diarizer is synchronous; it runs in a worker thread (``asyncio.to_thread``), where the
+handle's blocking ``.result()`` is allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from models.config import apply_overrides, from_dict
+from models.pipelines.diarize import DiarizationConfig, DiarizationResult, Diarizer
+from models.pipelines.vad import SileroVAD
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddingError(ValueError):
+    """The embedding deployment refused a window (its message says why)."""
+
+
+class HandleEmbedder:
+    """``Embedder`` protocol over the embedding deployment: ``embed_batch`` fans the clips out
+    as concurrent ``embed.remote`` calls and waits for all of them (call from a thread)."""
+
+    def __init__(
+        self, handle: DeploymentHandle, model_name: str, sample_rate: int, embed_dim: int
+    ) -> None:
+        self.handle = handle
+        self.model_name = model_name
+        self.sample_rate = int(sample_rate)
+        self.embed_dim = int(embed_dim)
+
+    def embed_batch(self, wavs: list[np.ndarray], sample_rate: int) -> np.ndarray:
+        """``N`` clips ``(T_i,)`` float32 at ``sample_rate`` -> ``(N, D)`` embeddings."""
+        if int(sample_rate) != self.sample_rate:
+            raise ValueError(f"clips are {sample_rate} Hz; the model wants {self.sample_rate}")
+        pending = [
+            self.handle.embed.remote(np.ascontiguousarray(w, np.float32), self.model_name)
+            for w in wavs
+        ]  # all submitted before waiting: they meet in the model's batches
+        rows = [p.result() for p in pending]
+        for i, row in enumerate(rows):
+            if isinstance(row, str):
+                raise EmbeddingError(f"window {i}: {row}")
+        if not rows:
+            return np.zeros((0, self.embed_dim), np.float32)
+        return np.stack(rows).astype(np.float32)  # (N, D)
+
+
+def diarization_config(overrides: dict[str, Any]) -> DiarizationConfig:
+    """Dotted overrides (``{"clustering.threshold": 0.6}``) -> a strictly checked config."""
+    return from_dict(DiarizationConfig, apply_overrides({}, dict(overrides)))
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=8)
+class Diarization:
+    """``wav (T,) float32 at the model's rate`` -> ``DiarizationResult`` (with centroids)."""
+
+    def __init__(self, embedding: DeploymentHandle, config: dict[str, Any] | None = None) -> None:
+        self.embedding = embedding
+        self.cfg = diarization_config(config or {})
+        self.vad = SileroVAD(self.cfg.vad)  # one per replica; it serialises its own calls
+
+    async def diarize(
+        self,
+        wav: np.ndarray,
+        sample_rate: int,
+        model_name: str,
+        embed_dim: int,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+    ) -> DiarizationResult:
+        embedder = HandleEmbedder(self.embedding, model_name, sample_rate, embed_dim)
+        diarizer = Diarizer(embedder, self.vad, self.cfg)
+        return await asyncio.to_thread(
+            diarizer,
+            wav,
+            sample_rate,
+            num_speakers=num_speakers,
+            min_speakers=min_speakers,
+            max_speakers=max_speakers,
+        )

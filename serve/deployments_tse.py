@@ -1,0 +1,72 @@
+"""Target speaker extraction deployment: a thin Ray Serve adapter around ``TargetExtractor``.
+
+One replica holds one ``models.pipelines.extract_target.TargetExtractor`` (TF-GridNet + USEF
+cross-attention, arXiv 2409.02615). ``extract(mix, ref)`` runs off the event loop
+(``asyncio.to_thread``) so the replica keeps answering health checks during a long file. The
+reference is encoded once per request and reused for every chunk of the mixture (that is what
+the pipeline does), so requests are not batched together: two requests share neither a
+reference nor a length. Errors a caller causes come back as ``str`` messages, never exceptions
+across the handle, and the ingress (``serve/extract_routes.py``) turns them into 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from ray import serve
+
+from models.pipelines.extract_target import TargetExtractor
+from models.pipelines.speaker import AudioInputError
+
+log = logging.getLogger(__name__)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=8)
+class TSEModel:
+    """``extract(mix, ref)``: both ``(T,)`` float32 at the model's rate -> target ``(T,)``."""
+
+    def __init__(
+        self,
+        checkpoint: str,
+        *,
+        torch_threads: int = 1,
+        batch_size: int = 4,
+        chunk_seconds: float = 4.0,
+        overlap_seconds: float = 1.0,
+    ) -> None:
+        torch.set_num_threads(torch_threads)
+        self.extractor = TargetExtractor.from_checkpoint(checkpoint, batch_size=batch_size)
+        self.chunk_seconds = chunk_seconds
+        self.overlap_seconds = overlap_seconds
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "sample_rate": self.extractor.sample_rate,
+            "chunk_seconds": self.chunk_seconds,
+            "overlap_seconds": self.overlap_seconds,
+        }
+
+    def _extract(self, mix: np.ndarray, ref: np.ndarray) -> dict[str, Any] | str:
+        sr = self.extractor.sample_rate
+        t0 = time.perf_counter()
+        try:
+            out = self.extractor(
+                mix,
+                sr,
+                ref,
+                sr,
+                chunk_seconds=self.chunk_seconds,
+                overlap_seconds=self.overlap_seconds,
+            )
+        except (AudioInputError, ValueError) as exc:
+            return str(exc)
+        return {"audio": out, "sample_rate": sr, "model_seconds": time.perf_counter() - t0}
+
+    async def extract(self, mix: np.ndarray, ref: np.ndarray) -> dict[str, Any] | str:
+        """``{audio: (T,) float32, sample_rate, model_seconds}`` or an error message."""
+        return await asyncio.to_thread(self._extract, mix, ref)

@@ -1,0 +1,183 @@
+"""Codec and classifier routes over real HTTP on loopback: round trips, bitrate, top-k, errors.
+
+One Serve app for the module (deployments at ``num_cpus=0``) with a tiny random-weight CAM++
+speaker model (required by the app), two tiny TinyStream codecs and a tiny ACDNet classifier.
+Random weights make audio quality meaningless, so the checks are the contracts: lengths,
+bitrates, model-id checks, probability ordering and the error codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytestmark = pytest.mark.ray
+
+APP = "codec_test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wav(seconds: float, sr: int = 16000, seed: int = 0) -> bytes:
+    x = 0.1 * np.random.default_rng(seed).standard_normal(int(seconds * sr))
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, format="WAV")
+    return buf.getvalue()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    import torch
+
+    import models
+
+    root = tmp_path_factory.mktemp("codec_svc")
+    torch.manual_seed(0)
+    out = {
+        "speaker": models.save_checkpoint(models.build_model("campplus-tiny"), root / "s.pt"),
+        "tiny": models.save_checkpoint(models.build_model("tinystream-ultra_tiny"), root / "a.pt"),
+        "other": models.save_checkpoint(models.build_model("tinystream-tiny"), root / "b.pt"),
+        "clf": models.save_checkpoint(
+            models.build_model("acdnet-tiny"),
+            root / "c.pt",
+            meta={"classes": [f"class{i}" for i in range(10)]},
+        ),
+        "root": root,
+    }
+    return out
+
+
+@pytest.fixture(scope="module")
+def client(ray_cluster, files):
+    from ray import serve
+
+    from serve.app import build_app
+
+    product = {"num_cpus": 0, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
+    args = {
+        "checkpoint": str(files["speaker"]),
+        "db": str(files["root"] / "speakers.db"),
+        "min_seconds": 0.5,
+        "max_seconds": 5.0,
+        "max_request_mb": 1.0,
+        "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+        "model_num_cpus": 0,
+        "ingress_num_cpus": 0,
+        "codecs": {
+            "tiny": {"checkpoint": str(files["tiny"]), **product},
+            "other": {"checkpoint": str(files["other"]), **product},
+        },
+        "classifier": {"checkpoint": str(files["clf"]), **product},
+    }
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(args), name=APP, route_prefix="/")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+        yield c
+    serve.delete(APP)
+    serve.shutdown()
+
+
+def _err(r: httpx.Response, status: int, code: str) -> None:
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code, r.text
+
+
+def test_encode_decode_round_trip(client):
+    from models.pipelines.codec import EncodedAudio
+
+    r = client.post("/codec/encode", json={"audio": _b64(_wav(0.7)), "num_quantizers": 1})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    # ultra_tiny: 256 codes = 8 bits per code, 1 quantizer, 16000 / hop frames per second
+    enc = EncodedAudio.from_bytes(base64.b64decode(body["codes_base64"]))
+    assert body["bitrate"] == pytest.approx(8 * 16000 / enc.hop_length)
+    assert body["frames"] == enc.num_frames == -(-11200 // enc.hop_length)
+    assert body["num_quantizers"] == 1 and body["model"] == "tiny"
+    # model inferred from the stream's model id; raw WAV out
+    r = client.post(
+        "/codec/decode", json={"codes": body["codes_base64"]}, headers={"Accept": "audio/wav"}
+    )
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"
+    y, sr = sf.read(io.BytesIO(r.content))
+    assert sr == 16000 and y.shape == (11200,)
+
+
+def test_raw_bytes_and_multipart(client):
+    r = client.post(
+        "/codec/encode",
+        files={"audio": ("x.wav", _wav(0.5, seed=1))},
+        data={"model": "other"},
+        headers={"Accept": "application/octet-stream"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/octet-stream"
+    assert r.content[:4] == b"VXRC" and float(r.headers["x-bitrate"]) > 0
+    r2 = client.post(
+        "/codec/decode", content=r.content, headers={"Content-Type": "application/octet-stream"}
+    )
+    assert r2.status_code == 200, r2.text
+    assert r2.json()["model"] == "other" and r2.json()["duration_s"] == pytest.approx(0.5)
+
+
+def test_codec_errors(client):
+    codes = client.post("/codec/encode", json={"audio": _b64(_wav(0.5))}).json()["codes_base64"]
+    raw = base64.b64decode(codes)
+    _err(client.post("/codec/decode", json={"codes": _b64(raw[:-2])}), 400, "corrupt_codes")
+    _err(client.post("/codec/decode", json={"codes": _b64(b"junk" * 10)}), 400, "corrupt_codes")
+    r = client.post("/codec/decode", json={"codes": codes, "model": "other"})
+    _err(r, 400, "codec_mismatch")
+    r = client.post("/codec/encode", json={"audio": _b64(_wav(0.5)), "model": "nope"})
+    _err(r, 422, "unknown_model")
+    r = client.post("/codec/encode", json={"audio": _b64(_wav(0.5)), "num_quantizers": 9})
+    _err(r, 422, "invalid_num_quantizers")
+    r = client.post("/codec/encode", json={"audio": _b64(b"RIFF not a wav")})
+    assert r.status_code == 400, r.text
+    r = client.post("/codec/encode", json={"audio": _b64(_wav(6.0))})  # max_seconds 5
+    _err(r, 400, "audio_too_long")
+    r = client.post("/codec/encode", json={"audio": _b64(b"0" * (1 << 20) * 2)})
+    assert r.status_code == 413, r.text
+
+
+def test_classify_top_k(client):
+    r = client.post("/classify", json={"audio": _b64(_wav(1.0, 20000)), "top_k": 4})
+    assert r.status_code == 200, r.text
+    labels = r.json()["labels"]
+    probs = [x["probability"] for x in labels]
+    assert len(labels) == 4 and probs == sorted(probs, reverse=True)
+    assert all(x["label"].startswith("class") for x in labels)
+    r = client.post("/classify", json={"audio": _b64(_wav(1.0, 20000)), "top_k": 10})
+    assert sum(x["probability"] for x in r.json()["labels"]) == pytest.approx(1.0, abs=1e-4)
+    silent = io.BytesIO()
+    sf.write(silent, np.zeros(20000), 20000, format="WAV")
+    r = client.post("/classify", json={"audio": _b64(silent.getvalue())})
+    _err(r, 400, "invalid_audio")
+
+
+def test_disabled_product_is_404():
+    """An app without codecs/classifier: the mixin's lookups answer 404 endpoint_disabled."""
+    from serve.app import VoxrayService
+    from serve.errors import ServiceError
+    from serve.schemas import SpeakerAppArgs
+
+    svc = object.__new__(VoxrayService.func_or_class)
+    svc.products = {}
+    svc.args = SpeakerAppArgs(checkpoint="x.pt")
+    for call in (lambda: svc._codec_name(None), lambda: svc.product("classifier", "classifier=")):
+        with pytest.raises(ServiceError) as exc:
+            call()
+        assert exc.value.status == 404 and exc.value.code == "endpoint_disabled"
