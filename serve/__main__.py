@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import time
 from typing import Any
 
 import yaml
+
+from serve.schemas import SpeakerAppArgs
 
 log = logging.getLogger("serve")
 
@@ -94,6 +97,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     return ns, args
 
 
+def app_cpu_request(cfg: SpeakerAppArgs) -> float:
+    """CPUs the app's deployments ask for at their initial replica counts."""
+    need = cfg.ingress_num_cpus + cfg.model_num_cpus * max(1, cfg.autoscaling.min_replicas)
+    if cfg.diarization.enabled:
+        need += cfg.diarization.num_cpus * max(1, cfg.diarization.autoscaling.min_replicas)
+    products = [*cfg.codecs.values(), cfg.tse, cfg.classifier]
+    for p in products:
+        if p is not None:
+            need += p.num_cpus * max(1, p.autoscaling.min_replicas)
+    return need
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     ns, args = parse_args(argv)
@@ -105,7 +120,14 @@ def main(argv: list[str] | None = None) -> None:
     from serve.app import build_app
 
     app = build_app(args)  # validates paths and args before starting anything
-    init_ray(ns.num_cpus)
+    num_cpus = ns.num_cpus
+    if num_cpus is None and not os.environ.get("RAY_ADDRESS"):
+        # A local cluster must be able to place every deployment's first replica, or requests
+        # to an unplaced one wait forever: Ray CPUs are logical, so give it at least that many.
+        need = app_cpu_request(SpeakerAppArgs.model_validate(args))
+        num_cpus = max(os.cpu_count() or 1, math.ceil(need))
+        log.info("local Ray cluster with %d logical CPUs (the app asks for %.1f)", num_cpus, need)
+    init_ray(num_cpus)
     serve.start(http_options={"host": ns.host, "port": ns.port})
     serve.run(app, name="voxray", route_prefix="/")
     log.info("voxray service on http://%s:%d (docs: /docs); Ctrl-C stops it", ns.host, ns.port)

@@ -1,0 +1,37 @@
+"""``python -m serve`` argument handling: products, diarization overrides, local CPU sizing."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+sys.modules.setdefault("ray", None)
+
+from serve.__main__ import app_cpu_request, parse_args  # noqa: E402
+from serve.schemas import SpeakerAppArgs  # noqa: E402
+
+
+def test_products_and_overrides_reach_the_app_args():
+    _, args = parse_args(
+        [
+            "--checkpoint", "spk.pt", "--tse", "tse.pt", "--codec", "tiny=c.pt",
+            "--codec", "small=d.pt", "--classifier", "clf.pt",
+            "--diarization-set", "clustering.threshold=0.6",
+        ]
+    )  # fmt: skip
+    cfg = SpeakerAppArgs.model_validate(args)
+    assert cfg.tse.checkpoint == "tse.pt" and cfg.classifier.checkpoint == "clf.pt"
+    assert sorted(cfg.codecs) == ["small", "tiny"]
+    assert cfg.diarization.config == {"clustering.threshold": 0.6}
+    # ingress 0.5 + embedding 1 + diarization 0.5 + two codecs, TSE, classifier at 1 each
+    assert app_cpu_request(cfg) == pytest.approx(6.0)
+    _, plain = parse_args(["--checkpoint", "spk.pt", "--no-diarization"])
+    assert app_cpu_request(SpeakerAppArgs.model_validate(plain)) == pytest.approx(1.5)
+
+
+def test_malformed_product_arguments_are_refused():
+    with pytest.raises(SystemExit):
+        parse_args(["--checkpoint", "spk.pt", "--codec", "no-equals-sign"])
+    with pytest.raises(SystemExit):
+        parse_args(["--checkpoint", "spk.pt", "--diarization-set", "=1"])
