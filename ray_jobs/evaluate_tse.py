@@ -42,7 +42,8 @@ from datasets.manifests import scan_source
 from datasets.mixing import DynamicMixer, MemoryPool, MixConfig, MixSample, make_eval_set
 from models.metrics import absent_suppression_db, pesq_wb, si_sdr, si_sdr_improvement, stoi
 from models.pipelines.extract_target import TargetExtractor
-from models.pipelines.speaker import AudioInputError
+from models.pipelines.inputs import AudioInputError
+from ray_jobs import configure_cli_logging
 
 log = logging.getLogger("ray_jobs.evaluate_tse")
 
@@ -192,10 +193,7 @@ def format_report(r: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-        )
+    configure_cli_logging()
     try:
         if args.num_mixes < 1:
             raise ValueError(f"--num-mixes must be >= 1, got {args.num_mixes}")

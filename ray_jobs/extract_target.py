@@ -24,7 +24,8 @@ import numpy as np
 
 from datasets.audio import AudioError, load_audio, write_audio
 from models.pipelines.extract_target import TargetExtractor
-from models.pipelines.speaker import AudioInputError
+from models.pipelines.inputs import AudioInputError
+from ray_jobs import configure_cli_logging
 
 log = logging.getLogger("ray_jobs.extract_target")
 
@@ -55,10 +56,7 @@ def _load(flag: str, path: str) -> tuple[np.ndarray, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-        )
+    configure_cli_logging()
     try:
         ckpt = Path(args.checkpoint)
         if not ckpt.is_file():

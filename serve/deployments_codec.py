@@ -22,7 +22,7 @@ from ray import serve
 
 from models.pipelines.classify import ClassifierInputError, SoundClassifier
 from models.pipelines.codec import CodecFormatError, CodecPipeline, EncodedAudio
-from models.pipelines.speaker import AudioInputError
+from models.pipelines.inputs import AudioInputError
 
 log = logging.getLogger(__name__)
 

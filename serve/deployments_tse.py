@@ -21,7 +21,7 @@ import torch
 from ray import serve
 
 from models.pipelines.extract_target import TargetExtractor
-from models.pipelines.speaker import AudioInputError
+from models.pipelines.inputs import AudioInputError
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from datasets.audio import AudioError
-from models.pipelines.speaker import AudioInputError
+from models.pipelines.inputs import AudioInputError
 from serve.schemas import ErrorResponse
 from serve.store import ModelMismatchError, StoreError, UnknownGroupError, UnknownSpeakerError
 

@@ -45,7 +45,8 @@ import torchaudio.functional as AF
 from torch import nn
 
 from models.checkpoint import model_from_checkpoint, read_checkpoint
-from models.pipelines.speaker import AudioInputError, checkpoint_model_id
+from models.pipelines.inputs import mono_float32
+from models.pipelines.speaker import checkpoint_model_id
 
 log = logging.getLogger(__name__)
 
@@ -248,28 +249,7 @@ class CodecPipeline:
 
     def _prepare(self, wav: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
         """One mono clip -> ``(T,)`` float32 at ``self.sample_rate``."""
-        x = (
-            wav.detach().cpu()
-            if isinstance(wav, torch.Tensor)
-            else torch.from_numpy(np.asarray(wav))
-        )
-        if x.dim() == 2 and x.shape[0] == 1:
-            x = x[0]
-        if x.dim() != 1:
-            raise AudioInputError(
-                f"expected a mono waveform of shape (T,), got {tuple(x.shape)}; mix down first"
-            )
-        if x.dtype == torch.int16:
-            x = x.float() / 32768.0
-        elif not x.is_floating_point():
-            raise AudioInputError(f"waveform dtype {x.dtype} is not float (or int16 PCM) audio")
-        x = x.to(torch.float32)
-        if int(sample_rate) <= 0:
-            raise AudioInputError(f"sample_rate must be a positive integer, got {sample_rate}")
-        if x.numel() == 0:
-            raise AudioInputError("empty waveform")
-        if not torch.isfinite(x).all():
-            raise AudioInputError("waveform contains NaN or infinite samples")
+        x = mono_float32(wav, sample_rate)
         if int(sample_rate) != self.sample_rate:
             x = AF.resample(x, int(sample_rate), self.sample_rate)
         return x

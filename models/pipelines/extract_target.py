@@ -28,7 +28,7 @@ from torch import nn
 
 from datasets.audio import resample
 from models.checkpoint import load_model
-from models.pipelines.speaker import AudioInputError
+from models.pipelines.inputs import AudioInputError, mono_float32
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +36,10 @@ MIN_REFERENCE_SECONDS = 0.5
 
 
 def _as_mono(wav: np.ndarray | torch.Tensor, sample_rate: int, what: str) -> np.ndarray:
-    x = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
-    if x.ndim == 2 and x.shape[0] == 1:
-        x = x[0]
-    if x.ndim != 1:
-        raise AudioInputError(
-            f"{what}: expected a mono waveform of shape (T,), got {x.shape}; mix down first"
-        )
-    if x.dtype == np.int16:  # PCM16 -> [-1, 1]
-        x = x.astype(np.float32) / 32768.0
-    elif not np.issubdtype(x.dtype, np.floating):
-        raise AudioInputError(f"{what}: dtype {x.dtype} is not float (or int16 PCM) audio")
-    if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
-        raise AudioInputError(f"{what}: sample rate must be a positive integer, got {sample_rate}")
-    if x.size == 0:
-        raise AudioInputError(f"{what}: empty waveform")
-    if not np.all(np.isfinite(x)):
-        raise AudioInputError(f"{what}: waveform contains NaN or infinite samples")
-    return x.astype(np.float32, copy=False)
+    try:
+        return mono_float32(wav, sample_rate).numpy()
+    except AudioInputError as exc:
+        raise AudioInputError(f"{what}: {exc}") from None
 
 
 def chunk_starts(length: int, chunk: int, hop: int) -> list[int]:

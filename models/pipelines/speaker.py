@@ -24,10 +24,7 @@ from torch import nn
 
 from models.checkpoint import load_model
 from models.features import Fbank, FbankConfig, min_samples, num_frames
-
-
-class AudioInputError(ValueError):
-    """A waveform the embedder cannot use (empty, too short, wrong shape, not finite)."""
+from models.pipelines.inputs import AudioInputError, mono_float32
 
 
 def _hash_file(path: Path) -> str:
@@ -97,24 +94,7 @@ class WaveformEmbedder:
     # -- input handling ----------------------------------------------------------------------
     def _prepare(self, wav: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
         """Validate one mono clip and resample it: -> ``(T',) float32`` at ``self.sample_rate``."""
-        x = wav.detach().cpu() if isinstance(wav, torch.Tensor) else torch.tensor(np.asarray(wav))
-        if x.dim() == 2 and x.shape[0] == 1:
-            x = x[0]
-        if x.dim() != 1:
-            raise AudioInputError(
-                f"expected a mono waveform of shape (T,), got {tuple(x.shape)}; mix down first"
-            )
-        if x.dtype == torch.int16:  # PCM16 -> [-1, 1], the scale the models were trained on
-            x = x.float() / 32768.0
-        elif not x.is_floating_point():
-            raise AudioInputError(f"waveform dtype {x.dtype} is not float (or int16 PCM) audio")
-        x = x.to(torch.float32)
-        if int(sample_rate) <= 0:
-            raise AudioInputError(f"sample_rate must be a positive integer, got {sample_rate}")
-        if x.numel() == 0:
-            raise AudioInputError("empty waveform")
-        if not torch.isfinite(x).all():
-            raise AudioInputError("waveform contains NaN or infinite samples")
+        x = mono_float32(wav, sample_rate)
         seconds = x.numel() / sample_rate
         if seconds < self.min_seconds:
             raise AudioInputError(
