@@ -11,13 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from datasets.esc50 import (
     class_names,
     eval_rows,
     folds,
-    load_clip,
     read_esc50,
     training_rows,
 )
@@ -42,16 +39,10 @@ def classify_data(exp: ExperimentConfig, output: Path) -> TrainData:
 
     def evaluate(checkpoint: Path) -> dict[str, Any]:
         from models.pipelines.classify import SoundClassifier
+        from ray_jobs.evaluate_classify import evaluate_clips
 
-        clf = SoundClassifier.from_checkpoint(checkpoint)
-        wavs = [load_clip(c.path, pre.sample_rate) for c in split.val]
-        pred = clf.predict_proba(wavs, pre.sample_rate).argmax(dim=1).numpy()
-        truth = np.asarray([c.target for c in split.val])
-        return {
-            "fold": d.val_fold,
-            "accuracy": float(np.mean(pred == truth)),
-            "val_clips": len(split.val),
-        }
+        scores = evaluate_clips(SoundClassifier.from_checkpoint(checkpoint), split.val)
+        return {"fold": d.val_fold, "val_clips": len(split.val), **scores}
 
     return TrainData(
         train=clips_dataset(

@@ -58,6 +58,7 @@ from models.losses.codec import (
     multi_resolution_mel_loss,
     multi_resolution_stft_loss,
 )
+from models.losses.separation import si_sdr_loss
 from models.registry import register_task
 from models.tasks.base import StepContext, Task
 
@@ -152,19 +153,6 @@ def codebook_stats(codes: torch.Tensor, codebook_size: int) -> tuple[float, floa
         entropy = -(p[p > 0] * p[p > 0].log()).sum()
         perplexity.append(float(entropy.exp()))
     return sum(usage) / len(usage), sum(perplexity) / len(perplexity)
-
-
-def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Scale-invariant SDR in dB per example (Le Roux et al. 2019): ``(B, T)`` x 2 -> ``(B,)``.
-
-    Both are made zero-mean first. (Kept here until ``models/metrics.py`` has a shared one.)
-    """
-    est = estimate - estimate.mean(-1, keepdim=True)
-    ref = reference - reference.mean(-1, keepdim=True)
-    scale = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + eps)
-    target = scale * ref
-    noise = est - target
-    return 10 * torch.log10((target.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps))
 
 
 @register_task("codec", CodecTaskConfig)
@@ -301,7 +289,7 @@ class CodecTask(Task):
             mel = multi_resolution_mel_loss(
                 audio, wav, self.sample_rate, windows=self.cfg.mel_windows or DEFAULT_MEL_WINDOWS
             )
-            sdr = si_sdr(audio, wav)
+            sdr = -si_sdr_loss(audio, wav)  # (B,) dB
             usage, perplexity = codebook_stats(out.codes, self.model.cfg.codebook_size)
         finally:
             self.model.train(was_training)

@@ -13,8 +13,14 @@ sys.modules.setdefault("ray", None)  # models/ must import without Ray
 
 from models import build_model  # noqa: E402
 from models.config import ConfigError  # noqa: E402
+from models.losses.separation import si_sdr_loss  # noqa: E402
 from models.registry import resolve_task  # noqa: E402
-from models.tasks.codec import CodecTask, CodecTaskConfig, codebook_stats, si_sdr  # noqa: E402
+from models.tasks.codec import CodecTask, CodecTaskConfig, codebook_stats  # noqa: E402
+
+
+def si_sdr(est, ref):  # the codec task's eval metric: negated SI-SDR loss, dB per example
+    return -si_sdr_loss(est, ref)
+
 
 torch.set_num_threads(2)
 
