@@ -25,6 +25,17 @@ from datasets.tse_pipeline import MixerSpec, mix_rows
 log = logging.getLogger(__name__)
 
 
+def _random_crops(shard_paths: list[str], crop: CropSpec, num_cpus: float) -> ray.data.Dataset:
+    """``{"audio", "label"}`` crops: one read task per shard, shard order shuffled per epoch."""
+    if not shard_paths:
+        raise ValueError("no shard paths given: pack the training data first (ray_jobs.pack)")
+    ds = ray.data.from_items(
+        [{"shard": p} for p in shard_paths], override_num_blocks=len(shard_paths)
+    )
+    ds = ds.randomize_block_order()
+    return ds.flat_map(crop_shard, fn_kwargs={"spec": crop}, num_cpus=num_cpus)
+
+
 def speaker_training_dataset(
     shard_paths: list[str],
     crop: CropSpec,
@@ -39,13 +50,7 @@ def speaker_training_dataset(
     perturbation (as new labels) in the read; noise/RIR augmentation, fbank and SpecAugment in
     ``map_batches`` CPU tasks, so feature extraction scales on CPU nodes apart from the trainers.
     """
-    if not shard_paths:
-        raise ValueError("no shard paths given: pack the training data first (ray_jobs.pack)")
-    ds = ray.data.from_items(
-        [{"shard": p} for p in shard_paths], override_num_blocks=len(shard_paths)
-    )
-    ds = ds.randomize_block_order()
-    ds = ds.flat_map(crop_shard, fn_kwargs={"spec": crop}, num_cpus=num_cpus_per_task)
+    ds = _random_crops(shard_paths, crop, num_cpus_per_task)
     return ds.map_batches(
         featurize_batch,
         fn_kwargs={"spec": features},
@@ -68,13 +73,7 @@ def waveform_crops_dataset(
     batch_size: int = 32,
 ) -> ray.data.Dataset:
     """Random waveform crops ``{"wav": (T,) float32}`` from packed shards (codec training)."""
-    if not shard_paths:
-        raise ValueError("no shard paths given: pack the training data first (ray_jobs.pack)")
-    ds = ray.data.from_items(
-        [{"shard": p} for p in shard_paths], override_num_blocks=len(shard_paths)
-    )
-    ds = ds.randomize_block_order()
-    ds = ds.flat_map(crop_shard, fn_kwargs={"spec": crop}, num_cpus=num_cpus_per_task)
+    ds = _random_crops(shard_paths, crop, num_cpus_per_task)
     return ds.map_batches(
         _audio_to_wav, batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus_per_task
     )

@@ -28,6 +28,7 @@ from pathlib import Path
 from datasets.audio import AudioError, load_audio, write_audio
 from models.checkpoint import CheckpointError
 from models.pipelines.codec import CodecFormatError, CodecPipeline, EncodedAudio
+from ray_jobs import configure_cli_logging
 
 log = logging.getLogger("ray_jobs.codec")
 
@@ -145,8 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_cli_logging()
     try:
         pipeline = CodecPipeline.from_checkpoint(args.checkpoint)
     except (FileNotFoundError, CheckpointError, KeyError, ValueError) as exc:

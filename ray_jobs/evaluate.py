@@ -43,6 +43,7 @@ from datasets.audio import AudioError, load_audio
 from datasets.manifests import Utterance, scan_source
 from models.metrics import verification_metrics
 from models.pipelines.speaker import AudioInputError, SpeakerEmbedder
+from ray_jobs import configure_cli_logging
 
 log = logging.getLogger("ray_jobs.evaluate")
 
@@ -416,10 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if delegated is not None:
         return delegated
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-        )
+    configure_cli_logging()
     try:
         ckpt = Path(args.checkpoint)
         if not ckpt.is_file():

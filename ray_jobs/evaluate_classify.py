@@ -25,6 +25,7 @@ from datasets.audio import AudioError, load_audio
 from datasets.esc50 import Clip, ESC50Error, read_esc50
 from models.checkpoint import CheckpointError, read_checkpoint
 from models.pipelines.classify import ClassifierInputError, SoundClassifier
+from ray_jobs import configure_cli_logging
 
 log = logging.getLogger("ray_jobs.evaluate_classify")
 
@@ -104,8 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-clips", type=int, default=None, help="evaluate at most N clips")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_cli_logging()
     try:
         meta = read_checkpoint(args.checkpoint).get("meta") or {}
         clf = SoundClassifier.from_checkpoint(args.checkpoint)

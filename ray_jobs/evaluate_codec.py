@@ -36,6 +36,7 @@ import numpy as np
 from datasets.audio import AudioError, load_audio
 from models.metrics import mel_distance, pesq_wb, si_sdr, stoi
 from models.pipelines.codec import CodecPipeline
+from ray_jobs import configure_cli_logging
 
 log = logging.getLogger("ray_jobs.evaluate_codec")
 
@@ -336,8 +337,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_cli_logging()
     try:
         pipeline = CodecPipeline.from_checkpoint(args.checkpoint, device=args.device)
         files = audio_files(args.data_root, args.max_files)

@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -143,12 +144,11 @@ def run_cross_validation(
         report = run_training(experiment_from_dict(exp_dict), output / f"fold{k}")
         per_fold[str(k)] = report["eval"]["accuracy"]
     accs = list(per_fold.values())
-    mean = sum(accs) / len(accs)
     summary = {
         "model": exp.model.name,
         "folds": per_fold,
-        "mean_accuracy": mean,
-        "std_accuracy": (sum((a - mean) ** 2 for a in accs) / len(accs)) ** 0.5,
+        "mean_accuracy": statistics.fmean(accs),
+        "std_accuracy": statistics.pstdev(accs),
     }
     (output / "cv.json").write_text(json.dumps(summary, indent=2))
     return summary

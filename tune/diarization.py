@@ -35,7 +35,7 @@ from models.pipelines.speaker import SpeakerEmbedder
 from models.pipelines.vad import SileroVAD
 from ray_jobs.cluster import init_ray
 from ray_jobs.diarize_core import der_report, diarization_config, list_inputs, load_references
-from tune.spaces import example_values, to_param_space
+from tune.spaces import example_values
 
 log = logging.getLogger("tune.diarization")
 
@@ -137,7 +137,7 @@ def run_diarization_sweep(
 ) -> dict[str, Any]:
     """Sweep ``space`` (``{dotted key: sampler spec}``) on the dev set; returns the summary
     (``kind``, ``metric``, ``mode``, ``best``, ``trials``) also written to ``sweep.json``."""
-    from tune.sweep import summarize
+    from tune.sweep import make_tuner, summarize
 
     output = Path(output)
     base = _overrides_dict(overrides)
@@ -166,18 +166,15 @@ def run_diarization_sweep(
         ),
         {"CPU": 1},
     )  # fmt: skip
-    tuner = tune.Tuner(
+    tuner = make_tuner(
         trainable,
-        param_space=to_param_space(space),
-        tune_config=tune.TuneConfig(
-            metric=metric,
-            mode=mode,
-            num_samples=num_samples,
-            search_alg=tune.search.BasicVariantGenerator(
-                random_state=seed, max_concurrent=max_concurrent
-            ),
-        ),
-        run_config=tune.RunConfig(name="sweep", storage_path=str(output.resolve() / "tune")),
+        space,
+        output,
+        metric=metric,
+        mode=mode,
+        num_samples=num_samples,
+        max_concurrent=max_concurrent,
+        seed=seed,
     )
     summary = summarize(tuner.fit(), metric, mode, output, kind="diarization")
     best = {**base, **summary["best"]["config"]}

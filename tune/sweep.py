@@ -105,24 +105,50 @@ def run_train_sweep(
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, base=base, root=str(output)), {"CPU": 0.01}
     )
-    tuner = tune.Tuner(
+    tuner = make_tuner(
+        trainable,
+        space,
+        output,
+        metric=metric,
+        mode=mode,
+        num_samples=num_samples,
+        max_concurrent=max_concurrent,
+        seed=seed,
+        scheduler=sched,
+    )
+    results = tuner.fit()
+    return summarize(results, metric, mode, output, kind="train")
+
+
+def make_tuner(
+    trainable: Any,
+    space: dict[str, Any],
+    output: Path,
+    *,
+    metric: str,
+    mode: str,
+    num_samples: int,
+    max_concurrent: int,
+    seed: int,
+    scheduler: Any = None,
+) -> tune.Tuner:
+    """The Tuner every sweep uses: seeded random/grid search over ``space``, results under
+    ``<output>/tune``. The search algorithm carries the concurrency limit: Tune applies
+    ``max_concurrent_trials`` only to the search algorithms it builds itself."""
+    return tune.Tuner(
         trainable,
         param_space=to_param_space(space),
         tune_config=tune.TuneConfig(
             metric=metric,
             mode=mode,
             num_samples=num_samples,
-            scheduler=sched,
-            max_concurrent_trials=max_concurrent,
-            # (a search algorithm given here must carry the concurrency limit itself)
+            scheduler=scheduler,
             search_alg=tune.search.BasicVariantGenerator(
                 random_state=seed, max_concurrent=max_concurrent
             ),
         ),
-        run_config=tune.RunConfig(name="sweep", storage_path=str(output / "tune")),
+        run_config=tune.RunConfig(name="sweep", storage_path=str(Path(output).resolve() / "tune")),
     )
-    results = tuner.fit()
-    return summarize(results, metric, mode, output, kind="train")
 
 
 def summarize(results: Any, metric: str, mode: str, output: Path, kind: str) -> dict[str, Any]:
