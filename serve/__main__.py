@@ -62,25 +62,28 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     p.add_argument("--max-replicas", type=int, default=2, help="embedding-model replicas")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster")
     ns = p.parse_args(argv)
-    models = {}
-    for item in ns.model:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            p.error(f"--model {item!r}: expected NAME=PATH or NAME=PATH:onnx")
-        backend = "onnx" if path.endswith(":onnx") else "torch"
-        models[name] = {"path": path.removesuffix(":onnx"), "backend": backend}
-    codecs = {}
-    for item in ns.codec:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            p.error(f"--codec {item!r}: expected NAME=CKPT")
-        codecs[name] = {"checkpoint": path}
-    overrides = {}
-    for item in ns.diarization_set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            p.error(f"--diarization-set {item!r}: expected KEY=VALUE")
-        overrides[key] = yaml.safe_load(value)
+
+    def pairs(items: list[str], flag: str, form: str) -> list[tuple[str, str]]:
+        out = []
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep or not key or not value:
+                p.error(f"{flag} {item!r}: expected {form}")
+            out.append((key, value))
+        return out
+
+    models = {
+        name: {
+            "path": path.removesuffix(":onnx"),
+            "backend": "onnx" if path.endswith(":onnx") else "torch",
+        }
+        for name, path in pairs(ns.model, "--model", "NAME=PATH or NAME=PATH:onnx")
+    }
+    codecs = {name: {"checkpoint": path} for name, path in pairs(ns.codec, "--codec", "NAME=CKPT")}
+    overrides = {
+        key: yaml.safe_load(value)
+        for key, value in pairs(ns.diarization_set, "--diarization-set", "KEY=VALUE")
+    }
     args = {
         "checkpoint": ns.checkpoint,
         "diarization": {"enabled": not ns.no_diarization, "config": overrides},

@@ -32,12 +32,14 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from ray_jobs.diarize_core import diarization_config
 from serve import codec_routes, diarize_routes, extract_routes, speaker_routes
 from serve import schemas as S
+from serve.audio_input import AudioLimits
 from serve.codec_routes import CodecRoutes
 from serve.deployments import EmbeddingModel
 from serve.deployments_codec import ClassifierModel, CodecModel
-from serve.deployments_diarize import Diarization, diarization_config
+from serve.deployments_diarize import Diarization
 from serve.deployments_tse import TSEModel
 from serve.diarize_routes import DiarizeRoutes
 from serve.errors import ServiceError
@@ -68,6 +70,24 @@ class VoxrayService(SpeakerRoutes, CodecRoutes, DiarizeRoutes, ExtractRoutes):
     ) -> None:
         self._init_speaker(model, args)
         self.products = dict(products or {})
+        self._product_infos: dict[str, Any] = {}
+
+    async def product_info(self, name: str, enable_with: str) -> tuple[DeploymentHandle, Any]:
+        """The product's handle and its ``info()`` (sample rate, model id, ...), fetched once."""
+        handle = self.product(name, enable_with)
+        if name not in self._product_infos:
+            self._product_infos[name] = await handle.info.remote()
+        return handle, self._product_infos[name]
+
+    def audio_limits(self, sample_rate: int, min_seconds: float, max_seconds: float) -> AudioLimits:
+        """Decoding limits of one audio field: the app's body size and allowed roots."""
+        return AudioLimits(
+            sample_rate=int(sample_rate),
+            min_seconds=min_seconds,
+            max_seconds=max_seconds,
+            max_bytes=self.args.max_request_bytes,
+            allowed_roots=self.roots,
+        )
 
     def product(self, name: str, enable_with: str) -> DeploymentHandle:
         """The handle of an optional product deployment, or a 404 saying how to enable it."""
@@ -96,12 +116,7 @@ def build_app(args: dict[str, Any]) -> Application:
             raise FileNotFoundError(f"allowed_roots: {root} is not a folder")
     auto = cfg.autoscaling
     model = EmbeddingModel.options(
-        autoscaling_config={
-            "min_replicas": auto.min_replicas,
-            "initial_replicas": max(auto.min_replicas, 1),
-            "max_replicas": auto.max_replicas,
-            "target_ongoing_requests": auto.target_ongoing_requests,
-        },
+        autoscaling_config=auto.to_serve(),
         max_ongoing_requests=max(2 * cfg.max_batch_size, int(auto.target_ongoing_requests) + 1),
         ray_actor_options={"num_cpus": cfg.model_num_cpus},
     ).bind(
@@ -115,12 +130,7 @@ def build_app(args: dict[str, Any]) -> Application:
         diarization_config(cfg.diarization.config)  # bad overrides fail here, not in a replica
         d = cfg.diarization
         products["diarization"] = Diarization.options(
-            autoscaling_config={
-                "min_replicas": d.autoscaling.min_replicas,
-                "initial_replicas": max(d.autoscaling.min_replicas, 1),
-                "max_replicas": d.autoscaling.max_replicas,
-                "target_ongoing_requests": d.autoscaling.target_ongoing_requests,
-            },
+            autoscaling_config=d.autoscaling.to_serve(),
             ray_actor_options={"num_cpus": d.num_cpus},
         ).bind(model, d.config)
     product_models = [(f"codec:{n}", CodecModel, a) for n, a in cfg.codecs.items()]
@@ -138,12 +148,7 @@ def build_app(args: dict[str, Any]) -> Application:
             )
         products[key] = deployment.options(
             name=key.replace(":", "_"),
-            autoscaling_config={
-                "min_replicas": pa.autoscaling.min_replicas,
-                "initial_replicas": max(pa.autoscaling.min_replicas, 1),
-                "max_replicas": pa.autoscaling.max_replicas,
-                "target_ongoing_requests": pa.autoscaling.target_ongoing_requests,
-            },
+            autoscaling_config=pa.autoscaling.to_serve(),
             ray_actor_options={"num_cpus": pa.num_cpus},
         ).bind(pa.checkpoint, **kwargs)
     ingress = VoxrayService.options(ray_actor_options={"num_cpus": cfg.ingress_num_cpus})

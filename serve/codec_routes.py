@@ -21,8 +21,6 @@ another model 400 ``codec_mismatch``; bad audio 400 (``invalid_audio`` and frien
 import asyncio
 import base64
 import io
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.pipelines.codec import CodecFormatError, EncodedAudio
 from serve import schemas as S
-from serve.audio_input import AudioLimits, limit_body, load_source, parse_request, source_bytes
+from serve.audio_input import limit_body, load_source, source_bytes
 from serve.errors import ERRORS, ServiceError, request_body
 from serve.http import app
 
@@ -101,14 +99,8 @@ def _wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
 
 
 class CodecRoutes:
-    """Codec encode/decode and classification; needs ``self.args`` and ``self.product``."""
-
-    async def _product_info(self, key: str, enable_with: str) -> tuple[Any, dict[str, Any]]:
-        handle = self.product(key, enable_with)
-        cache = self.__dict__.setdefault("_product_infos", {})
-        if key not in cache:
-            cache[key] = await handle.info.remote()
-        return handle, cache[key]
+    """Codec encode/decode and classification; uses the ingress's ``product_info``,
+    ``audio_limits`` and ``_parse``."""
 
     def _codec_name(self, name: str | None) -> str:
         names = list(self.args.codecs)
@@ -120,20 +112,6 @@ class CodecRoutes:
             raise ServiceError(422, "unknown_model", f"codec {name!r} is not one of {names}")
         return name
 
-    def _product_limits(self, sample_rate: int) -> AudioLimits:
-        return AudioLimits(
-            sample_rate=int(sample_rate),
-            min_seconds=0.0,
-            max_seconds=self.args.max_seconds,
-            max_bytes=self.args.max_request_bytes,
-            allowed_roots=tuple(Path(os.path.realpath(r)) for r in self.args.allowed_roots),
-        )
-
-    async def _parse_product(self, request: Request, model: type[BaseModel]) -> Any:
-        return await parse_request(
-            request, model, max_bytes=self.args.max_request_bytes, max_files=1
-        )
-
     @app.post(
         "/codec/encode",
         response_model=CodecEncodeResponse,
@@ -142,16 +120,16 @@ class CodecRoutes:
     )
     async def codec_encode(self, request: Request) -> Any:
         """Audio -> VXRC codes (JSON with base64, or raw bytes with ``Accept: application/octet-stream``)."""
-        req = await self._parse_product(request, CodecEncodeRequest)
+        req = await self._parse(request, CodecEncodeRequest, max_files=1)
         name = self._codec_name(req.model)
-        handle, info = await self._product_info(f"codec:{name}", f"codecs.{name}")
+        handle, info = await self.product_info(f"codec:{name}", f"codecs.{name}")
         if req.num_quantizers is not None and req.num_quantizers > info["num_quantizers"]:
             raise ServiceError(
                 422,
                 "invalid_num_quantizers",
                 f"codec {name!r} has {info['num_quantizers']} quantizers; ask for 1..that",
             )
-        limits = self._product_limits(info["sample_rate"])
+        limits = self.audio_limits(info["sample_rate"], 0.0, self.args.max_seconds)
         wav = await asyncio.to_thread(load_source, req.audio, "audio", limits)
         out = await handle.encode.remote(wav, req.num_quantizers)
         if isinstance(out, str):
@@ -182,8 +160,10 @@ class CodecRoutes:
         if ctype == OCTET:  # raw VXRC body; the codec may be named in the query string
             limited, _ = limit_body(request, self.args.max_request_bytes)
             return await limited.body(), request.query_params.get("model")
-        req = await self._parse_product(request, CodecDecodeRequest)
-        return source_bytes(req.codes, "codes", self._product_limits(1)), req.model
+        req = await self._parse(request, CodecDecodeRequest, max_files=1)
+        return source_bytes(
+            req.codes, "codes", self.audio_limits(1, 0.0, self.args.max_seconds)
+        ), req.model
 
     @app.post(
         "/codec/decode",
@@ -208,7 +188,7 @@ class CodecRoutes:
             )
         if name is None:  # the codec whose model id the stream carries
             for cand in self.args.codecs:
-                if (await self._product_info(f"codec:{cand}", "codecs"))[1][
+                if (await self.product_info(f"codec:{cand}", "codecs"))[1][
                     "model_id"
                 ] == enc.model_id:
                     name = cand
@@ -220,7 +200,7 @@ class CodecRoutes:
                     f"the codes were made by {enc.model_id!r}, which no configured codec is",
                 )
         name = self._codec_name(name)
-        handle, info = await self._product_info(f"codec:{name}", f"codecs.{name}")
+        handle, info = await self.product_info(f"codec:{name}", f"codecs.{name}")
         if enc.model_id != info["model_id"]:
             raise ServiceError(
                 400,
@@ -249,9 +229,9 @@ class CodecRoutes:
     )
     async def classify(self, request: Request) -> ClassifyResponse:
         """Audio -> the ``top_k`` sound-event labels with their probabilities."""
-        req = await self._parse_product(request, ClassifyRequest)
-        handle, info = await self._product_info("classifier", "classifier={checkpoint: ...}")
-        limits = self._product_limits(info["sample_rate"])
+        req = await self._parse(request, ClassifyRequest, max_files=1)
+        handle, info = await self.product_info("classifier", "classifier={checkpoint: ...}")
+        limits = self.audio_limits(info["sample_rate"], 0.0, self.args.max_seconds)
         wav = await asyncio.to_thread(load_source, req.audio, "audio", limits)
         out = await handle.classify.remote(wav, req.top_k)
         if isinstance(out, str):

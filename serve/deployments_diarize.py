@@ -24,9 +24,9 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from models.config import apply_overrides, from_dict
-from models.pipelines.diarize import DiarizationConfig, DiarizationResult, Diarizer
+from models.pipelines.diarize import DiarizationResult, Diarizer
 from models.pipelines.vad import SileroVAD
+from ray_jobs.diarize_core import diarization_config
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,6 @@ class HandleEmbedder:
         if not rows:
             return np.zeros((0, self.embed_dim), np.float32)
         return np.stack(rows).astype(np.float32)  # (N, D)
-
-
-def diarization_config(overrides: dict[str, Any]) -> DiarizationConfig:
-    """Dotted overrides (``{"clustering.threshold": 0.6}``) -> a strictly checked config."""
-    return from_dict(DiarizationConfig, apply_overrides({}, dict(overrides)))
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=8)

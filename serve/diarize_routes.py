@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.pipelines.diarize import name_clusters
 from serve import schemas as S
-from serve.audio_input import AudioLimits, load_source
+from serve.audio_input import load_source
 from serve.errors import ERRORS, ServiceError, request_body
 from serve.http import app
 from serve.store import centroid
@@ -106,12 +106,8 @@ class DiarizeRoutes:
         req = await self._parse(request, DiarizeRequest)
         info = await self._info()
         gallery = self._gallery(req.group, info["model_id"]) if req.group else None
-        limits = AudioLimits(
-            sample_rate=int(info["sample_rate"]),
-            min_seconds=self.args.min_seconds,
-            max_seconds=self.args.diarization.max_seconds,
-            max_bytes=self.args.max_request_bytes,
-            allowed_roots=self.roots,
+        limits = self.audio_limits(
+            info["sample_rate"], self.args.min_seconds, self.args.diarization.max_seconds
         )
         wav = await asyncio.to_thread(load_source, req.audio, "audio", limits)
         try:

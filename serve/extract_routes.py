@@ -19,9 +19,7 @@ Errors: bad or too-short audio 400 (``invalid_audio``, ``audio_too_short``, ...)
 import asyncio
 import base64
 import io
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +28,7 @@ from fastapi import Request, Response
 from pydantic import BaseModel, ConfigDict
 
 from serve import schemas as S
-from serve.audio_input import AudioLimits, load_source, parse_request
+from serve.audio_input import load_source
 from serve.errors import ERRORS, ServiceError, request_body
 from serve.http import app
 
@@ -60,23 +58,7 @@ def _tse_wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
 
 
 class ExtractRoutes:
-    """``POST /extract_target``; needs ``self.args`` and ``self.product``."""
-
-    async def _tse_info(self) -> tuple[Any, dict[str, Any]]:
-        handle = self.product("tse", "tse={checkpoint: ...}")
-        cache = self.__dict__.setdefault("_product_infos", {})
-        if "tse" not in cache:
-            cache["tse"] = await handle.info.remote()
-        return handle, cache["tse"]
-
-    def _tse_limits(self, sample_rate: int, min_seconds: float, max_seconds: float) -> AudioLimits:
-        return AudioLimits(
-            sample_rate=int(sample_rate),
-            min_seconds=min_seconds,
-            max_seconds=max_seconds,
-            max_bytes=self.args.max_request_bytes,
-            allowed_roots=tuple(Path(os.path.realpath(r)) for r in self.args.allowed_roots),
-        )
+    """``POST /extract_target``; uses the ingress's ``product_info``, ``audio_limits``, ``_parse``."""
 
     @app.post(
         "/extract_target",
@@ -88,20 +70,18 @@ class ExtractRoutes:
         """Mixture + enrolment -> the enrolled speaker's speech (48 kHz WAV; base64 in JSON, or
         raw with ``Accept: audio/wav``)."""
         t0 = time.perf_counter()
-        handle, info = await self._tse_info()
-        req = await parse_request(
-            request, ExtractTargetRequest, max_bytes=self.args.max_request_bytes, max_files=2
-        )
+        handle, info = await self.product_info("tse", "tse={checkpoint: ...}")
+        req = await self._parse(request, ExtractTargetRequest, max_files=2)
         sr = int(info["sample_rate"])
         mix, ref = await asyncio.gather(
             asyncio.to_thread(
-                load_source, req.mix, "mix", self._tse_limits(sr, 0.0, self.args.max_seconds)
+                load_source, req.mix, "mix", self.audio_limits(sr, 0.0, self.args.max_seconds)
             ),
             asyncio.to_thread(
                 load_source,
                 req.ref,
                 "ref",
-                self._tse_limits(sr, MIN_REF_SECONDS, self.args.max_seconds),
+                self.audio_limits(sr, MIN_REF_SECONDS, self.args.max_seconds),
             ),
         )
         out = await handle.extract.remote(mix, ref)

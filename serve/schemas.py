@@ -29,7 +29,7 @@ class ModelSpec(BaseModel):
 
 
 class AutoscalingArgs(BaseModel):
-    """Ray Serve ``autoscaling_config`` of the embedding-model deployment."""
+    """Ray Serve ``autoscaling_config`` of one deployment (embedding model, each product)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -42,6 +42,16 @@ class AutoscalingArgs(BaseModel):
         if self.max_replicas < self.min_replicas:
             raise ValueError("autoscaling.max_replicas must be >= min_replicas")
         return self
+
+    def to_serve(self) -> dict[str, Any]:
+        """Ray Serve's ``autoscaling_config``; at least one replica starts, so the first request
+        never waits for a scale-up from zero."""
+        return {
+            "min_replicas": self.min_replicas,
+            "initial_replicas": max(self.min_replicas, 1),
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+        }
 
 
 class ProductModelArgs(BaseModel):

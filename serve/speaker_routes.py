@@ -88,20 +88,18 @@ class SpeakerRoutes:
 
     async def _limits(self) -> AudioLimits:
         info = await self._info()
-        return AudioLimits(
-            sample_rate=int(info["sample_rate"]),
-            min_seconds=self.args.min_seconds,
-            max_seconds=self.args.max_seconds,
-            max_bytes=self.args.max_request_bytes,
-            allowed_roots=self.roots,
-        )
+        return self.audio_limits(info["sample_rate"], self.args.min_seconds, self.args.max_seconds)
 
-    async def _parse(self, request: Request, model: type[S.BaseModel]) -> Any:
+    async def _parse(
+        self, request: Request, model: type[S.BaseModel], max_files: int | None = None
+    ) -> Any:
+        """The body as ``model``; ``max_files`` defaults to /verify_batch's reference +
+        candidates, the most any speaker route takes."""
         return await parse_request(
             request,
             model,
             max_bytes=self.args.max_request_bytes,
-            max_files=self.args.max_candidates + 1,  # /verify_batch: reference + candidates
+            max_files=self.args.max_candidates + 1 if max_files is None else max_files,
         )
 
     async def _wav(self, src: S.AudioSource, field: str, limits: AudioLimits) -> np.ndarray:
