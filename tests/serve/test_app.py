@@ -9,9 +9,7 @@ decision == score >= threshold, identical audio scores ~1, enrolled data survive
 
 from __future__ import annotations
 
-import base64
 import io
-import socket
 import time
 
 import httpx
@@ -21,16 +19,12 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from tests.serve.helpers import b64, free_port
+
 pytestmark = pytest.mark.ray
 
 SR = 16000
 APP = "speaker_test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wav(seconds: float, seed: int, sr: int = SR, fmt: str = "WAV") -> bytes:
@@ -41,10 +35,6 @@ def _wav(seconds: float, seed: int, sr: int = SR, fmt: str = "WAV") -> bytes:
     buf = io.BytesIO()
     sf.write(buf, x, sr, format=fmt)
     return buf.getvalue()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +91,7 @@ def _start(files) -> None:
 def client(ray_cluster, files):
     from ray import serve
 
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     _start(files)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
@@ -160,8 +150,8 @@ def test_verify_multipart_json_and_batch(client, clips):
         client.post(
             "/verify",
             json={
-                "audio_a": {"base64": _b64(clips["a"])},
-                "audio_b": _b64(clips["b"]),
+                "audio_a": {"base64": b64(clips["a"])},
+                "audio_b": b64(clips["b"]),
                 "threshold": 0.9,
             },
         )
@@ -188,7 +178,7 @@ def test_verify_multipart_json_and_batch(client, clips):
 
 def test_extract_and_compare_embeddings(client, clips):
     ea = _ok(client.post("/extract_embedding", files={"audio": ("a.wav", clips["a"])}))
-    eb = _ok(client.post("/extract_embedding", json={"audio": _b64(clips["b"])}))
+    eb = _ok(client.post("/extract_embedding", json={"audio": b64(clips["b"])}))
     dim = _ok(client.get("/config"))["model"]["embed_dim"]
     assert ea["embed_dim"] == dim == len(ea["embedding"])
     assert np.linalg.norm(ea["embedding"]) == pytest.approx(1.0, abs=1e-4)
@@ -199,9 +189,7 @@ def test_extract_and_compare_embeddings(client, clips):
             json={"embedding_a": ea["embedding"], "embedding_b": eb["embedding"]},
         )
     )
-    ver = _ok(
-        client.post("/verify", json={"audio_a": _b64(clips["a"]), "audio_b": _b64(clips["b"])})
-    )
+    ver = _ok(client.post("/verify", json={"audio_a": b64(clips["a"]), "audio_b": b64(clips["b"])}))
     assert cmp["score"] == pytest.approx(ver["score"], abs=1e-4)
     assert cmp["same"] == (cmp["score"] >= cmp["threshold"])
     msg = _err(
@@ -219,9 +207,9 @@ def test_extract_and_compare_embeddings(client, clips):
 def test_onnx_backend_agrees_with_torch(client, clips):
     """The same checkpoint exported with ``ray_jobs.export`` and served by ONNX Runtime gives the
     torch backend's embeddings (same model id, so switching keeps the enrolled data valid)."""
-    torch_emb = _ok(client.post("/extract_embedding", json={"audio": _b64(clips["c"])}))
+    torch_emb = _ok(client.post("/extract_embedding", json={"audio": b64(clips["c"])}))
     torch_ver = _ok(
-        client.post("/verify", json={"audio_a": _b64(clips["a"]), "audio_b": _b64(clips["b"])})
+        client.post("/verify", json={"audio_a": b64(clips["a"]), "audio_b": b64(clips["b"])})
     )
     cfg = _ok(client.post("/config", json={"model": "onnx"}))
     try:
@@ -284,9 +272,7 @@ def test_enroll_identify_groups_and_delete(client, clips):
     ann = r.json()
     assert ann["groups"] == ["g1", "g2"] and ann["num_embeddings"] == 1
     bob = _ok(
-        client.post(
-            "/speakers", json={"name": "Bob", "audio": [_b64(clips["b"]), _b64(clips["c"])]}
-        )
+        client.post("/speakers", json={"name": "Bob", "audio": [b64(clips["b"]), b64(clips["c"])]})
     )
     assert bob["groups"] == ["default"] and bob["num_embeddings"] == 2
     assert [
@@ -297,15 +283,15 @@ def test_enroll_identify_groups_and_delete(client, clips):
     found = _ok(client.post("/identify", files={"audio": ("a.wav", clips["a"])}))
     assert found["matches"][0]["speaker_id"] == ann["id"]
     assert found["matches"][0]["score"] == pytest.approx(1.0, abs=1e-4)
-    in_default = _ok(client.post("/identify", json={"audio": _b64(clips["a"]), "group": "default"}))
+    in_default = _ok(client.post("/identify", json={"audio": b64(clips["a"]), "group": "default"}))
     assert all(m["speaker_id"] != ann["id"] for m in in_default["matches"])
     unknown = _ok(
-        client.post("/identify", json={"audio": _b64(clips["b"]), "group": "g1", "threshold": 1.0})
+        client.post("/identify", json={"audio": b64(clips["b"]), "group": "g1", "threshold": 1.0})
     )
     assert (
         unknown["matches"][0]["speaker_id"] is None and unknown["matches"][0]["name"] == "unknown"
     )
-    _err(client.post("/identify", json={"audio": _b64(clips["a"]), "group": "nogroup"}), 404)
+    _err(client.post("/identify", json={"audio": b64(clips["a"]), "group": "nogroup"}), 404)
 
     # Groups as galleries: add, remove, list; unknown speaker or group -> 404.
     assert (
@@ -321,13 +307,13 @@ def test_enroll_identify_groups_and_delete(client, clips):
     # Re-enroll by id adds the clips to that speaker; unknown id -> 404 and nothing changes.
     re = _ok(
         client.post(
-            "/speakers", json={"name": "Bob", "audio": [_b64(clips["b"])], "speaker_id": bob["id"]}
+            "/speakers", json={"name": "Bob", "audio": [b64(clips["b"])], "speaker_id": bob["id"]}
         )
     )
     assert re["id"] == bob["id"] and re["num_embeddings"] == 3 and re["groups"] == ["default"]
     _err(
         client.post(
-            "/speakers", json={"name": "X", "audio": [_b64(clips["b"])], "speaker_id": "nope"}
+            "/speakers", json={"name": "X", "audio": [b64(clips["b"])], "speaker_id": "nope"}
         ),
         404,
     )
@@ -412,5 +398,5 @@ def test_enrollments_survive_restart(client, clips, files):
     after = _ok(client.get("/speakers"))["speakers"]
     assert sorted(s["id"] for s in after) == sorted(s["id"] for s in before)
     ann = next(s for s in after if s["name"] == "Ann")
-    found = _ok(client.post("/identify", json={"audio": _b64(clips["a"])}))
+    found = _ok(client.post("/identify", json={"audio": b64(clips["a"])}))
     assert found["matches"][0]["speaker_id"] == ann["id"]

@@ -10,33 +10,17 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.serve.helpers import b64, noise_wav, running_app
+
 pytestmark = pytest.mark.ray
 
 APP = "codec_test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wav(seconds: float, sr: int = 16000, seed: int = 0) -> bytes:
-    x = 0.1 * np.random.default_rng(seed).standard_normal(int(seconds * sr))
-    buf = io.BytesIO()
-    sf.write(buf, x, sr, format="WAV")
-    return buf.getvalue()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +47,6 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(ray_cluster, files):
-    from ray import serve
-
-    from serve.app import build_app
 
     product = {"num_cpus": 0, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
     args = {
@@ -83,13 +64,8 @@ def client(ray_cluster, files):
         },
         "classifier": {"checkpoint": str(files["clf"]), **product},
     }
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(args), name=APP, route_prefix="/")
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+    with running_app(args, APP, timeout=60) as c:
         yield c
-    serve.delete(APP)
-    serve.shutdown()
 
 
 def _err(r: httpx.Response, status: int, code: str) -> None:
@@ -100,7 +76,7 @@ def _err(r: httpx.Response, status: int, code: str) -> None:
 def test_encode_decode_round_trip(client):
     from models.pipelines.codec import EncodedAudio
 
-    r = client.post("/codec/encode", json={"audio": _b64(_wav(0.7)), "num_quantizers": 1})
+    r = client.post("/codec/encode", json={"audio": b64(noise_wav(0.7)), "num_quantizers": 1})
     assert r.status_code == 200, r.text
     body = r.json()
     # ultra_tiny: 256 codes = 8 bits per code, 1 quantizer, 16000 / hop frames per second
@@ -120,7 +96,7 @@ def test_encode_decode_round_trip(client):
 def test_raw_bytes_and_multipart(client):
     r = client.post(
         "/codec/encode",
-        files={"audio": ("x.wav", _wav(0.5, seed=1))},
+        files={"audio": ("x.wav", noise_wav(0.5, seed=1))},
         data={"model": "other"},
         headers={"Accept": "application/octet-stream"},
     )
@@ -135,36 +111,36 @@ def test_raw_bytes_and_multipart(client):
 
 
 def test_codec_errors(client):
-    codes = client.post("/codec/encode", json={"audio": _b64(_wav(0.5))}).json()["codes_base64"]
+    codes = client.post("/codec/encode", json={"audio": b64(noise_wav(0.5))}).json()["codes_base64"]
     raw = base64.b64decode(codes)
-    _err(client.post("/codec/decode", json={"codes": _b64(raw[:-2])}), 400, "corrupt_codes")
-    _err(client.post("/codec/decode", json={"codes": _b64(b"junk" * 10)}), 400, "corrupt_codes")
+    _err(client.post("/codec/decode", json={"codes": b64(raw[:-2])}), 400, "corrupt_codes")
+    _err(client.post("/codec/decode", json={"codes": b64(b"junk" * 10)}), 400, "corrupt_codes")
     r = client.post("/codec/decode", json={"codes": codes, "model": "other"})
     _err(r, 400, "codec_mismatch")
-    r = client.post("/codec/encode", json={"audio": _b64(_wav(0.5)), "model": "nope"})
+    r = client.post("/codec/encode", json={"audio": b64(noise_wav(0.5)), "model": "nope"})
     _err(r, 422, "unknown_model")
-    r = client.post("/codec/encode", json={"audio": _b64(_wav(0.5)), "num_quantizers": 9})
+    r = client.post("/codec/encode", json={"audio": b64(noise_wav(0.5)), "num_quantizers": 9})
     _err(r, 422, "invalid_num_quantizers")
-    r = client.post("/codec/encode", json={"audio": _b64(b"RIFF not a wav")})
+    r = client.post("/codec/encode", json={"audio": b64(b"RIFF not a wav")})
     assert r.status_code == 400, r.text
-    r = client.post("/codec/encode", json={"audio": _b64(_wav(6.0))})  # max_seconds 5
+    r = client.post("/codec/encode", json={"audio": b64(noise_wav(6.0))})  # max_seconds 5
     _err(r, 400, "audio_too_long")
-    r = client.post("/codec/encode", json={"audio": _b64(b"0" * (1 << 20) * 2)})
+    r = client.post("/codec/encode", json={"audio": b64(b"0" * (1 << 20) * 2)})
     assert r.status_code == 413, r.text
 
 
 def test_classify_top_k(client):
-    r = client.post("/classify", json={"audio": _b64(_wav(1.0, 20000)), "top_k": 4})
+    r = client.post("/classify", json={"audio": b64(noise_wav(1.0, 20000)), "top_k": 4})
     assert r.status_code == 200, r.text
     labels = r.json()["labels"]
     probs = [x["probability"] for x in labels]
     assert len(labels) == 4 and probs == sorted(probs, reverse=True)
     assert all(x["label"].startswith("class") for x in labels)
-    r = client.post("/classify", json={"audio": _b64(_wav(1.0, 20000)), "top_k": 10})
+    r = client.post("/classify", json={"audio": b64(noise_wav(1.0, 20000)), "top_k": 10})
     assert sum(x["probability"] for x in r.json()["labels"]) == pytest.approx(1.0, abs=1e-4)
     silent = io.BytesIO()
     sf.write(silent, np.zeros(20000), 20000, format="WAV")
-    r = client.post("/classify", json={"audio": _b64(silent.getvalue())})
+    r = client.post("/classify", json={"audio": b64(silent.getvalue())})
     _err(r, 400, "invalid_audio")
 
 

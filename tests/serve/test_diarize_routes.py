@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import io
-import socket
 
 import httpx
 import numpy as np
@@ -12,14 +10,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from tests.serve.helpers import b64, running_app
+
 SR = 16000
 APP = "voxray-diarize-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _conversation(seed: int = 0, n_turns: int = 4) -> bytes:
@@ -36,16 +30,10 @@ def _conversation(seed: int = 0, n_turns: int = 4) -> bytes:
     return buf.getvalue()
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 @pytest.fixture(scope="module")
 def client(ray_cluster, tmp_path_factory):
-    from ray import serve
 
     import models
-    from serve.app import build_app
 
     root = tmp_path_factory.mktemp("diarize_serve")
     torch.manual_seed(0)
@@ -66,13 +54,8 @@ def client(ray_cluster, tmp_path_factory):
             "config": {"clustering.max_speakers": 4},
         },
     }
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(args), name=APP, route_prefix="/")
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+    with running_app(args, APP, timeout=120) as c:
         yield c
-    serve.delete(APP)
-    serve.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +76,7 @@ def _err(r: httpx.Response, status: int, code: str) -> str:
 
 @pytest.mark.ray
 def test_diarize_segments_rttm_and_forced_count(client, conv):
-    out = _ok(client.post("/diarize", json={"audio": _b64(conv), "rttm": True, "uri": "c0"}))
+    out = _ok(client.post("/diarize", json={"audio": b64(conv), "rttm": True, "uri": "c0"}))
     segs = out["segments"]
     assert segs and out["num_speakers"] == len(out["speakers"]) >= 1
     assert 12.0 < out["duration"] < 16.0
@@ -106,7 +89,7 @@ def test_diarize_segments_rttm_and_forced_count(client, conv):
     assert out["named"] == {} and out["embeddings"] is None
     # forced counts, through JSON and through a multipart upload (form fields as text)
     for n in (2, 3):
-        forced = _ok(client.post("/diarize", json={"audio": _b64(conv), "num_speakers": n}))
+        forced = _ok(client.post("/diarize", json={"audio": b64(conv), "num_speakers": n}))
         assert forced["num_speakers"] == n
     multi = _ok(
         client.post(
@@ -120,13 +103,13 @@ def test_diarize_segments_rttm_and_forced_count(client, conv):
 
 @pytest.mark.ray
 def test_diarize_names_clusters_from_group(client, conv):
-    first = _ok(client.post("/diarize", json={"audio": _b64(conv), "num_speakers": 2,
+    first = _ok(client.post("/diarize", json={"audio": b64(conv), "num_speakers": 2,
                                               "return_embeddings": True}))  # fmt: skip
     assert set(first["embeddings"]) == {"SPEAKER_00", "SPEAKER_01"}
     # Enroll the exact centroid of SPEAKER_00 as "alice" (deterministic with any model).
     _ok(client.post("/galleries", json={"group": "team", "labels": ["alice"],
                                         "embeddings": [first["embeddings"]["SPEAKER_00"]]}))  # fmt: skip
-    named = _ok(client.post("/diarize", json={"audio": _b64(conv), "num_speakers": 2,
+    named = _ok(client.post("/diarize", json={"audio": b64(conv), "num_speakers": 2,
                                               "group": "team"}))  # fmt: skip
     assert named["named"] == {"SPEAKER_00": "alice"} and named["group"] == "team"
     assert set(named["speakers"]) == {"alice", "SPEAKER_01"}  # open set: the other stays
@@ -134,7 +117,7 @@ def test_diarize_names_clusters_from_group(client, conv):
     assert named["segments"] == [
         {**s, "speaker": rename.get(s["speaker"], s["speaker"])} for s in first["segments"]
     ]
-    _err(client.post("/diarize", json={"audio": _b64(conv), "group": "nobody"}), 404,
+    _err(client.post("/diarize", json={"audio": b64(conv), "group": "nobody"}), 404,
          "unknown_group")  # fmt: skip
 
 
@@ -142,9 +125,9 @@ def test_diarize_names_clusters_from_group(client, conv):
 def test_diarize_refuses_long_and_bad_audio(client):
     buf = io.BytesIO()
     sf.write(buf, np.zeros(25 * SR, np.float32), SR, format="WAV")  # over max_seconds (20 s)
-    msg = _err(client.post("/diarize", json={"audio": _b64(buf.getvalue())}), 400,
+    msg = _err(client.post("/diarize", json={"audio": b64(buf.getvalue())}), 400,
                "audio_too_long")  # fmt: skip
     assert "20" in msg
-    _err(client.post("/diarize", json={"audio": _b64(b"not audio at all")}), 400, "invalid_audio")
-    r = client.post("/diarize", json={"audio": _b64(b"x"), "min_speakers": 3, "max_speakers": 2})
+    _err(client.post("/diarize", json={"audio": b64(b"not audio at all")}), 400, "invalid_audio")
+    r = client.post("/diarize", json={"audio": b64(b"x"), "min_speakers": 3, "max_speakers": 2})
     assert r.status_code in (400, 422)

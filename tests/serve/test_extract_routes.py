@@ -10,42 +10,23 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 
 import httpx
-import numpy as np
 import pytest
 import soundfile as sf
+
+from tests.serve.helpers import b64, noise_wav, running_app
 
 pytestmark = pytest.mark.ray
 
 APP = "tse_test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wav(seconds: float, sr: int = 16000, seed: int = 0) -> bytes:
-    x = 0.1 * np.random.default_rng(seed).standard_normal(int(seconds * sr))
-    buf = io.BytesIO()
-    sf.write(buf, x, sr, format="WAV")
-    return buf.getvalue()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 @pytest.fixture(scope="module")
 def client(ray_cluster, tmp_path_factory):
     import torch
-    from ray import serve
 
     import models
-    from serve.app import build_app
 
     root = tmp_path_factory.mktemp("tse_svc")
     torch.manual_seed(0)
@@ -67,13 +48,8 @@ def client(ray_cluster, tmp_path_factory):
             "autoscaling": {"min_replicas": 1, "max_replicas": 1},
         },
     }
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(args), name=APP, route_prefix="/")
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+    with running_app(args, APP, timeout=120) as c:
         yield c
-    serve.delete(APP)
-    serve.shutdown()
 
 
 def _err(r: httpx.Response, status: int, code: str) -> None:
@@ -83,7 +59,7 @@ def _err(r: httpx.Response, status: int, code: str) -> None:
 
 def test_json_round_trip(client):
     r = client.post(
-        "/extract_target", json={"mix": _b64(_wav(1.3)), "ref": _b64(_wav(1.0, seed=1))}
+        "/extract_target", json={"mix": b64(noise_wav(1.3)), "ref": b64(noise_wav(1.0, seed=1))}
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -98,7 +74,10 @@ def test_json_round_trip(client):
 def test_multipart_in_raw_wav_out(client):
     r = client.post(
         "/extract_target",
-        files={"mix": ("m.wav", _wav(0.8, sr=48000)), "ref": ("r.wav", _wav(0.6, seed=2))},
+        files={
+            "mix": ("m.wav", noise_wav(0.8, sr=48000)),
+            "ref": ("r.wav", noise_wav(0.6, seed=2)),
+        },
         headers={"Accept": "audio/wav"},
     )
     assert r.status_code == 200, r.text
@@ -109,21 +88,23 @@ def test_multipart_in_raw_wav_out(client):
 
 
 def test_errors(client):
-    ref = _b64(_wav(1.0, seed=1))
+    ref = b64(noise_wav(1.0, seed=1))
     _err(
-        client.post("/extract_target", json={"mix": _b64(b"junk" * 50), "ref": ref}),
+        client.post("/extract_target", json={"mix": b64(b"junk" * 50), "ref": ref}),
         400,
         "invalid_audio",
     )
     _err(
-        client.post("/extract_target", json={"mix": _b64(_wav(4.0)), "ref": ref}),
+        client.post("/extract_target", json={"mix": b64(noise_wav(4.0)), "ref": ref}),
         400,
         "audio_too_long",
     )  # max_seconds = 3
     _err(
-        client.post("/extract_target", json={"mix": _b64(_wav(1.0)), "ref": _b64(_wav(0.2))}),
+        client.post(
+            "/extract_target", json={"mix": b64(noise_wav(1.0)), "ref": b64(noise_wav(0.2))}
+        ),
         400,
         "audio_too_short",
     )  # reference under 0.5 s
-    r = client.post("/extract_target", json={"mix": _b64(_wav(1.0))})
+    r = client.post("/extract_target", json={"mix": b64(noise_wav(1.0))})
     assert r.status_code in (400, 422), r.text
