@@ -1,11 +1,7 @@
-"""See README.md. Importing this package keeps Ray's workers on the current environment."""
+"""The Ray Serve application: one ingress, one autoscaled deployment per model (see README.md)."""
 
 from __future__ import annotations
 
-import os
+from datasets.ray_env import keep_workers_on_this_environment
 
-# When a driver runs under `uv run`, Ray ships the working directory to every worker and builds
-# a fresh venv there (tens of seconds per worker, and a copy of the repo per job). Local clusters
-# and clusters set up from cluster.yaml already share the locked environment, so opt out before
-# any module of this package imports ray. Set the variable to 1 to re-enable Ray's behaviour.
-os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+keep_workers_on_this_environment()  # before any module of this package imports ray

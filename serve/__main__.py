@@ -115,11 +115,9 @@ def app_cpu_request(cfg: SpeakerAppArgs) -> float:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     ns, args = parse_args(argv)
-    # Workers use this environment (the repository on PYTHONPATH), not a fresh `uv run` venv.
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     from ray import serve
 
-    from ray_jobs.cluster import init_ray
+    from datasets.ray_env import init_ray
     from serve.app import build_app
 
     app = build_app(args)  # validates paths and args before starting anything

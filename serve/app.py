@@ -32,7 +32,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from ray_jobs.diarize_core import diarization_config
+from models.pipelines.diarize import diarization_config
 from serve import codec_routes, diarize_routes, extract_routes, speaker_routes
 from serve import schemas as S
 from serve.audio_input import AudioLimits

@@ -24,9 +24,8 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from models.pipelines.diarize import DiarizationResult, Diarizer
+from models.pipelines.diarize import DiarizationResult, Diarizer, diarization_config
 from models.pipelines.vad import SileroVAD
-from ray_jobs.diarize_core import diarization_config
 
 log = logging.getLogger(__name__)
 

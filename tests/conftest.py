@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from datasets.ray_env import keep_workers_on_this_environment
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(2)
-# Keep Ray workers on this environment instead of shipping the repo to a fresh `uv run` venv.
-os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+keep_workers_on_this_environment()  # before any test imports ray
 
 
 def real_data_root() -> Path | None:

@@ -28,13 +28,13 @@ import yaml
 from ray import tune
 
 from datasets.audio import load_audio
+from datasets.ray_env import init_ray
 from models.checkpoint import model_from_checkpoint, read_checkpoint
 from models.config import ConfigError
-from models.pipelines.diarize import Diarizer
+from models.pipelines.diarize import Diarizer, diarization_config
 from models.pipelines.speaker import SpeakerEmbedder
 from models.pipelines.vad import SileroVAD
-from ray_jobs.cluster import init_ray
-from ray_jobs.diarize_core import der_report, diarization_config, list_inputs, load_references
+from ray_jobs.diarize.core import der_report, list_inputs, load_references
 from tune.spaces import example_values
 
 log = logging.getLogger("tune.diarization")

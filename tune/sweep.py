@@ -33,9 +33,9 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from datasets.ray_env import REPO_ROOT, init_ray
 from models.config import ConfigError, apply_overrides, load_yaml
-from ray_jobs.cluster import REPO_ROOT, init_ray
-from ray_jobs.experiment import experiment_from_dict, load_experiment
+from ray_jobs.train.experiment import experiment_from_dict, load_experiment
 from tune.spaces import example_values, load_space, to_param_space
 
 log = logging.getLogger("tune.sweep")
@@ -59,7 +59,7 @@ def validate_space(base: dict[str, Any], space: dict[str, Any]) -> None:
 
 def train_trial(config: dict[str, Any], *, base: dict[str, Any], root: str) -> None:
     """One Tune trial: the training job with this trial's overrides (a Tune function)."""
-    from ray_jobs.train import run_training
+    from ray_jobs.train.job import run_training
 
     exp = load_experiment(base=base, overrides=config)
     trial_dir = Path(root) / "trials" / tune.get_context().get_trial_name()
@@ -89,7 +89,7 @@ def run_train_sweep(
     default_metric, default_mode = DEFAULT_METRICS.get(exp.task.name, ("train_loss", "min"))
     metric, mode = metric or default_metric, mode or default_mode
     # Pack once in the driver; the trials find finished shards (packing is resumable).
-    from ray_jobs.task_data import build_train_data
+    from ray_jobs.train.data import build_train_data
 
     build_train_data(exp, output / "data")
     init_ray()

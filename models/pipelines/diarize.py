@@ -16,14 +16,17 @@ turns clusters into enrolled names (open-set, one-to-one Hungarian assignment).
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from models.config import apply_overrides, from_dict
 from models.pipelines.clustering import ClusteringConfig, cluster_embeddings
 from models.pipelines.vad import SileroVAD, VADConfig
 
@@ -51,6 +54,18 @@ class Embedder(Protocol):
     embed_dim: int
 
     def embed_batch(self, wavs: list[np.ndarray], sample_rate: int) -> np.ndarray: ...
+
+
+def diarization_config(
+    overrides: Iterable[str] | Mapping[str, Any] = (), base: Mapping[str, Any] | None = None
+) -> DiarizationConfig:
+    """``["clustering.threshold=0.6", ...]`` or ``{dotted: value}`` -> a checked config.
+
+    Unknown keys and bad types raise ``models.config.ConfigError`` naming the valid keys.
+    """
+    data: dict[str, Any] = copy.deepcopy(dict(base or {}))
+    apply_overrides(data, overrides)
+    return from_dict(DiarizationConfig, data)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from models.registry import get_entry, get_preset, list_presets
-from ray_jobs import bench
-from ray_jobs.bench_models import Settings, fmt, interleaved
+from ray_jobs.bench import report as bench
+from ray_jobs.bench.models import Settings, fmt, interleaved
 
 
 def _tiny_speaker_presets() -> list[str]:
@@ -92,7 +92,7 @@ def test_reference_section_is_omitted_with_a_note(monkeypatch, tmp_path):
     assert bench.section_reference(None, settings, notes) is None
     assert "--reference-root" in notes[-1]
     # The comparison module missing (another engineer's file) must not break the benchmark.
-    monkeypatch.setitem(sys.modules, "ray_jobs.compare_reference", None)
+    monkeypatch.setitem(sys.modules, "ray_jobs.compare_reference.core", None)
     assert bench.section_reference(tmp_path, settings, notes) is None
     assert "compare_reference.py" in notes[-1]
 

@@ -13,7 +13,7 @@ import torch  # noqa: E402
 
 from models import build_model, save_checkpoint  # noqa: E402
 from models.pipelines.codec import CodecPipeline  # noqa: E402
-from ray_jobs import evaluate_codec as ec  # noqa: E402
+from ray_jobs.evaluate import codec as ec  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -84,7 +84,7 @@ def test_opus_below_minimum_uses_6kbps(monkeypatch):
 
 
 def test_dispatch_from_evaluate(setup, capsys):
-    from ray_jobs.evaluate import main
+    from ray_jobs.evaluate.speaker import main
 
     ckpt, audio = setup
     assert main(["--checkpoint", str(ckpt), "--data-root", str(audio), "--json"]) == 0

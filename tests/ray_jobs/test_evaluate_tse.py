@@ -13,7 +13,7 @@ import torch  # noqa: E402
 from datasets.mixing import MixSample  # noqa: E402
 from models import build_model  # noqa: E402
 from models.checkpoint import save_checkpoint  # noqa: E402
-from ray_jobs.evaluate_tse import evaluate_samples  # noqa: E402
+from ray_jobs.evaluate.tse import evaluate_samples  # noqa: E402
 
 SR = 48000
 
@@ -79,7 +79,7 @@ def corpus(tmp_path_factory):
 
 
 def test_cli_through_the_evaluation_entry_point(corpus, capsys):
-    from ray_jobs.evaluate import main
+    from ray_jobs.evaluate.speaker import main
 
     root, ckpt = corpus
     torch.set_num_threads(1)
@@ -100,7 +100,7 @@ def test_cli_through_the_evaluation_entry_point(corpus, capsys):
     ],
 )
 def test_cli_bad_input_exits_2(corpus, caplog, over, message):
-    from ray_jobs.evaluate import main
+    from ray_jobs.evaluate.speaker import main
 
     root, ckpt = corpus
     args = ["--checkpoint", str(ckpt), "--data-root", str(root / "speech"), "--num-mixes", "1"]

@@ -10,7 +10,7 @@ import pytest
 sys.modules.setdefault("ray", None)
 
 from models.config import ConfigError, load_yaml  # noqa: E402
-from ray_jobs.experiment import experiment_from_dict, load_experiment  # noqa: E402
+from ray_jobs.train.experiment import experiment_from_dict, load_experiment  # noqa: E402
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "ray_jobs" / "configs").rglob("*.yaml"))
 

@@ -16,7 +16,7 @@ import models  # noqa: E402
 from models.checkpoint import save_checkpoint  # noqa: E402
 from models.pipelines.onnx_backend import OnnxSpeakerEmbedder  # noqa: E402
 from models.pipelines.speaker import SpeakerEmbedder  # noqa: E402
-from ray_jobs.export import export_checkpoint, main  # noqa: E402
+from ray_jobs.export.speaker import export_checkpoint, main  # noqa: E402
 
 pytest.importorskip("onnxruntime")
 torch.set_num_threads(2)

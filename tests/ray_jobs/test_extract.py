@@ -1,4 +1,4 @@
-"""ray_jobs.extract on the shared local Ray cluster: CLI, outputs vs baseline, resume, refusal."""
+"""ray_jobs.extract.job on the shared local Ray cluster: CLI, outputs vs baseline, resume, refusal."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cli_run(corpus, ray_cluster):
     """One run through the command line (pkl format, small batches and parts)."""
-    from ray_jobs.extract import main
+    from ray_jobs.extract.job import main
 
     root, ckpt = corpus
     out = root / "out"
@@ -46,7 +46,7 @@ def cli_run(corpus, ray_cluster):
 
 
 def test_outputs_equal_baseline(corpus, cli_run):
-    from ray_jobs.extract import extract_baseline
+    from ray_jobs.extract.job import extract_baseline
 
     root, ckpt = corpus
     out = cli_run
@@ -86,7 +86,7 @@ def test_outputs_equal_baseline(corpus, cli_run):
 def test_resume_after_losing_parts(corpus, cli_run, tmp_path):
     import shutil
 
-    from ray_jobs.extract import extract
+    from ray_jobs.extract.job import extract
 
     root, ckpt = corpus
     out = tmp_path / "out"
@@ -111,7 +111,7 @@ def test_resume_after_losing_parts(corpus, cli_run, tmp_path):
 
 
 def test_other_model_refused(corpus, cli_run, tmp_path, capsys):
-    from ray_jobs.extract import main
+    from ray_jobs.extract.job import main
 
     root, _ = corpus
     torch.manual_seed(1)
@@ -126,7 +126,7 @@ def test_other_model_refused(corpus, cli_run, tmp_path, capsys):
 
 def test_cli_sources(corpus, tmp_path, capsys):
     """Kaldi wav.scp + utt2spk and the tree layouts name the same utterances; bad args -> 2."""
-    from ray_jobs.extract import build_parser, collect, main
+    from ray_jobs.extract.job import build_parser, collect, main
 
     root, ckpt = corpus
     utts = scan_tree(root / "data")

@@ -1,4 +1,4 @@
-"""ray_jobs.extract_core without Ray: featurize/embed rows, exact batching, parts, resume, outputs."""
+"""ray_jobs.extract.core without Ray: featurize/embed rows, exact batching, parts, resume, outputs."""
 
 # ruff: noqa: E402  (imports follow the sys.modules['ray'] = None guard on purpose)
 
@@ -23,7 +23,7 @@ from datasets.audio import load_audio, write_audio
 from datasets.manifests import scan_tree
 from datasets.synth import generate_corpus
 from models.pipelines.speaker import SpeakerEmbedder
-from ray_jobs.extract_core import (
+from ray_jobs.extract.core import (
     embed_rows,
     extract_baseline,
     featurize_rows,
@@ -33,7 +33,7 @@ from ray_jobs.extract_core import (
     plan_rows,
     run_extraction,
 )
-from ray_jobs.extract_output import (
+from ray_jobs.extract.output import (
     ExtractError,
     OutputState,
     PartStore,
@@ -291,6 +291,6 @@ def test_unknown_format_and_empty_manifest(embedder, tmp_path):
 
 
 def test_core_imports_without_ray():
-    code = "import sys; sys.modules['ray'] = None; import ray_jobs.extract_core"
+    code = "import sys; sys.modules['ray'] = None; import ray_jobs.extract.core"
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

@@ -13,8 +13,8 @@ from models import build_model, load_model  # noqa: E402
 from models.config import ConfigError  # noqa: E402
 from models.speaker.heads import HeadConfig  # noqa: E402
 from models.tasks.speaker import SpeakerTask, SpeakerTaskConfig  # noqa: E402
-from ray_jobs.experiment import load_experiment  # noqa: E402
-from ray_jobs.loop import TrainLoop, lr_factor  # noqa: E402
+from ray_jobs.train.experiment import load_experiment  # noqa: E402
+from ray_jobs.train.loop import TrainLoop, lr_factor  # noqa: E402
 
 NUM_CLASSES = 4
 
@@ -178,8 +178,8 @@ def test_loop_on_cuda_with_bf16_autocast(tmp_path):
 
 
 def test_step_schedule_and_group_overrides():
-    from ray_jobs.experiment import OptimConfig
-    from ray_jobs.loop import lr_factor
+    from ray_jobs.train.experiment import OptimConfig
+    from ray_jobs.train.loop import lr_factor
 
     cfg = OptimConfig(lr=1.0, schedule="step", milestones=(0.5, 0.75), gamma=0.1)
     assert lr_factor(0, 100, cfg) == 1.0
@@ -231,7 +231,7 @@ def test_validation_metrics_each_epoch(tmp_path):
 def _reduce_worker(rank: int, port: int, out) -> None:
     import torch.distributed as dist
 
-    from ray_jobs.loop import _all_reduce_grads
+    from ray_jobs.train.loop import _all_reduce_grads
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:

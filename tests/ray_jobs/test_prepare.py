@@ -12,8 +12,8 @@ sys.modules.setdefault("ray", None)
 
 from datasets.manifests import scan_source  # noqa: E402
 from datasets.synth import generate_corpus  # noqa: E402
-from ray_jobs.experiment import DataConfig  # noqa: E402
-from ray_jobs.prepare import prepare_speaker_data, segment_utterances  # noqa: E402
+from ray_jobs.train.experiment import DataConfig  # noqa: E402
+from ray_jobs.train.prepare import prepare_speaker_data, segment_utterances  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from models import load_model, read_checkpoint
-from ray_jobs.experiment import load_experiment
+from ray_jobs.train.experiment import load_experiment
 
 pytestmark = pytest.mark.ray
 
@@ -34,7 +34,7 @@ def synth_tree(tmp_path_factory):
 
 
 def test_train_end_to_end(ray_cluster, synth_tree, tmp_path):
-    from ray_jobs.train import run_training
+    from ray_jobs.train.job import run_training
 
     exp = load_experiment(
         CONFIG,
@@ -52,7 +52,7 @@ def test_train_end_to_end(ray_cluster, synth_tree, tmp_path):
 
 
 def test_killed_worker_resumes_from_checkpoint(ray_cluster, synth_tree, tmp_path):
-    from ray_jobs.train import run_training
+    from ray_jobs.train.job import run_training
 
     out = tmp_path / "out"
     epochs = 6

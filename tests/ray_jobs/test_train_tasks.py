@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models import load_model, read_checkpoint
-from ray_jobs.experiment import load_experiment
+from ray_jobs.train.experiment import load_experiment
 
 pytestmark = pytest.mark.ray
 
@@ -19,7 +19,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "ray_jobs" / "configs" / "tiny"
 
 @pytest.mark.realdata
 def test_classifier_trains_on_an_esc50_folder_and_cross_validates(ray_cluster, real_data, tmp_path):
-    from ray_jobs.train import run_cross_validation
+    from ray_jobs.train.job import run_cross_validation
 
     exp = load_experiment(
         CONFIGS / "classify.yaml",
@@ -55,7 +55,7 @@ def synth_tree(tmp_path_factory):
 
 def test_codec_gan_trains_with_two_optimizers_and_is_scored(ray_cluster, synth_tree, tmp_path):
     from models.pipelines.codec import CodecPipeline
-    from ray_jobs.train import run_training
+    from ray_jobs.train.job import run_training
 
     exp = load_experiment(CONFIGS / "codec.yaml", overrides={"data.train": str(synth_tree)})
     report = run_training(exp, tmp_path / "out")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ray_jobs.experiment import load_experiment
+from ray_jobs.train.experiment import load_experiment
 
 pytestmark = pytest.mark.ray
 
@@ -22,7 +22,7 @@ EVAL_KEYS |= {"mix_pesq", "mix_stoi", "absent_suppression_db"}
 def test_train_tse_end_to_end(ray_cluster, tmp_path):
     from datasets.synth import generate_corpus
     from models.pipelines.extract_target import TargetExtractor
-    from ray_jobs.train import run_training
+    from ray_jobs.train.job import run_training
 
     generate_corpus(
         tmp_path / "speech", num_speakers=10, utts_per_speaker=3, seconds=(1.5, 2.5), seed=5

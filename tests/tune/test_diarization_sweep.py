@@ -62,7 +62,7 @@ def test_invalid_space_keys_fail_before_trials(devset, tmp_path):
 
 
 def test_builtin_space_fits_the_config():
-    from ray_jobs.diarize_core import diarization_config
+    from models.pipelines.diarize import diarization_config
     from tune.spaces import SPACES, example_values
 
     cfg = diarization_config(example_values(SPACES["diarization"]))
@@ -91,6 +91,6 @@ def test_sweep_reports_der_and_writes_best(ray_cluster, devset, tmp_path):
     assert best["min_segment_seconds"] == 0.2
     assert best["clustering.threshold"] == summary["best"]["config"]["clustering.threshold"]
     # the written overrides are what ray_jobs.diarize --set and serve diarization.config take
-    from ray_jobs.diarize_core import diarization_config
+    from models.pipelines.diarize import diarization_config
 
     assert diarization_config(best).clustering.threshold == best["clustering.threshold"]

@@ -1,0 +1,1 @@
+"""``python -m ray_jobs.codec``: command-line codec: audio files <-> compact ``.vxrc`` code files."""

@@ -1,0 +1,1 @@
+"""``python -m ray_jobs.compare_reference``: check voxray's 3D-Speaker-compatible speaker models against the reference implementation."""

@@ -1,0 +1,252 @@
+"""Check voxray's 3D-Speaker-compatible speaker models against the reference implementation.
+
+For every entry of ``shared/reference/3dspeaker_state_dicts.json`` this builds the reference class
+from a 3D-Speaker checkout (``speakerlab/models/...``) with the entry's constructor arguments,
+randomises its weights *and* BatchNorm running statistics under a fixed seed (so that a
+mis-wired layer cannot hide behind identity-like defaults), copies its state dict into
+``build_model("3dspeaker/<entry>")`` with ``strict=True`` and runs both in eval mode on the same
+Kaldi fbank features of 3 s of synthetic speech-like audio. It reports the max abs difference of
+the raw embeddings and the CPU time per 3-s utterance at batch 1 and batch 16 (median over
+repeated runs, ours and the reference interleaved, with ``--threads`` intra-op threads; process
+CPU time is reported because it is robust to other jobs sharing the machine, wall time is kept in
+the JSON).
+
+Usage (the reference checkout must not live inside this repository)::
+
+    git --git-dir=<3D-Speaker.git> archive HEAD speakerlab | tar -x -C /tmp/3D-Speaker
+    uv run python -m ray_jobs.compare_reference --reference-root /tmp/3D-Speaker
+    uv run python -m ray_jobs.compare_reference --reference-root /tmp/3D-Speaker \
+        --entries campplus_192,eres2net_192 --json
+
+Prints a Markdown table, or a JSON list of per-entry results with ``--json``. Only the reference's
+model modules are imported (they need nothing beyond torch). No Ray is involved; this lives in
+``ray_jobs/`` because it is an operator command, not library code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.features import Fbank, FbankConfig
+from models.registry import build_model, list_presets
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_RATE = 16000
+SECONDS = 3.0
+
+
+def default_json_path() -> Path:
+    shared = os.environ.get("VOXRAY_SHARED")
+    base = Path(shared) if shared else REPO_ROOT.parent / "shared"
+    return base / "reference" / "3dspeaker_state_dicts.json"
+
+
+def import_reference_class(reference_root: Path, dotted: str) -> type[nn.Module]:
+    """``models.campplus.DTDNN.CAMPPlus`` (relative to ``speakerlab``) -> the class object.
+
+    The reference package is imported as ``speakerlab.models...``: its own ``models`` package
+    must never be put on ``sys.path`` bare, where it would shadow voxray's ``models``.
+    """
+    if not (reference_root / "speakerlab" / "models").is_dir():
+        raise FileNotFoundError(
+            f"{reference_root} is not a 3D-Speaker checkout (no speakerlab/models inside)"
+        )
+    root = str(reference_root.resolve())
+    if root not in sys.path:
+        sys.path.append(root)
+    if not dotted.startswith("speakerlab."):
+        dotted = f"speakerlab.{dotted}"
+    module_name, cls_name = dotted.rsplit(".", 1)
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+@torch.no_grad()
+def randomise_(model: nn.Module, seed: int) -> None:
+    """Perturb every parameter and BatchNorm running statistic reproducibly."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            n = module.num_features
+            module.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
+            module.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=gen))
+            if module.affine:
+                module.weight.copy_(0.5 + torch.rand(n, generator=gen))
+                module.bias.copy_(0.2 * torch.randn(n, generator=gen))
+    for name, param in model.named_parameters():
+        if "batchnorm" in name or param.dim() == 1:
+            continue
+        # Keep each layer's init scale, add 10 % noise so no weight is left at a special value.
+        param.add_(0.1 * param.std() * torch.randn(param.shape, generator=gen))
+
+
+def speech_like(batch: int, seed: int, seconds: float = SECONDS) -> torch.Tensor:
+    """``(batch, seconds * 16000)`` float32 in [-1, 1]: a gliding harmonic source plus
+    coloured noise under a ~4 Hz syllabic envelope. Deterministic for a given seed."""
+    gen = torch.Generator().manual_seed(seed)
+    n = int(seconds * SAMPLE_RATE)
+    t = torch.arange(n) / SAMPLE_RATE
+    rows = []
+    for _ in range(batch):
+        f0 = 100 + 100 * torch.rand(1, generator=gen) + 20 * torch.sin(2 * math.pi * 0.7 * t)
+        phase = 2 * math.pi * torch.cumsum(f0, 0) / SAMPLE_RATE
+        voiced = sum(torch.sin(k * phase) / k for k in range(1, 16))
+        noise = torch.randn(n, generator=gen)
+        noise = torch.cumsum(noise, 0)
+        noise = (
+            noise
+            - torch.nn.functional.avg_pool1d(
+                noise[None, None], 101, 1, 50, count_include_pad=False
+            )[0, 0]
+        )
+        rate = 3 + 3 * torch.rand(1, generator=gen)
+        env = 0.5 * (1 + torch.sin(2 * math.pi * rate * t + 6 * torch.rand(1, generator=gen)))
+        x = env * (voiced + 0.3 * noise / noise.std())
+        rows.append(x / x.abs().max() * 0.5)
+    return torch.stack(rows).float()
+
+
+def _time_ms(fn: Any, x: torch.Tensor) -> tuple[float, float]:
+    """(process CPU ms, wall ms) of one call. CPU time is the headline number: on a shared
+    machine it is far less sensitive than wall time to other processes competing for cores."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    fn(x)
+    return 1000 * (time.process_time() - cpu), 1000 * (time.perf_counter() - wall)
+
+
+def time_pair(ours: nn.Module, ref: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median CPU and wall ms per call for both models, interleaved (order alternates)."""
+    runs: dict[str, list[tuple[float, float]]] = {"ours": [], "ref": []}
+    with torch.inference_mode():
+        ours(x), ref(x)  # warm-up (allocator, oneDNN primitive caches)
+        for i in range(repeats):
+            order = [("ours", ours), ("ref", ref)]
+            for name, model in order if i % 2 == 0 else order[::-1]:
+                runs[name].append(_time_ms(model, x))
+    out = {}
+    for name, samples in runs.items():
+        out[f"cpu_ms_{name}"] = statistics.median(s[0] for s in samples)
+        out[f"wall_ms_{name}"] = statistics.median(s[1] for s in samples)
+    return out
+
+
+def compare_entry(
+    entry: str, spec: dict[str, Any], reference_root: Path, repeats: int, seed: int
+) -> dict[str, Any]:
+    preset = f"3dspeaker/{entry}"
+    if preset not in list_presets():
+        return {"entry": entry, "status": f"skipped: preset {preset!r} is not registered yet"}
+    ref_cls = import_reference_class(reference_root, spec["reference_class"])
+    torch.manual_seed(seed)
+    ref = ref_cls(**spec["constructor_args"])
+    randomise_(ref, seed)
+    ours = build_model(preset)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ref.eval()
+    ours.eval()
+    n_ours = sum(p.numel() for p in ours.parameters())
+
+    fbank = Fbank(FbankConfig(sample_rate=SAMPLE_RATE))
+    feats16 = fbank(speech_like(16, seed))  # (16, 298, 80)
+    feats1 = feats16[:1].clone()
+    with torch.inference_mode():
+        e_ours = ours(feats16.clone())
+        e_ref = ref(feats16.clone())
+    diff = (e_ours - e_ref).abs().max().item()
+
+    b1 = time_pair(ours, ref, feats1, repeats)
+    b16 = time_pair(ours, ref, feats16, max(3, repeats // 3))
+    return {
+        "entry": entry,
+        "status": "ok",
+        "reference_class": spec["reference_class"],
+        "num_parameters": n_ours,
+        "num_parameters_ref": spec["num_parameters"],
+        "frames": feats16.shape[1],
+        "max_abs_diff": diff,
+        "max_abs_ref": e_ref.abs().max().item(),
+        "threads": torch.get_num_threads(),
+        # CPU ms per 3-s utterance (process time, median); wall-clock medians alongside.
+        "b1_ms_ours": b1["cpu_ms_ours"],
+        "b1_ms_ref": b1["cpu_ms_ref"],
+        "b1_ratio": b1["cpu_ms_ours"] / b1["cpu_ms_ref"],
+        "b1_wall_ms_ours": b1["wall_ms_ours"],
+        "b1_wall_ms_ref": b1["wall_ms_ref"],
+        "b16_ms_per_utt_ours": b16["cpu_ms_ours"] / 16,
+        "b16_ms_per_utt_ref": b16["cpu_ms_ref"] / 16,
+        "b16_ratio": b16["cpu_ms_ours"] / b16["cpu_ms_ref"],
+        "b16_wall_ms_per_utt_ours": b16["wall_ms_ours"] / 16,
+        "b16_wall_ms_per_utt_ref": b16["wall_ms_ref"] / 16,
+    }
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    head = (
+        "| entry | params | max abs diff (max abs emb) | b1 CPU ms ours / ref (ratio) "
+        "| b16 CPU ms/utt ours / ref (ratio) |\n|---|---|---|---|---|"
+    )
+    lines = [head]
+    for r in results:
+        if r["status"] != "ok":
+            lines.append(f"| {r['entry']} | {r['status']} | | | |")
+            continue
+        lines.append(
+            f"| {r['entry']} | {r['num_parameters']:,} | {r['max_abs_diff']:.2e} "
+            f"({r['max_abs_ref']:.2f}) | {r['b1_ms_ours']:.1f} / {r['b1_ms_ref']:.1f} "
+            f"({r['b1_ratio']:.2f}) | {r['b16_ms_per_utt_ours']:.1f} / "
+            f"{r['b16_ms_per_utt_ref']:.1f} ({r['b16_ratio']:.2f}) |"
+        )
+    threads = {r["threads"] for r in results if r["status"] == "ok"}
+    lines.append(
+        f"\nCPU ms per 3-s utterance (process time, median of interleaved runs), "
+        f"torch threads: {', '.join(map(str, sorted(threads)))}."
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reference-root", type=Path, required=True, help="3D-Speaker checkout")
+    parser.add_argument("--entries", default="all", help="'all' or comma-separated entry names")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    parser.add_argument("--reference-json", type=Path, default=None, help="state-dict listing")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs at batch 1")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    path = args.reference_json or default_json_path()
+    if not path.is_file():
+        parser.error(f"{path} not found; pass --reference-json or set VOXRAY_SHARED")
+    specs = json.loads(path.read_text())
+    names = list(specs) if args.entries == "all" else args.entries.split(",")
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        parser.error(f"unknown entries {unknown}; known: {', '.join(specs)}")
+    torch.set_num_threads(args.threads)
+
+    results = []
+    for name in names:
+        res = compare_entry(name, specs[name], args.reference_root, args.repeats, args.seed)
+        if res["status"] != "ok":
+            print(f"{name}: {res['status']}", file=sys.stderr)
+        else:  # progress on stderr: a full run takes minutes
+            print(
+                f"{name}: max abs diff {res['max_abs_diff']:.2e}, ratio b1 "
+                f"{res['b1_ratio']:.2f}, b16 {res['b16_ratio']:.2f}",
+                file=sys.stderr,
+            )
+        results.append(res)
+    print(json.dumps(results, indent=2) if args.json else markdown(results))
+    return 0

@@ -1,0 +1,6 @@
+"""``python -m ray_jobs.export``: see ``ray_jobs/export/speaker.py``."""
+
+from ray_jobs.cli import run_main
+from ray_jobs.export.speaker import main
+
+run_main(main)

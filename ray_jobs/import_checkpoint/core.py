@@ -1,0 +1,78 @@
+"""Convert a published checkpoint into a voxray checkpoint.
+
+    python -m ray_jobs.import_checkpoint --from 3dspeaker --arch campplus_192 IN.bin OUT.pt
+
+3D-Speaker publishes plain state dicts (``.bin``/``.ckpt``); their layout is the reference
+listed in ``shared/reference/3dspeaker_state_dicts.json``. Each entry name maps to our preset
+``3dspeaker/<entry>`` whose state-dict keys and shapes are identical, so the weights load with
+``strict=True`` and ``models.load_model(OUT.pt)`` rebuilds the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models import build_model, list_presets, save_checkpoint
+
+log = logging.getLogger("ray_jobs.import_checkpoint.core")
+
+SOURCES = ("3dspeaker",)
+
+
+def _unwrap(obj: Any) -> dict[str, torch.Tensor]:
+    """Accept a bare state dict or the common wrappers ({"state_dict": ...}, {"model": ...})."""
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    for key in ("state_dict", "model", "embedding_model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            return _unwrap(obj[key])
+    raise ValueError("the file holds no state dict of tensors")
+
+
+def import_3dspeaker(arch: str, src: str | Path, dst: str | Path) -> Path:
+    preset = f"3dspeaker/{arch}"
+    known = [p.split("/", 1)[1] for p in list_presets() if p.startswith("3dspeaker/")]
+    if preset not in list_presets():
+        raise KeyError(f"unknown 3D-Speaker arch {arch!r}; known: {', '.join(sorted(known))}")
+    src = Path(src)
+    if not src.is_file():
+        raise FileNotFoundError(f"{src} does not exist")
+    try:
+        raw = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{src} is not a readable PyTorch checkpoint: {exc}") from exc
+    state = {k.removeprefix("module."): v for k, v in _unwrap(raw).items()}
+    model = build_model(preset)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{src} does not match 3D-Speaker {arch}: {exc}") from exc
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    meta = {"source": "3dspeaker", "arch": arch, "source_file": src.name, "source_sha256": digest}
+    return save_checkpoint(model.eval(), dst, meta=meta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(
+        prog="python -m ray_jobs.import_checkpoint", description=__doc__.split("\n")[1]
+    )
+    p.add_argument("--from", dest="source", choices=SOURCES, required=True)
+    p.add_argument("--arch", required=True, help="reference entry, e.g. campplus_192")
+    p.add_argument("input", help="the published state dict (.bin/.ckpt/.pt)")
+    p.add_argument("output", help="voxray checkpoint to write (.pt)")
+    args = p.parse_args(argv)
+    try:
+        out = import_3dspeaker(args.arch, args.input, args.output)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log.info("wrote %s", out)
+    return 0

@@ -1,0 +1,1 @@
+"""``python -m ray_jobs.pack``: pack a speech corpus, noise bank or RIR bank into HDF5 shards (see datasets/hdf5_shards.py)."""

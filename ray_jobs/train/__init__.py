@@ -1,0 +1,1 @@
+"""``python -m ray_jobs.train``: the one training entry point for every task (see ``job.py``)."""

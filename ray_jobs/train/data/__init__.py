@@ -1,0 +1,84 @@
+"""Per-task training data for ``ray_jobs.train``: one small builder per task, one registry.
+
+``run_training`` is the same for every task (prepare data, ``TorchTrainer``, copy ``model.pt``,
+final evaluation); what differs is what the workers eat. A builder turns the experiment's
+``data`` section into a :class:`TrainData`: Ray datasets of ready batches-to-be (``train`` and an
+optional fixed ``val`` set scored after every epoch), how many rows an epoch has (sizes the LR
+schedule), config values only the data knows (a speaker task's number of classes), metadata for
+the checkpoint, and the final held-out evaluation. The heavy lifting stays in Ray-free modules
+(``datasets/*``, ``ray_jobs/prepare.py``); the Ray part is ``datasets/ray_data.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray.data
+
+from models.config import ConfigError
+from ray_jobs.train.experiment import ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainData:
+    train: ray.data.Dataset
+    rows_per_epoch: int  # training rows per epoch over all workers
+    val: ray.data.Dataset | None = None  # fixed held-out rows scored each epoch (val_* metrics)
+    task_config: dict[str, Any] = field(default_factory=dict)  # merged into task.config
+    meta: dict[str, Any] = field(default_factory=dict)  # stored in every checkpoint's meta
+    summary: dict[str, Any] = field(default_factory=dict)  # what the job reports about the data
+    evaluate: Callable[[Path], dict[str, Any]] | None = None  # final model.pt -> metrics
+    # True: `train` holds the rows of all epochs and is read once (dynamic mixing)
+    single_pass: bool = False
+
+
+Builder = Callable[[ExperimentConfig, Path], TrainData]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_data(task: str) -> Callable[[Builder], Builder]:
+    def deco(fn: Builder) -> Builder:
+        _BUILDERS[task] = fn
+        return fn
+
+    return deco
+
+
+def build_train_data(exp: ExperimentConfig, output: Path) -> TrainData:
+    _load_builders()
+    if exp.task.name not in _BUILDERS:
+        raise ConfigError(
+            f"task {exp.task.name!r} has no training-data builder; known: {sorted(_BUILDERS)}"
+        )
+    return _BUILDERS[exp.task.name](exp, output)
+
+
+def _load_builders() -> None:
+    # importing registers: speaker, tse, codec, classify
+    import ray_jobs.train.data.classify  # noqa: F401
+    import ray_jobs.train.data.codec  # noqa: F401
+    import ray_jobs.train.data.speaker  # noqa: F401
+    import ray_jobs.train.data.tse  # noqa: F401
+
+
+def model_sample_rate(exp: ExperimentConfig) -> int | None:
+    """The sample rate the experiment's model expects (None when its config has none)."""
+    from models.registry import resolve
+
+    _, cfg = resolve(exp.model.name, exp.model.config)
+    return getattr(cfg, "sample_rate", None)
+
+
+def check_sample_rate(exp: ExperimentConfig, rate: int, what: str) -> None:
+    model_rate = model_sample_rate(exp)
+    if model_rate is not None and model_rate != rate:
+        raise ConfigError(
+            f"{exp.model.name} runs at {model_rate} Hz but {what} is {rate} Hz; "
+            f"set {what}={model_rate}"
+        )

@@ -1,0 +1,60 @@
+"""Training data of the ``speaker`` task: packed utterances -> crops -> fbank rows.
+
+Rows are ``{"feats": (T, n_mels) float32, "label": int64}``; speed perturbation turns each
+speaker into ``len(speed_factors)`` classes (3D-Speaker / WeSpeaker practice). The final
+evaluation is EER/minDCF on held-out speakers (``data.eval`` or ``data.held_out_speakers``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from datasets.ray_data import speaker_training_dataset
+from datasets.ray_env import init_ray
+from datasets.speaker_pipeline import CropSpec, FeatureSpec
+from ray_jobs.train.data import TrainData, register_data
+from ray_jobs.train.experiment import ExperimentConfig
+from ray_jobs.train.prepare import prepare_speaker_data
+
+
+@register_data("speaker")
+def speaker_data(exp: ExperimentConfig, output: Path) -> TrainData:
+    data = prepare_speaker_data(exp.data, output)
+    init_ray()
+    speed = exp.data.augment.ordered_speed_factors
+    crop = CropSpec(
+        speakers=data.speakers,
+        crop_seconds=exp.data.crop_seconds,
+        crops_per_utterance=exp.data.crops_per_utterance,
+        sample_rate=exp.data.sample_rate,
+        speed_factors=speed,
+    )
+    features = FeatureSpec(
+        fbank=exp.data.fbank, augment=exp.data.augment, noise=exp.data.noise, rir=exp.data.rir
+    )
+    eval_utts = data.eval_utterances
+
+    def evaluate(checkpoint: Path) -> dict[str, Any]:
+        from models.pipelines.speaker import SpeakerEmbedder
+        from ray_jobs.evaluate.speaker import evaluate_tree
+
+        metrics = evaluate_tree(SpeakerEmbedder.from_checkpoint(checkpoint), eval_utts)
+        metrics["eval_speakers"] = len({u.speaker for u in eval_utts})
+        metrics["eval_utterances"] = len(eval_utts)
+        return metrics
+
+    return TrainData(
+        train=speaker_training_dataset(
+            data.shards, crop, features, batch_size=exp.train.batch_size
+        ),
+        rows_per_epoch=data.num_utterances * exp.data.crops_per_utterance,
+        task_config={"num_classes": crop.num_classes},
+        meta={"speakers": list(data.speakers), "speed_factors": list(speed)},
+        summary={
+            "train_speakers": len(data.speakers),
+            "train_utterances": data.num_utterances,
+            "classes": crop.num_classes,
+        },
+        evaluate=evaluate if eval_utts else None,
+    )

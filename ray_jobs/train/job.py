@@ -1,0 +1,209 @@
+"""The one training entry point: ``python -m ray_jobs.train --config CONFIG.yaml``.
+
+    python -m ray_jobs.train --config ray_jobs/configs/campplus.yaml \
+        --data-root /data/vox --output runs/campplus [--set optim.lr=3e-4 ...] [--max-minutes 60]
+
+Runs on the local Ray cluster it starts (the default) or, unchanged, on a cluster through
+``ray job submit --working-dir . -- python -m ray_jobs.train ...``. Data is packed to HDF5 shards
+(once, resumably), streamed by Ray Data (crops, augmentation, fbank on CPU tasks) into a
+``TorchTrainer`` whose workers use GPUs when the cluster has them. A worker that dies is replaced
+and training resumes from the last epoch checkpoint (``train.max_failures``). At the end the
+final model is copied to ``<output>/model.pt`` and scored by EER on held-out speakers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from datasets.ray_env import REPO_ROOT
+from models.config import ConfigError, apply_overrides, load_yaml
+from ray_jobs.train.data import build_train_data
+from ray_jobs.train.experiment import ExperimentConfig, experiment_from_dict
+from ray_jobs.train.worker import train_loop_per_worker
+
+log = logging.getLogger("ray_jobs.train.job")
+
+
+def use_gpu(exp: ExperimentConfig) -> bool:
+    if exp.train.use_gpu == "auto":
+        return ray.cluster_resources().get("GPU", 0) >= exp.train.num_workers
+    return exp.train.use_gpu == "yes"
+
+
+def run_training(
+    exp: ExperimentConfig, output: str | Path, callbacks: list[Any] | None = None
+) -> dict[str, Any]:
+    """Prepare data, train with Ray Train, copy ``model.pt``, evaluate. Returns the report.
+
+    ``callbacks``: Ray Train run callbacks (``tune.sweep`` passes Tune's report callback, so a
+    trial's per-epoch metrics reach its scheduler).
+    """
+    output = Path(output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    data = build_train_data(exp, output)  # Ray-free preparation first, then init_ray()
+    if data.task_config:
+        exp_dict = exp.to_dict()
+        exp_dict["task"]["config"].update(data.task_config)
+        exp = experiment_from_dict(exp_dict)
+    per_worker = data.rows_per_epoch // max(1, exp.train.num_workers)
+    steps_per_epoch = max(1, per_worker // exp.train.batch_size // exp.train.grad_accum)
+    log.info(
+        "training %s (%s task): %d rows/epoch, ~%d steps/epoch x %d epochs",
+        exp.model.name,
+        exp.task.name,
+        data.rows_per_epoch,
+        steps_per_epoch,
+        exp.train.epochs,
+    )
+    gpu = use_gpu(exp)
+    datasets = {"train": data.train}
+    if data.val is not None:
+        datasets["val"] = data.val
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "experiment": exp.to_dict(),
+            "total_steps": steps_per_epoch * exp.train.epochs,
+            "output_dir": str(output),
+            "meta": data.meta,
+            "has_val": data.val is not None,
+            "single_pass": data.single_pass,
+            "batches_per_epoch": steps_per_epoch * exp.train.grad_accum,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=exp.train.num_workers,
+            use_gpu=gpu,
+            resources_per_worker={"CPU": exp.train.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=exp.name,
+            storage_path=str(output / "ray_results"),
+            failure_config=ray.train.FailureConfig(max_failures=exp.train.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=exp.train.num_checkpoints),
+            callbacks=callbacks,
+        ),
+        datasets=datasets,
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training produced no checkpoint (error: {result.error})")
+    with result.checkpoint.as_directory() as ckpt_dir:
+        shutil.copyfile(Path(ckpt_dir) / "model.pt", output / "model.pt")
+    report: dict[str, Any] = {
+        "model": exp.model.name,
+        "task": exp.task.name,
+        "checkpoint": str(output / "model.pt"),
+        "train_metrics": dict(result.metrics or {}),
+        **data.summary,
+        "train_seconds": round(time.time() - t0, 1),
+        "used_gpu": gpu,
+        "num_workers": exp.train.num_workers,
+    }
+    if data.evaluate is not None:
+        report["eval"] = data.evaluate(output / "model.pt")
+    (output / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    return report
+
+
+def run_cross_validation(
+    exp: ExperimentConfig, output: str | Path, folds: list[int] | None = None
+) -> dict[str, Any]:
+    """k-fold cross-validation of a ``classify`` experiment: one training job per predefined
+    fold of the ESC-50-format folder (``<output>/fold<k>``), accuracy per fold and their mean."""
+    from datasets.esc50 import read_esc50
+
+    if exp.task.name != "classify":
+        raise ConfigError(f"--cv is for the classify task, not {exp.task.name!r}")
+    output = Path(output).resolve()
+    fold_ids = sorted({c.fold for c in read_esc50(exp.data.train)})
+    if folds is not None:
+        unknown = sorted(set(folds) - set(fold_ids))
+        if unknown:
+            raise ValueError(f"folds {unknown} are not in {exp.data.train} (folds {fold_ids})")
+        fold_ids = sorted(folds)
+    if len(fold_ids) < 2:
+        raise ValueError(f"{exp.data.train}: cross-validation needs >= 2 folds, found {fold_ids}")
+    per_fold: dict[str, Any] = {}
+    for k in fold_ids:
+        exp_dict = exp.to_dict()
+        exp_dict["data"]["val_fold"] = k
+        log.info("cross-validation: fold %d of %s", k, fold_ids)
+        report = run_training(experiment_from_dict(exp_dict), output / f"fold{k}")
+        per_fold[str(k)] = report["eval"]["accuracy"]
+    accs = list(per_fold.values())
+    summary = {
+        "model": exp.model.name,
+        "folds": per_fold,
+        "mean_accuracy": statistics.fmean(accs),
+        "std_accuracy": statistics.pstdev(accs),
+    }
+    (output / "cv.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ray_jobs.train", description=__doc__.split("\n")[0])
+    p.add_argument("--config", required=True, help="experiment YAML (ray_jobs/configs/*.yaml)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value by dotted key, e.g. optim.lr=3e-4 (repeatable)",
+    )
+    p.add_argument("--data-root", help="audio tree or packed shard manifest (sets data.train)")
+    p.add_argument("--eval-root", help="labelled tree for held-out EER (sets data.eval)")
+    p.add_argument("--output", help="output directory (default runs/<name>)")
+    p.add_argument(
+        "--max-minutes", type=float, help="wall-clock training budget (train.max_minutes)"
+    )
+    p.add_argument("--num-workers", type=int, help="Ray Train workers (train.num_workers)")
+    p.add_argument(
+        "--cv",
+        action="store_true",
+        help="classify task: one run per predefined fold (k-fold cross-validation)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = parse_args(argv)
+    try:
+        data = load_yaml(args.config)
+        apply_overrides(data, args.overrides)
+        derived = {
+            "data.train": args.data_root,
+            "data.eval": args.eval_root,
+            "train.max_minutes": args.max_minutes,
+            "train.num_workers": args.num_workers,
+        }
+        apply_overrides(data, {k: v for k, v in derived.items() if v is not None})
+        exp = experiment_from_dict(data)
+    except (ConfigError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output = Path(args.output or REPO_ROOT / "runs" / exp.name)
+    try:
+        report = run_cross_validation(exp, output) if args.cv else run_training(exp, output)
+    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    return 0

@@ -1,0 +1,125 @@
+"""Training-data preparation shared by ``ray_jobs.train`` and ``ray_jobs.demo`` (Ray-free).
+
+``--data-root`` may be a packed shard manifest (used as is) or a raw audio tree: the tree is
+scanned, ``held_out_speakers`` speakers are set aside for evaluation (never trained on), and the
+rest is packed into ``<output>/shards`` resumably, so rerunning a job after an interruption
+reuses the finished shards.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets.audio import AudioError, load_audio, write_audio
+from datasets.hdf5_shards import load_manifest, pack_shards, shard_paths
+from datasets.manifests import (
+    Utterance,
+    make_key,
+    scan_source,
+    split_speakers,
+    write_manifest_csv,
+)
+from ray_jobs.train.experiment import DataConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    manifest: Path  # training shard manifest
+    shards: list[str]  # absolute shard paths
+    speakers: tuple[str, ...]  # training speakers, sorted
+    num_utterances: int
+    eval_utterances: list[Utterance]  # held-out labelled utterances ([] = no evaluation)
+
+
+def segment_utterances(
+    utts: list[Utterance], out_dir: str | Path, seconds: float, sample_rate: int
+) -> list[Utterance]:
+    """Cut each utterance into non-overlapping ``seconds``-long WAV segments under
+    ``out_dir/<dataset>/<speaker>/<utterance>-sNN.wav`` (a shorter tail is dropped)."""
+    out_dir = Path(out_dir)
+    n = int(round(seconds * sample_rate))
+    segments: list[Utterance] = []
+    for u in utts:
+        try:
+            wav, _ = load_audio(u.path, target_sr=sample_rate)
+        except AudioError as exc:
+            log.warning("evaluation utterance %s skipped: %s", u.key, exc)
+            continue
+        for i in range(len(wav) // n):
+            utt_id = f"{u.utterance}-s{i:02d}"
+            path = out_dir / u.dataset / u.speaker / f"{utt_id}.wav"
+            if not path.is_file():
+                write_audio(path, wav[i * n : (i + 1) * n], sample_rate)
+            segments.append(
+                Utterance(
+                    key=make_key(u.dataset, u.speaker, utt_id), path=str(path),
+                    dataset=u.dataset, speaker=u.speaker, utterance=utt_id, duration=seconds,
+                )
+            )  # fmt: skip
+    log.info(
+        "cut %d evaluation utterances into %d segments of %.1f s", len(utts), len(segments), seconds
+    )
+    return segments
+
+
+def _is_manifest(path: Path) -> bool:
+    return path.name == "manifest.json" or (path / "manifest.json").is_file()
+
+
+def prepare_speaker_data(data: DataConfig, output_dir: str | Path) -> PreparedData:
+    if not data.train:
+        raise ValueError("no training data: pass --data-root DIR (an audio tree or shard manifest)")
+    output_dir = Path(data.pack_dir) if data.pack_dir else Path(output_dir)
+    train_path = Path(data.train)
+    eval_utts: list[Utterance] = []
+    if _is_manifest(train_path):
+        manifest_path = train_path if train_path.suffix == ".json" else train_path / "manifest.json"
+        if data.held_out_speakers:
+            raise ValueError(
+                "data.held_out_speakers needs a raw audio tree; for packed shards give a separate "
+                "evaluation tree with data.eval"
+            )
+    else:
+        utts = scan_source(train_path, data.layout)
+        if data.held_out_speakers:
+            train_utts, eval_utts = split_speakers(utts, data.held_out_speakers, seed=data.seed)
+            write_manifest_csv(eval_utts, output_dir / "eval_utterances.csv")
+        else:
+            train_utts = utts
+        log.info(
+            "packing %d utterances of %d speakers from %s",
+            len(train_utts),
+            len({u.speaker for u in train_utts}),
+            train_path,
+        )
+        manifest_path = pack_shards(
+            train_utts, output_dir / "shards", sample_rate=data.sample_rate, kind="speech"
+        )
+    if data.eval:
+        eval_utts = scan_source(data.eval, data.eval_layout)
+    if eval_utts and data.eval_segment_seconds > 0:
+        eval_utts = segment_utterances(
+            eval_utts, output_dir / "eval_segments", data.eval_segment_seconds, data.sample_rate
+        )
+    manifest = load_manifest(manifest_path)
+    if manifest["sample_rate"] != data.sample_rate:
+        raise ValueError(
+            f"{manifest_path} is packed at {manifest['sample_rate']} Hz but data.sample_rate is "
+            f"{data.sample_rate}"
+        )
+    speakers = tuple(manifest["speakers"])
+    if len(speakers) < 2:
+        raise ValueError(
+            f"{manifest_path}: training needs at least 2 speakers, found {len(speakers)}"
+        )
+    return PreparedData(
+        manifest=Path(manifest_path),
+        shards=shard_paths(manifest_path),
+        speakers=speakers,
+        num_utterances=int(manifest["num_utterances"]),
+        eval_utterances=eval_utts,
+    )
