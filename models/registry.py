@@ -9,6 +9,8 @@ from a registered name or a preset name. Presets are named config instances
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,12 +68,30 @@ def register_preset(name: str, model_name: str, config: Any, description: str = 
     return preset
 
 
+# Sub-packages of ``models`` that hold shared parts, not a model family.
+_NOT_FAMILIES = frozenset({"layers", "losses", "pipelines", "tasks"})
+
+
+def import_submodules(package: str) -> list[str]:
+    """Import every module below ``package`` (running its ``@register_*`` decorators).
+
+    Registration is by discovery: a new model file, family package or task module registers
+    itself by existing, with no import list to extend.
+    """
+    pkg = importlib.import_module(package)
+    names = [package]
+    for info in pkgutil.walk_packages(pkg.__path__, prefix=package + "."):
+        importlib.import_module(info.name)
+        names.append(info.name)
+    return names
+
+
 def _ensure_loaded() -> None:
-    # Importing the family packages runs their @register_model decorators.
-    import models.classify  # noqa: F401
-    import models.codec  # noqa: F401
-    import models.speaker  # noqa: F401
-    import models.tse  # noqa: F401
+    import models
+
+    for info in pkgutil.iter_modules(models.__path__):
+        if info.ispkg and info.name not in _NOT_FAMILIES:
+            import_submodules(f"models.{info.name}")
 
 
 def list_models(family: str | None = None) -> list[str]:
@@ -162,8 +182,7 @@ def register_task(name: str, config_cls: type) -> Callable[[type], type]:
 
 
 def resolve_task(name: str, cfg: Mapping[str, Any] | None = None) -> tuple[TaskEntry, Any]:
-    import models.tasks  # noqa: F401  (registers the tasks)
-
+    import_submodules("models.tasks")
     if name not in _TASKS:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}")
     entry = _TASKS[name]
@@ -173,6 +192,5 @@ def resolve_task(name: str, cfg: Mapping[str, Any] | None = None) -> tuple[TaskE
 
 
 def list_tasks() -> list[str]:
-    import models.tasks  # noqa: F401
-
+    import_submodules("models.tasks")
     return sorted(_TASKS)
