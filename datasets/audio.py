@@ -3,11 +3,10 @@
 Everything downstream (models/pipelines, packing, augmentation, the HTTP service) receives
 ``float32 (T,)`` waveforms in [-1, 1] plus a sample rate; only this module knows about files.
 Decoding goes through libsndfile (``soundfile``), which reads WAV, FLAC, OGG/Vorbis and MP3
-(libsndfile >= 1.1). Resampling is polyphase (``scipy.signal.resample_poly``, Kaiser window),
-the same family as torchaudio's sinc resampler and exact for rational rate ratios such as
-8 kHz -> 16 kHz or 44.1 kHz -> 16 kHz.
+(libsndfile >= 1.1). Resampling is ``models.waveform.resample`` (polyphase), the one resampler.
 
-Every problem a user can cause with a bad file raises :class:`AudioError` (a ``ValueError``)
+Every problem a user can cause with a bad file raises :class:`AudioError` (a ``ValueError``,
+defined in ``models/waveform.py`` so that bad files and bad waveforms are one exception family)
 whose message names the file, what is wrong and what to do about it.
 """
 
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import os
 import struct
 from pathlib import Path
@@ -23,15 +21,22 @@ from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+
+from models.waveform import AudioError, resample
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "AudioError",
+    "audio_info",
+    "crop_or_pad",
+    "decode_audio",
+    "load_audio",
+    "write_audio",
+]
 
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-
-
-class AudioError(ValueError):
-    """A file or byte string that cannot be used as audio; the message says what to do."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,7 +145,8 @@ def _decode(
     else:
         wav = data.T  # (C, T)
     if target_sr is not None and target_sr != sr:
-        wav = resample(wav, sr, target_sr)
+        # clipped: the anti-alias filter can overshoot full-scale input slightly
+        wav = np.clip(resample(wav, sr, target_sr), -1.0, 1.0)
         sr = target_sr
     duration = wav.shape[-1] / sr
     if duration < min_seconds:
@@ -203,23 +209,6 @@ def audio_info(path: str | Path) -> tuple[int, int, float]:
 
 # ---------------------------------------------------------------------------------------------
 # Signal shaping
-
-
-def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Polyphase resampling along the last axis; output length ``ceil(T * target / orig)``.
-
-    ``wav``: ``(T,)`` or ``(C, T)`` float. Returns float32, clipped to [-1, 1] (the anti-alias
-    filter can overshoot full-scale input slightly).
-    """
-    orig_sr, target_sr = int(orig_sr), int(target_sr)
-    if orig_sr <= 0 or target_sr <= 0:
-        raise ValueError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
-    wav = np.asarray(wav, dtype=np.float32)
-    if orig_sr == target_sr:
-        return wav.copy()
-    g = math.gcd(orig_sr, target_sr)
-    out = resample_poly(wav, target_sr // g, orig_sr // g, axis=-1)
-    return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)
 
 
 def crop_or_pad(wav: np.ndarray, num_samples: int, rng: np.random.Generator | None) -> np.ndarray:

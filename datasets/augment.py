@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.signal import fftconvolve, resample_poly
+from scipy.signal import fftconvolve
 
-from datasets.audio import AudioError, crop_or_pad, load_audio, resample
+from datasets.audio import AudioError, crop_or_pad, load_audio
+from models.waveform import resample
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ def speed_perturb(wav: np.ndarray, factor: float) -> np.ndarray:
     if factor == 1.0:
         return wav.copy()
     ratio = Fraction(factor).limit_denominator(1000)  # factor = p / q
-    out = resample_poly(wav, ratio.denominator, ratio.numerator, axis=-1)
+    # p samples "at rate p" played back at rate q: the one resampler, from rate p to rate q
+    out = resample(wav, ratio.numerator, ratio.denominator)
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 

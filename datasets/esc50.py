@@ -37,7 +37,8 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from datasets.audio import load_audio, resample
+from datasets.audio import load_audio
+from models.waveform import resample
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ def load_clip(path: str | Path | Clip, sample_rate: int = 20000) -> np.ndarray:
     trimmed = trim_silence(wav)
     if trimmed is wav:
         log.warning("%s is entirely silent", path)
-    return resample(trimmed, sr, sample_rate)
+    return np.clip(resample(trimmed, sr, sample_rate), -1.0, 1.0)
 
 
 def pad_for_crops(wav: np.ndarray, input_length: int) -> np.ndarray:

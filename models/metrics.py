@@ -298,9 +298,13 @@ def diarization_error_rate(
 # ``est`` / ``ref`` / ``mix`` are 1-D waveforms ``(T,)`` of the same length (numpy or anything
 # ``np.asarray`` takes), in [-1, 1]. SI-SDR follows Le Roux et al. 2019 ("SDR - half-baked or well
 # done?", arXiv 1811.02508): zero-mean, optimal scaling of the reference. PESQ is ITU-T P.862.2
-# wide-band through the ``pesq`` package (16 kHz only: other rates are resampled polyphase with
-# scipy); STOI is Taal et al. 2011 through ``pystoi`` (it resamples to 10 kHz itself). The heavy
-# back ends are imported inside the functions so the verification metrics above stay numpy-only.
+# wide-band through the ``pesq`` package (16 kHz only: other rates go through
+# ``models.waveform.resample``); STOI is Taal et al. 2011 through ``pystoi`` (it resamples to
+# 10 kHz itself). ``signal_quality`` is the one evaluator the codec, TSE and baseline jobs share.
+# The heavy back ends are imported inside the functions so the verification metrics above stay
+# numpy-only.
+
+QUALITY_SR = 16000  # Hz: PESQ-WB and STOI are always scored at this rate
 
 
 def _signal_pair(est: Any, ref: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -330,17 +334,6 @@ def si_sdr_improvement(est: Any, mix: Any, ref: Any) -> float:
     return si_sdr(est, ref) - si_sdr(mix, ref)
 
 
-def _to_rate(x: np.ndarray, sample_rate: int, target_sr: int) -> np.ndarray:
-    from math import gcd
-
-    from scipy.signal import resample_poly
-
-    if sample_rate == target_sr:
-        return x
-    g = gcd(int(sample_rate), int(target_sr))
-    return resample_poly(x, target_sr // g, int(sample_rate) // g)
-
-
 def pesq_wb(est: Any, ref: Any, sample_rate: int) -> float:
     """Wide-band PESQ (MOS-LQO, about 1.0-4.64) of ``est`` against ``ref``, both at
     ``sample_rate`` Hz (resampled to 16 kHz). Returns NaN, with a logged warning, when PESQ
@@ -349,11 +342,13 @@ def pesq_wb(est: Any, ref: Any, sample_rate: int) -> float:
 
     from pesq import PesqError, pesq
 
+    from models.waveform import resample
+
     e, r = _signal_pair(est, ref)
-    e, r = _to_rate(e, sample_rate, 16000), _to_rate(r, sample_rate, 16000)
+    e, r = resample(e, sample_rate, QUALITY_SR), resample(r, sample_rate, QUALITY_SR)
     try:
         with np.errstate(divide="ignore", invalid="ignore"):  # pesq normalises by max |x|
-            return float(pesq(16000, r, e, "wb"))
+            return float(pesq(QUALITY_SR, r, e, "wb"))
     except PesqError as exc:
         logging.getLogger(__name__).warning("PESQ failed (%s: %s); returning NaN", type(exc), exc)
         return float("nan")
@@ -365,6 +360,25 @@ def stoi(est: Any, ref: Any, sample_rate: int) -> float:
 
     e, r = _signal_pair(est, ref)
     return float(_stoi(r, e, int(sample_rate), extended=False))
+
+
+def signal_quality(est: Any, ref: Any, sample_rate: int) -> dict[str, float]:
+    """The signal-quality evaluator: ``est`` scored against ``ref`` (both ``(T,)`` at
+    ``sample_rate`` Hz, same length) -> ``{"si_sdr": dB, "pesq": MOS-LQO, "stoi": [0, 1]}``.
+
+    SI-SDR is computed at ``sample_rate``; both signals are resampled once to ``QUALITY_SR``
+    (16 kHz) for PESQ-WB and STOI, so every job reports them at the same rate. ``pesq`` is NaN
+    (logged) for a pair PESQ cannot score.
+    """
+    from models.waveform import resample
+
+    e, r = _signal_pair(est, ref)
+    e16, r16 = resample(e, sample_rate, QUALITY_SR), resample(r, sample_rate, QUALITY_SR)
+    return {
+        "si_sdr": si_sdr(e, r),
+        "pesq": pesq_wb(e16, r16, QUALITY_SR),
+        "stoi": stoi(e16, r16, QUALITY_SR),
+    }
 
 
 def absent_suppression_db(est: Any, mix: Any, eps: float = 1e-12) -> float:

@@ -24,8 +24,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from datasets.audio import AudioError
-from models.pipelines.inputs import AudioInputError
+from models.waveform import AudioError
 from serve.schemas import ErrorResponse
 from serve.store import ModelMismatchError, StoreError, UnknownGroupError, UnknownSpeakerError
 
@@ -86,10 +85,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AudioError)
     async def _audio_error(_: Request, exc: AudioError) -> JSONResponse:
-        return error_response(400, "invalid_audio", str(exc))
-
-    @app.exception_handler(AudioInputError)
-    async def _audio_input_error(_: Request, exc: AudioInputError) -> JSONResponse:
         return error_response(400, "invalid_audio", str(exc))
 
     @app.exception_handler(StarletteHTTPException)

@@ -1,4 +1,4 @@
-"""Codec training losses: multi-resolution spectral reconstruction and GAN terms.
+"""Codec training losses: multi-resolution mel reconstruction and GAN terms.
 
 - ``multi_resolution_mel_loss``: SoundStream's reconstruction loss (Zeghidour et al. 2021,
   arXiv 2107.03312, Sec. 3.5): mel spectrograms at window sizes ``2**6 .. 2**11`` (hop = window /
@@ -6,8 +6,8 @@
   over the scales. The number of mel bands grows with the window as in descriptinc/
   descript-audio-codec (``dac/nn/loss.py``, ``MelSpectrogramLoss``) so that short windows do not
   ask for more bands than they have frequency bins; the filterbank depends on the sample rate.
-- ``multi_resolution_stft_loss``: the Parallel WaveGAN multi-resolution STFT loss (Yamamoto et al.
-  2020, arXiv 1910.11480, Sec. 2.3): spectral convergence plus L1 log-magnitude distance.
+- the multi-resolution STFT loss the codec task can add is ``models/losses/spectral.py``'s,
+  shared with the TSE task.
 - ``discriminator_loss`` / ``generator_adversarial_loss``: hinge (SoundStream Sec. 3.5, MelGAN)
   or least-squares (HiFi-GAN, Kong et al. 2020, arXiv 2010.05646; Mao et al. 2017) objectives.
 - ``feature_matching_loss``: MelGAN's (Kumar et al. 2019, arXiv 1910.06711, Sec. 3.2) L1 distance
@@ -42,48 +42,17 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 
 from models.codec.discriminators import DiscriminatorOutput
+from models.losses.spectral import MAGNITUDE_FLOOR, check_pair, stft_magnitude
 
 AdversarialKind = Literal["hinge", "lsgan"]
 DEFAULT_MEL_WINDOWS = (64, 128, 256, 512, 1024, 2048)  # SoundStream: 2**6 .. 2**11 samples
-DEFAULT_STFT_WINDOWS = (512, 1024, 2048)  # Parallel WaveGAN's three resolutions
-_EPS = 1e-5  # floor under magnitudes before the log (about -100 dB)
+_EPS = MAGNITUDE_FLOOR  # floor under magnitudes before the log, and under divisors
 
 Logits = DiscriminatorOutput | Sequence[DiscriminatorOutput] | Sequence[torch.Tensor]
 Features = DiscriminatorOutput | Sequence[DiscriminatorOutput] | Sequence[Sequence[torch.Tensor]]
 
 
 # -- spectral reconstruction -------------------------------------------------------------------
-def _mono(wav: torch.Tensor) -> torch.Tensor:
-    """``(B, T)`` or ``(B, 1, T)`` -> ``(B, T)`` float32 (STFTs in fp32 even under autocast)."""
-    if wav.dim() == 3:
-        if wav.shape[1] != 1:
-            raise ValueError(f"expected mono audio (B, 1, T), got {tuple(wav.shape)}")
-        wav = wav[:, 0]
-    if wav.dim() != 2:
-        raise ValueError(f"expected audio (B, T) or (B, 1, T), got {tuple(wav.shape)}")
-    return wav.float()
-
-
-def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    pred, target = _mono(pred), _mono(target)
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ; "
-            "crop the reconstruction to the input length first"
-        )
-    return pred, target
-
-
-def _magnitude(wav: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """``(B, T)`` -> ``(B, n_fft // 2 + 1, frames)`` STFT magnitude, Hann window, hop n_fft/4."""
-    window = torch.hann_window(n_fft, device=wav.device, dtype=wav.dtype)
-    spec = torch.stft(
-        wav, n_fft, n_fft // 4, window=window, center=True, pad_mode="reflect", return_complex=True
-    )
-    # sqrt(x + eps) instead of abs(): abs has an infinite gradient at exactly zero (silence)
-    return (spec.real.pow(2) + spec.imag.pow(2) + 1e-12).sqrt()
-
-
 @functools.lru_cache(maxsize=64)
 def _mel_fbank(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
     """``(n_fft // 2 + 1, n_mels)`` slaney-normalised mel filterbank (cached on CPU)."""
@@ -123,37 +92,16 @@ def multi_resolution_mel_loss(
     ``linear_weight * L1(mel_p, mel_t) + log_weight * L1(log(mel_p + eps), log(mel_t + eps))``;
     the result is the mean over windows. Zero iff the mel spectrograms match.
     """
-    pred, target = _check_pair(pred, target)
+    pred, target = check_pair(pred, target)
     total = pred.new_zeros(())
     for n_fft in windows:
         fb = _mel_fbank(int(n_fft), mel_bands(int(n_fft)), int(sample_rate)).to(pred.device)
-        mp = torch.einsum("bft,fm->bmt", _magnitude(pred, n_fft), fb)  # (B, M, frames)
-        mt = torch.einsum("bft,fm->bmt", _magnitude(target, n_fft), fb)
+        hop = int(n_fft) // 4
+        mp = torch.einsum("bft,fm->bmt", stft_magnitude(pred, n_fft, hop), fb)  # (B, M, frames)
+        mt = torch.einsum("bft,fm->bmt", stft_magnitude(target, n_fft, hop), fb)
         loss = linear_weight * F.l1_loss(mp, mt)
         loss = loss + log_weight * F.l1_loss(mp.clamp_min(_EPS).log(), mt.clamp_min(_EPS).log())
         total = total + loss
-    return total / len(windows)
-
-
-def multi_resolution_stft_loss(
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    windows: Sequence[int] = DEFAULT_STFT_WINDOWS,
-) -> torch.Tensor:
-    """Multi-resolution STFT loss (scalar), Parallel WaveGAN-style; sample-rate independent.
-
-    ``pred``, ``target``: ``(B, T)`` or ``(B, 1, T)`` float audio, same shape. Per window ``w``
-    (hop ``w / 4``): spectral convergence ``||S_t - S_p||_F / ||S_t||_F`` plus the L1 distance of
-    the log magnitudes; mean over windows.
-    """
-    pred, target = _check_pair(pred, target)
-    total = pred.new_zeros(())
-    for n_fft in windows:
-        sp, st = _magnitude(pred, n_fft), _magnitude(target, n_fft)  # (B, F, frames)
-        convergence = torch.linalg.norm(st - sp) / torch.linalg.norm(st).clamp_min(_EPS)
-        log_mag = F.l1_loss(sp.clamp_min(_EPS).log(), st.clamp_min(_EPS).log())
-        total = total + convergence + log_mag
     return total / len(windows)
 
 

@@ -17,25 +17,21 @@ is absent and the target is all zeros; ``energy_loss`` is the loss for those sam
   2018, "Exploring tradeoffs in models for low-latency speech enhancement"). Chosen over the
   PSA target (Erdogan et al. 2015) because the extractor outputs a waveform, not a mask on
   mixture magnitudes, and the complex term penalises phase errors directly.
-- ``multi_resolution_stft_loss``: spectral convergence + L1 log magnitude averaged over STFT
-  resolutions (Yamamoto et al. 2020, "Parallel WaveGAN", arXiv 1910.11480, Sec. 2.3), with
-  48-kHz resolutions by default: FFT/hop (512, 128), (1024, 256), (2048, 512).
+- the multi-resolution STFT loss the TSE task uses is ``models/losses/spectral.py``'s, shared
+  with the codec task.
 - ``energy_loss``: ``10 log10(mean(est^2) + eps)`` dB, for target-absent samples: minimising it
   pushes the output to silence (floor ``10 log10(eps)``, -80 dB by default); the problem of
   inactive target speakers is studied by Delcroix et al., Interspeech 2022, "Listen only to me!
   How well can target speech extraction handle false alarms?".
 
-Read for understanding (not copied): asteroid ``asteroid/losses/sdr.py`` and
-``asteroid/losses/stft.py``-style MR-STFT in ``kan-bayashi/ParallelWaveGAN``.
+Read for understanding (not copied): asteroid ``asteroid/losses/sdr.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
-DEFAULT_RESOLUTIONS: tuple[tuple[int, int], ...] = ((512, 128), (1024, 256), (2048, 512))
+from models.losses.spectral import stft
 
 
 def _check_pair(est: torch.Tensor, target: torch.Tensor) -> None:
@@ -65,11 +61,6 @@ def single_src_si_sdr_loss(
     return -10.0 * torch.log10(ratio)
 
 
-def _stft(wav: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
-    window = torch.hann_window(n_fft, device=wav.device, dtype=wav.dtype)
-    return torch.stft(wav, n_fft, hop, n_fft, window, center=True, return_complex=True)
-
-
 def single_src_complex_compressed_loss(
     est: torch.Tensor,
     target: torch.Tensor,
@@ -90,7 +81,7 @@ def single_src_complex_compressed_loss(
     _check_pair(est, target)
 
     def compressed(wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        spec = _stft(wav, n_fft, hop_length)  # (B, F, frames)
+        spec = stft(wav, n_fft, hop_length)  # (B, F, frames)
         power = spec.real.pow(2) + spec.imag.pow(2) + eps
         mag_c = power.pow(compress / 2)  # |X|^c
         return mag_c, spec * power.pow((compress - 1) / 2)  # |X|^c e^{j phase}
@@ -100,30 +91,6 @@ def single_src_complex_compressed_loss(
     mag_term = (mag_t - mag_e).pow(2).mean(dim=(1, 2))
     cplx_term = (cplx_t - cplx_e).abs().pow(2).mean(dim=(1, 2))
     return (1 - complex_weight) * mag_term + complex_weight * cplx_term
-
-
-def single_src_multi_resolution_stft_loss(
-    est: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    resolutions: Sequence[Sequence[int]] = DEFAULT_RESOLUTIONS,
-    eps: float = 1e-7,
-) -> torch.Tensor:
-    """Spectral convergence + log-magnitude L1, averaged over ``resolutions`` of (n_fft, hop):
-    ``est, target: (B, T)`` -> ``(B,)``. Hann window of ``n_fft`` samples, centred frames."""
-    _check_pair(est, target)
-    if not resolutions:
-        raise ValueError("resolutions must name at least one (n_fft, hop) pair")
-    total = est.new_zeros(est.shape[0])
-    for n_fft, hop in resolutions:
-        mag_e = (_stft(est, n_fft, hop).abs().pow(2) + eps**2).sqrt()  # (B, F, frames)
-        mag_t = (_stft(target, n_fft, hop).abs().pow(2) + eps**2).sqrt()
-        sc = torch.linalg.vector_norm(mag_t - mag_e, dim=(1, 2)) / (
-            torch.linalg.vector_norm(mag_t, dim=(1, 2)) + eps
-        )
-        log_mag = (mag_t.log() - mag_e.log()).abs().mean(dim=(1, 2))
-        total = total + sc + log_mag
-    return total / len(resolutions)
 
 
 def energy_loss(est: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:
@@ -140,4 +107,3 @@ def energy_loss(est: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:
 # The names the training tasks use.
 si_sdr_loss = single_src_si_sdr_loss
 phase_sensitive_spectral_loss = single_src_complex_compressed_loss
-multi_resolution_stft_loss = single_src_multi_resolution_stft_loss

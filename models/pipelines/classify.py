@@ -13,7 +13,7 @@ read for understanding):
 
 It takes waveforms plus a sample rate, never paths (decoding files is ``datasets/audio.py``'s
 job). Empty, non-finite, silent or too-short (< ``min_seconds``) input raises
-:class:`ClassifierInputError`.
+``models.waveform.AudioError``, the one bad-audio exception.
 """
 
 from __future__ import annotations
@@ -23,15 +23,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
 from torch import nn
 
 from models.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from models.registry import get_entry
-
-
-class ClassifierInputError(ValueError):
-    """A waveform the classifier cannot use (empty, silent, too short, wrong shape, not finite)."""
+from models.waveform import AudioError, mono_float32, resample
 
 
 def trim_zeros(wav: torch.Tensor) -> torch.Tensor:
@@ -104,29 +100,17 @@ class SoundClassifier:
 
     def _prepare(self, wav: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
         """Validate, mix down, resample, trim and crop -> ``(n_crops, input_length)``."""
-        x = torch.as_tensor(np.asarray(wav) if not torch.is_tensor(wav) else wav).float()
-        if x.dim() == 2:  # (C, T): average the channels
-            x = x.mean(0)
-        if x.dim() != 1:
-            raise ClassifierInputError(f"expected a (T,) or (C, T) waveform, got {tuple(x.shape)}")
-        if x.numel() == 0:
-            raise ClassifierInputError("the waveform is empty; send audio samples")
-        if not torch.isfinite(x).all():
-            raise ClassifierInputError("the waveform has NaN or infinite samples")
-        if int(sample_rate) <= 0:
-            raise ClassifierInputError(f"sample_rate must be positive, got {sample_rate}")
+        x = mono_float32(wav, sample_rate, mix_down=True)
         if x.numel() / sample_rate < self.min_seconds:
-            raise ClassifierInputError(
+            raise AudioError(
                 f"{x.numel() / sample_rate:.3f} s of audio is shorter than the "
                 f"{self.min_seconds:g} s needed; send a longer clip (shorter than "
                 f"{self.input_length / self.sample_rate:.2f} s is fine: it is zero-padded)"
             )
         if x.abs().max() < 1e-6:
-            raise ClassifierInputError(
-                "the waveform is silent (all samples ~0); nothing to classify"
-            )
+            raise AudioError("the waveform is silent (all samples ~0); nothing to classify")
         if sample_rate != self.sample_rate:
-            x = AF.resample(x, int(sample_rate), self.sample_rate)
+            x = resample(x, int(sample_rate), self.sample_rate)
         return multi_crop(trim_zeros(x), self.input_length, self.n_crops)
 
     @torch.no_grad()

@@ -41,12 +41,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
 from torch import nn
 
 from models.checkpoint import model_from_checkpoint, read_checkpoint
-from models.pipelines.inputs import mono_float32
 from models.pipelines.speaker import checkpoint_model_id
+from models.waveform import mono_float32, resample
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +250,7 @@ class CodecPipeline:
         """One mono clip -> ``(T,)`` float32 at ``self.sample_rate``."""
         x = mono_float32(wav, sample_rate)
         if int(sample_rate) != self.sample_rate:
-            x = AF.resample(x, int(sample_rate), self.sample_rate)
+            x = resample(x, int(sample_rate), self.sample_rate)
         return x
 
     def _chunks(self, x: torch.Tensor, chunk_frames: int) -> Iterator[torch.Tensor]:

@@ -5,8 +5,8 @@ not know about, following pyannote's ``Inference`` (``pyannote/audio/core/infere
 sliding windows applied apart from the model) and torchaudio's pipeline bundles (model +
 sample rate in one object):
 
-1. inputs are validated (``AudioInputError``) and resampled to the model's rate (48 kHz,
-   ``datasets.audio.resample``, polyphase);
+1. inputs are validated (``AudioError``) and resampled to the model's rate (48 kHz,
+   ``models.waveform.resample``, polyphase);
 2. the reference is encoded ONCE (``encode_reference``) and the encoding is broadcast to every
    batch of chunks (``forward_with_reference``);
 3. chunks of ``chunk_seconds`` overlap by ``overlap_seconds``; chunk outputs are cross-faded with
@@ -26,9 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from datasets.audio import resample
 from models.checkpoint import load_model
-from models.pipelines.inputs import AudioInputError, mono_float32
+from models.waveform import AudioError, mono_float32, resample
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +37,8 @@ MIN_REFERENCE_SECONDS = 0.5
 def _as_mono(wav: np.ndarray | torch.Tensor, sample_rate: int, what: str) -> np.ndarray:
     try:
         return mono_float32(wav, sample_rate).numpy()
-    except AudioInputError as exc:
-        raise AudioInputError(f"{what}: {exc}") from None
+    except AudioError as exc:
+        raise AudioError(f"{what}: {exc}") from None
 
 
 def chunk_starts(length: int, chunk: int, hop: int) -> list[int]:
@@ -103,7 +102,7 @@ class TargetExtractor:
         overlap_seconds: float = 1.0,
     ) -> np.ndarray:
         """Extract the speaker of ``ref`` (mono, ``ref_sr`` Hz, >= 0.5 s) from ``mix`` (mono,
-        ``mix_sr`` Hz). Raises ``AudioInputError`` for unusable audio and ``ValueError`` for
+        ``mix_sr`` Hz). Raises ``AudioError`` for unusable audio and ``ValueError`` for
         ``overlap_seconds`` outside ``[0, chunk_seconds / 2]``."""
         sr = self.sample_rate
         if not chunk_seconds > 0 or not 0 <= overlap_seconds <= chunk_seconds / 2:
@@ -114,12 +113,12 @@ class TargetExtractor:
         x = _as_mono(mix, mix_sr, "mixture")
         r = _as_mono(ref, ref_sr, "reference")
         if r.size / ref_sr < MIN_REFERENCE_SECONDS:
-            raise AudioInputError(
+            raise AudioError(
                 f"reference is {r.size / ref_sr:.3f} s long; give at least "
                 f"{MIN_REFERENCE_SECONDS:g} s of the target speaker alone"
             )
         if not np.any(r):
-            raise AudioInputError("reference is digital silence; give speech of the target")
+            raise AudioError("reference is digital silence; give speech of the target")
         x = resample(x, int(mix_sr), sr)
         r = resample(r, int(ref_sr), sr)
         chunk = max(1, round(chunk_seconds * sr))

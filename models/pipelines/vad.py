@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from datasets.audio import resample
+from models.waveform import mono_float32, resample
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +74,7 @@ class SileroVAD:
 
     def __call__(self, wav: np.ndarray, sample_rate: int) -> list[tuple[float, float]]:
         """Speech regions ``[(start_s, end_s), ...]``; empty for empty or silent audio."""
-        x = np.asarray(wav)
-        if x.ndim == 2 and x.shape[0] == 1:
-            x = x[0]
-        if x.ndim != 1:
-            raise ValueError(f"expected a mono waveform (T,), got shape {x.shape}; mix down first")
-        if int(sample_rate) <= 0:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        if x.dtype == np.int16:
-            x = x.astype(np.float32) / 32768.0
-        x = x.astype(np.float32, copy=False)
-        if x.size and not np.isfinite(x).all():
-            raise ValueError("waveform contains NaN or infinite samples")
+        x = mono_float32(wav, sample_rate, allow_empty=True).numpy()
         sr = int(sample_rate)
         if sr not in NATIVE_RATES:
             x = resample(x, sr, 16000)

@@ -9,8 +9,8 @@ Follows SoundStream (Zeghidour et al. 2021, arXiv 2107.03312, Sec. 3.4-3.5 and 4
 
 and the discriminators (MelGAN multi-scale waveform at 3 scales + the STFT discriminator with a
 1024 window and 256 hop; HiFi-GAN multi-period optionally) on the hinge or least-squares
-objective. The loss functions are ``models/losses/codec.py``. Read for understanding (not copied):
-descriptinc/descript-audio-codec ``scripts/train.py`` (D step on detached audio, then G step).
+objective. The loss functions are ``models/losses/codec.py`` and ``models/losses/spectral.py``;
+the D-then-G update is ``models/tasks/gan.py``'s, shared with the TSE task.
 
 Commitment: ``ResidualVQ`` returns the *unweighted* commitment loss (mean over the used
 quantizers of ``mse(residual, codeword)``) and its codebooks are learned by EMA, not by a loss.
@@ -28,14 +28,12 @@ applied to both optimizers). Quantizer dropout is the model config's ``quantizer
 Batches: ``{"wav": (B, T) float32 at the model's sample rate}``.
 
 ``ctx.forward`` runs only the generator (under autocast); the discriminators run outside it in
-fp32. Because a task with two optimizers is not wrapped in DDP, the loop averages each optimizer's
-gradients across data-parallel workers itself (``TrainLoop(sync_grads=True)``).
+fp32 (see ``models/tasks/gan.py`` for how gradients are synchronised with two optimizers).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,24 +41,17 @@ import torch
 from torch import nn
 
 from models.codec.discriminators import (
-    DiscriminatorOutput,
     MultiPeriodDiscriminator,
     MultiScaleDiscriminator,
     STFTDiscriminator,
 )
 from models.codec.quantize import DEFAULT_COMMITMENT_WEIGHT
-from models.losses.codec import (
-    DEFAULT_MEL_WINDOWS,
-    DEFAULT_STFT_WINDOWS,
-    discriminator_loss,
-    feature_matching_loss,
-    generator_adversarial_loss,
-    multi_resolution_mel_loss,
-    multi_resolution_stft_loss,
-)
+from models.losses.codec import DEFAULT_MEL_WINDOWS, multi_resolution_mel_loss
 from models.losses.separation import si_sdr_loss
+from models.losses.spectral import multi_resolution_stft_loss
 from models.registry import register_task
 from models.tasks.base import StepContext, Task
+from models.tasks.gan import adversarial_train_step
 
 _KNOWN_DISCRIMINATORS = ("waveform", "stft", "period")
 
@@ -76,7 +67,7 @@ class CodecTaskConfig:
     adversarial_kind: Literal["hinge", "lsgan"] = "hinge"
     relative_feature_matching: bool = False  # EnCodec's |real - fake| / mean|real| per layer
     mel_windows: tuple[int, ...] = DEFAULT_MEL_WINDOWS  # samples; hop = window / 4
-    stft_windows: tuple[int, ...] = DEFAULT_STFT_WINDOWS
+    stft_windows: tuple[int, ...] = (512, 1024, 2048)  # Parallel WaveGAN's; hop = window / 4
     # discriminators: any of "waveform" (MelGAN multi-scale), "stft", "period" (HiFi-GAN MPD)
     discriminators: tuple[str, ...] = ("waveform", "stft")
     waveform_scales: int = 3  # raw, 2x and 4x average-pooled
@@ -124,19 +115,6 @@ def build_discriminators(cfg: CodecTaskConfig) -> nn.ModuleDict:
             periods=cfg.period_periods, channels=cfg.period_channels
         )
     return nn.ModuleDict(discs)
-
-
-@contextlib.contextmanager
-def _frozen(module: nn.Module) -> Iterator[None]:
-    """Let gradients flow *through* ``module`` without accumulating into its parameters."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def codebook_stats(codes: torch.Tensor, codebook_size: int) -> tuple[float, float]:
@@ -200,7 +178,9 @@ class CodecTask(Task):
             else zero
         )
         stft = (
-            multi_resolution_stft_loss(audio, wav, windows=cfg.stft_windows)
+            multi_resolution_stft_loss(
+                audio, wav, resolutions=[(w, w // 4) for w in cfg.stft_windows]
+            ).mean()
             if cfg.stft_weight > 0
             else zero
         )
@@ -228,48 +208,29 @@ class CodecTask(Task):
             "num_quantizers": torch.tensor(float(out.num_quantizers)),
         }
 
-    def discriminate(self, wav: torch.Tensor) -> list[DiscriminatorOutput]:
-        """``wav: (B, 1, T)`` -> one ``DiscriminatorOutput`` per enabled discriminator (fp32)."""
-        wav = wav.float()
-        return [disc(wav) for disc in self.discriminators.values()]
-
     def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, float]:
         """D step on the detached reconstruction, then G step; always the same metric keys."""
         cfg = self.cfg
         out = ctx.forward(batch)
-        real = self._wav(batch)[:, None].float()  # (B, 1, T)
-        fake = out["audio"]
-        zero = torch.zeros(())
-        d_loss, adv, fm = zero, zero, zero
-        gan = self.gan_active(ctx.step)
-        if gan:
-            d_loss = discriminator_loss(
-                self.discriminate(real), self.discriminate(fake.detach()), cfg.adversarial_kind
-            )
-            ctx.backward("discriminator", d_loss)
-            ctx.step_optimizer("discriminator")
-            with _frozen(self.discriminators):
-                d_fake = self.discriminate(fake)
-                with torch.no_grad():
-                    d_real = self.discriminate(real)
-                adv = generator_adversarial_loss(d_fake, cfg.adversarial_kind)
-                fm = feature_matching_loss(d_real, d_fake, relative=cfg.relative_feature_matching)
-            g_loss = out["loss"] + cfg.adversarial_weight * adv + cfg.feature_matching_weight * fm
-        else:
-            g_loss = out["loss"]
-        ctx.backward("generator", g_loss)
-        ctx.step_optimizer("generator")
+        gan = adversarial_train_step(
+            ctx,
+            list(self.discriminators.values()),
+            self._wav(batch)[:, None],  # (B, 1, T)
+            out["audio"],
+            out["loss"],
+            active=self.gan_active(ctx.step),
+            kind=cfg.adversarial_kind,
+            adversarial_weight=cfg.adversarial_weight,
+            feature_matching_weight=cfg.feature_matching_weight,
+            relative_feature_matching=cfg.relative_feature_matching,
+        )
         n_q = int(out["num_quantizers"])
         usage, perplexity = codebook_stats(out["codes"].detach(), self.model.cfg.codebook_size)
         return {
-            "loss": float(g_loss.detach()),
+            **gan,
             "mel": float(out["mel"].detach()),
             "stft": float(out["stft"].detach()),
             "commit": float(out["commit"].detach()),
-            "adv": float(adv.detach()),
-            "feature_matching": float(fm.detach()),
-            "d_loss": float(d_loss.detach()),
-            "gan_active": float(gan),
             "num_quantizers": float(n_q),
             "kbps": self.model.bitrate(n_q) / 1000.0,
             "codebook_usage": usage,

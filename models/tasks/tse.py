@@ -11,11 +11,11 @@ Loss (weights in ``TSETaskConfig``, never in the network):
   spectral losses are undefined when the target is silent;
 - target absent: ``absent_energy * 10 log10(mean(est^2) + eps)``, averaged over absent samples,
   which pushes the output towards silence (the USEF-TSE / TSE false-alarm setting);
-- ``gan=True``: after ``gan_start_step`` optimizer steps, HiFi-GAN's multi-period (periods 2, 3,
-  5, 7, 11) and MelGAN's multi-scale (3 scales) discriminators (Kong et al. 2020, arXiv
+- ``gan=True``: after ``disc_warmup_steps`` optimizer steps, HiFi-GAN's multi-period (periods
+  2, 3, 5, 7, 11) and MelGAN's multi-scale (3 scales) discriminators (Kong et al. 2020, arXiv
   2010.05646; ``models/codec/discriminators.py``) with least-squares adversarial and
-  feature-matching losses from ``models/losses/codec.py``, on present samples only. Updates
-  alternate per batch, discriminator first (HiFi-GAN ``train.py`` order, read, not copied).
+  feature-matching losses, on present samples only, through the GAN step shared with the codec
+  task (``models/tasks/gan.py``: discriminator first, then generator).
 
 Losses are computed in float32 outside autocast: log10 and STFT magnitudes of small signals are
 not safe in bf16/fp16.
@@ -30,14 +30,11 @@ import torch
 from torch import nn
 
 from models.codec.discriminators import MultiPeriodDiscriminator, MultiScaleDiscriminator
-from models.losses.separation import (
-    energy_loss,
-    multi_resolution_stft_loss,
-    phase_sensitive_spectral_loss,
-    si_sdr_loss,
-)
+from models.losses.separation import energy_loss, phase_sensitive_spectral_loss, si_sdr_loss
+from models.losses.spectral import DEFAULT_RESOLUTIONS, multi_resolution_stft_loss
 from models.registry import register_task
 from models.tasks.base import StepContext, Task
+from models.tasks.gan import adversarial_train_step
 
 
 @dataclass(frozen=True)
@@ -46,10 +43,10 @@ class TSETaskConfig:
     mr_stft_weight: float = 1.0  # multi-resolution STFT (SC + log magnitude), present samples
     psa_weight: float = 0.0  # complex compressed spectral loss (phase-sensitive), present samples
     absent_energy_weight: float = 0.1  # output power in dB on target-absent samples
-    mr_stft_resolutions: tuple[tuple[int, int], ...] = ((512, 128), (1024, 256), (2048, 512))
+    mr_stft_resolutions: tuple[tuple[int, int], ...] = DEFAULT_RESOLUTIONS  # (n_fft, hop)
     energy_eps: float = 1e-8  # floor of the absent-energy loss: 10 log10(1e-8) = -80 dB
     gan: bool = False  # adversarial fine-tuning with MPD + MSD discriminators
-    gan_start_step: int = 0  # optimizer steps of reconstruction-only training before the GAN
+    disc_warmup_steps: int = 0  # generator-only (reconstruction) steps before the GAN phase
     mpd_periods: tuple[int, ...] = (2, 3, 5, 7, 11)  # HiFi-GAN multi-period discriminator
     mpd_channels: int = 32  # base width of each period discriminator
     msd_scales: int = 3  # MelGAN multi-scale discriminator: waveform + 2 pooled copies
@@ -65,8 +62,8 @@ class TSETaskConfig:
             )
         if self.gan and self.mpd_periods == () and self.msd_scales == 0:
             raise ValueError("gan=True needs mpd_periods or msd_scales")
-        if self.gan_start_step < 0:
-            raise ValueError(f"gan_start_step must be >= 0, got {self.gan_start_step}")
+        if self.disc_warmup_steps < 0:
+            raise ValueError(f"disc_warmup_steps must be >= 0, got {self.disc_warmup_steps}")
 
 
 @register_task("tse", TSETaskConfig)
@@ -148,70 +145,24 @@ class TSETask(Task):
     def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, float]:
         if not self.cfg.gan:
             return super().train_step(batch, ctx)
+        cfg = self.cfg
         out = ctx.forward(batch)
         metrics = {k: float(v.detach()) for k, v in out.items() if v.dim() == 0}
         present = batch["present"] > 0.5
-        if ctx.step < self.cfg.gan_start_step or not bool(present.any()):
-            # reconstruction-only warm-up (and batches with no target speech to discriminate)
-            ctx.backward("generator", out["loss"])
-            ctx.step_optimizer("generator")
-            return metrics
-        metrics.update(self._gan_step(out, batch["target"][present], present, ctx))
-        return metrics
-
-    def _gan_step(
-        self,
-        out: dict[str, torch.Tensor],
-        real: torch.Tensor,
-        present: torch.Tensor,
-        ctx: StepContext,
-    ) -> dict[str, float]:
-        """One discriminator update, then one generator update (reconstruction + adversarial +
-        feature matching). ``real``: (P, T) targets of the present samples.
-
-        The discriminators run outside ``ctx.forward``; with two optimizers the task is not
-        wrapped in DDP and the loop averages gradients across workers (``sync_grads``).
-        """
-        # imported here so the reconstruction-only task never depends on the codec losses
-        from models.losses.codec import (
-            discriminator_loss,
-            feature_matching_loss,
-            generator_adversarial_loss,
+        # batches with no target speech have nothing to discriminate: reconstruction only
+        active = ctx.step >= cfg.disc_warmup_steps and bool(present.any())
+        gan = adversarial_train_step(
+            ctx,
+            [d for d in (self.mpd, self.msd) if d is not None],
+            batch["target"][present],  # (P, T)
+            out["est"][present],
+            out["loss"],
+            active=active,
+            kind=cfg.adversarial_kind,
+            adversarial_weight=cfg.adversarial_weight,
+            feature_matching_weight=cfg.feature_matching_weight,
         )
-
-        cfg = self.cfg
-        discs = [d for d in (self.mpd, self.msd) if d is not None]
-        fake = out["est"][present]  # (P, T)
-        real = real.float()
-        # discriminator: real vs detached fake
-        d_real = [d(real) for d in discs]
-        d_fake = [d(fake.detach()) for d in discs]
-        d_loss = discriminator_loss(d_real, d_fake, kind=cfg.adversarial_kind)
-        ctx.backward("discriminator", d_loss)
-        ctx.step_optimizer("discriminator")
-        # generator: gradients must reach the extractor only, not the discriminators
-        params = self.discriminator_parameters()
-        flags = [p.requires_grad for p in params]
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            with torch.no_grad():
-                real_out = [d(real) for d in discs]  # features after the update, no graph
-            fake_out = [d(fake) for d in discs]
-            adv = generator_adversarial_loss(fake_out, kind=cfg.adversarial_kind)
-            fm = feature_matching_loss(real_out, fake_out)
-            g_loss = out["loss"] + cfg.adversarial_weight * adv + cfg.feature_matching_weight * fm
-            ctx.backward("generator", g_loss)
-        finally:
-            for p, flag in zip(params, flags, strict=True):
-                p.requires_grad_(flag)
-        ctx.step_optimizer("generator")
-        return {
-            "d_loss": float(d_loss.detach()),
-            "g_adv": float(adv.detach()),
-            "g_fm": float(fm.detach()),
-            "g_loss": float(g_loss.detach()),
-        }
+        return {**metrics, **gan}
 
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()

@@ -13,11 +13,11 @@ import torch  # noqa: E402
 from models import build_model  # noqa: E402
 from models.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
 from models.pipelines.classify import (  # noqa: E402
-    ClassifierInputError,
     SoundClassifier,
     multi_crop,
     trim_zeros,
 )
+from models.waveform import AudioError  # noqa: E402
 
 torch.set_num_threads(2)
 L = 30225
@@ -97,11 +97,11 @@ def test_short_clip_is_padded(classifier):
         (np.full(40000, np.nan, np.float32), 20000, "NaN"),
         (np.ones(100, np.float32), 20000, "shorter than"),
         (np.ones((2, 3, 4), np.float32), 20000, "expected a"),
-        (np.ones(40000, np.float32), 0, "sample_rate"),
+        (np.ones(40000, np.float32), 0, "sample rate"),
     ],
 )
 def test_bad_inputs_raise(classifier, wav, sr, match):
-    with pytest.raises(ClassifierInputError, match=match):
+    with pytest.raises(AudioError, match=match):
         classifier(wav, sr)
 
 

@@ -1,4 +1,5 @@
-"""Codec losses: spectral reconstruction and the generic GAN terms (models/losses/codec.py)."""
+"""Codec losses: spectral reconstruction and the generic GAN terms (models/losses/codec.py), and
+the shared multi-resolution STFT loss (models/losses/spectral.py) as the codec task uses it."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from models.losses.codec import (  # noqa: E402
     generator_adversarial_loss,
     mel_bands,
     multi_resolution_mel_loss,
-    multi_resolution_stft_loss,
 )
+from models.losses.spectral import multi_resolution_stft_loss  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -39,7 +40,7 @@ def test_spectral_losses_zero_on_identity_and_grow_with_distortion(loss_fn):
     def loss(pred):
         if loss_fn == "mel":
             return multi_resolution_mel_loss(pred, target, 16000)
-        return multi_resolution_stft_loss(pred, target)
+        return multi_resolution_stft_loss(pred, target).mean()  # (B,) -> the task's scalar
 
     assert float(loss(target.clone())) == pytest.approx(0.0, abs=1e-6)
     noise = torch.randn_like(target)

@@ -14,12 +14,12 @@ sys.modules.setdefault("ray", None)  # models/ must import without Ray
 from models import build_model  # noqa: E402
 from models.checkpoint import save_checkpoint  # noqa: E402
 from models.pipelines.extract_target import (  # noqa: E402
-    AudioInputError,
     TargetExtractor,
     chunk_starts,
     crossfade_window,
 )
 from models.tse.extractor import ReferenceEncoding  # noqa: E402
+from models.waveform import AudioError  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -140,7 +140,7 @@ def test_swapping_the_reference_changes_the_output(model):
     ],
 )
 def test_bad_inputs_raise(model, mix, ref, match):
-    with pytest.raises(AudioInputError, match=match):
+    with pytest.raises(AudioError, match=match):
         TargetExtractor(model)(mix, SR, ref, SR)
 
 
@@ -148,7 +148,7 @@ def test_bad_chunking_and_rate_raise(model):
     ex = TargetExtractor(model)
     with pytest.raises(ValueError, match="overlap_seconds"):
         ex(noise(SR, 0), SR, noise(SR, 1), SR, chunk_seconds=1.0, overlap_seconds=0.8)
-    with pytest.raises(AudioInputError, match="sample rate"):
+    with pytest.raises(AudioError, match="sample rate"):
         ex(noise(SR, 0), 0, noise(SR, 1), SR)
 
 

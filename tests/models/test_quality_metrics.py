@@ -17,8 +17,10 @@ from models.metrics import (  # noqa: E402
     pesq_wb,
     si_sdr,
     si_sdr_improvement,
+    signal_quality,
     stoi,
 )
+from models.waveform import resample  # noqa: E402
 
 SR = 48000
 
@@ -80,6 +82,22 @@ def test_stoi():
     ref = voiced()
     assert stoi(ref, ref, SR) == pytest.approx(1.0, abs=1e-6)
     assert stoi(ref + noise_at(ref, -5.0), ref, SR) < 0.9
+
+
+def test_signal_quality_scores_at_16k():
+    ref = voiced(2.0)
+    noisy = ref + noise_at(ref, 5.0)
+    q = signal_quality(noisy, ref, SR)
+    assert set(q) == {"si_sdr", "pesq", "stoi"}
+    assert q["si_sdr"] == pytest.approx(5.0, abs=1e-3)  # at the input rate
+    n16, r16 = resample(noisy, SR, 16000), resample(ref, SR, 16000)
+    assert q["pesq"] == pytest.approx(pesq_wb(n16, r16, 16000), abs=1e-6)
+    assert q["stoi"] == pytest.approx(stoi(n16, r16, 16000), abs=1e-6)
+    perfect = signal_quality(ref, ref, SR)
+    assert perfect["pesq"] > 4.0 and perfect["stoi"] == pytest.approx(1.0, abs=1e-6)
+    assert q["pesq"] < perfect["pesq"] and q["stoi"] < perfect["stoi"]
+    with pytest.raises(ValueError, match="length"):
+        signal_quality(ref[:-1], ref, SR)
 
 
 def test_absent_suppression_db():

@@ -1,4 +1,5 @@
-"""Separation losses (models/losses/separation.py) on signals with known answers."""
+"""Separation losses (models/losses/separation.py) and the shared multi-resolution STFT loss
+(models/losses/spectral.py) on signals with known answers."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ sys.modules.setdefault("ray", None)  # models/ must import without Ray
 
 from models.losses.separation import (  # noqa: E402
     energy_loss,
-    multi_resolution_stft_loss,
     phase_sensitive_spectral_loss,
     si_sdr_loss,
     single_src_si_sdr_loss,
 )
+from models.losses.spectral import multi_resolution_stft_loss  # noqa: E402
 from models.metrics import si_sdr  # noqa: E402
 
 torch.set_num_threads(2)

@@ -5,8 +5,9 @@ sys.modules.setdefault("ray", None)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from datasets.audio import load_audio, resample  # noqa: E402
+from datasets.audio import load_audio  # noqa: E402
 from models.pipelines.vad import SileroVAD, VADConfig  # noqa: E402
+from models.waveform import resample  # noqa: E402
 
 LIBRI = "speech/librispeech-train-clean-100/103-1240-0000.flac"
 
