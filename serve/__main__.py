@@ -1,8 +1,8 @@
-"""``python -m serve --checkpoint CKPT [--tse CKPT] [--codec NAME=CKPT] [--classifier CKPT]``.
+"""``python -m serve --checkpoint CKPT [--tse CKPT] [--codec NAME=CKPT] [--classify CKPT]``.
 
 Runs the voxray app: the speaker service (``--checkpoint``, the embedding model that /diarize
-also uses), plus target speaker extraction, codecs and the sound classifier when their
-checkpoints are given, each model in its own autoscaled deployment.
+also uses), plus target speaker extraction (tse), codecs and sound classification (classify)
+when their checkpoints are given, each model in its own autoscaled deployment.
 
 Starts (or joins, with ``RAY_ADDRESS``) a Ray cluster, runs ``serve.app:build_app`` and blocks
 until Ctrl-C. For a long-lived deployment use ``serve deploy serve/serve_config.yaml``.
@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from serve.schemas import SpeakerAppArgs
+from serve.schemas import AppArgs
 
 log = logging.getLogger("serve")
 
@@ -50,7 +50,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
         metavar="NAME=CKPT",
         help="codec checkpoint served as NAME by /codec/encode and /codec/decode; repeatable",
     )
-    p.add_argument("--classifier", help="sound classifier checkpoint: enables POST /classify")
+    p.add_argument(
+        "--classify",
+        "--classifier",  # the old spelling, still accepted
+        dest="classify",
+        help="sound classifier checkpoint: enables POST /classify",
+    )
     p.add_argument(
         "--diarization-set",
         action="append",
@@ -89,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
         "diarization": {"enabled": not ns.no_diarization, "config": overrides},
         "tse": {"checkpoint": ns.tse} if ns.tse else None,
         "codecs": codecs,
-        "classifier": {"checkpoint": ns.classifier} if ns.classifier else None,
+        "classify": {"checkpoint": ns.classify} if ns.classify else None,
         "backend": ns.backend,
         "models": models,
         "db": ns.db,
@@ -100,15 +105,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     return ns, args
 
 
-def app_cpu_request(cfg: SpeakerAppArgs) -> float:
+def app_cpu_request(cfg: AppArgs) -> float:
     """CPUs the app's deployments ask for at their initial replica counts."""
     need = cfg.ingress_num_cpus + cfg.model_num_cpus * max(1, cfg.autoscaling.min_replicas)
     if cfg.diarization.enabled:
         need += cfg.diarization.num_cpus * max(1, cfg.diarization.autoscaling.min_replicas)
-    products = [*cfg.codecs.values(), cfg.tse, cfg.classifier]
-    for p in products:
-        if p is not None:
-            need += p.num_cpus * max(1, p.autoscaling.min_replicas)
+    for p in cfg.product_models().values():
+        need += p.num_cpus * max(1, p.autoscaling.min_replicas)
     return need
 
 
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     if num_cpus is None and not os.environ.get("RAY_ADDRESS"):
         # A local cluster must be able to place every deployment's first replica, or requests
         # to an unplaced one wait forever: Ray CPUs are logical, so give it at least that many.
-        need = app_cpu_request(SpeakerAppArgs.model_validate(args))
+        need = app_cpu_request(AppArgs.model_validate(args))
         num_cpus = max(os.cpu_count() or 1, math.ceil(need))
         log.info("local Ray cluster with %d logical CPUs (the app asks for %.1f)", num_cpus, need)
     init_ray(num_cpus)

@@ -133,7 +133,7 @@ def benchmark_service(
 
     Returns ``{"config", "model", "verify": [level...], "identify": [level...], "model_only",
     "service_overhead"}``; each level has requests/s, p50/p99/mean latency (ms) and error counts.
-    ``app_args`` override the app's ``SpeakerAppArgs`` (e.g. ``autoscaling``, ``model_num_cpus``).
+    ``app_args`` override the app's ``AppArgs`` (e.g. ``autoscaling``, ``model_num_cpus``).
     Uses the connected Ray cluster, or starts a local one.
     """
     import httpx

@@ -1,8 +1,8 @@
 """The FastAPI app every voxray HTTP route hangs on, with its error handlers and OpenAPI docs.
 
-Route mixins (``serve/speaker_routes.py`` and one module per product) decorate their methods
-with ``@app.get`` / ``@app.post`` on this object; ``serve/app.py`` combines the mixins into one
-ingress class (``@serve.ingress(app)``), so the whole product is one application and one port.
+Route mixins (``serve/routes/<product>.py``) decorate their methods with ``@app.get`` /
+``@app.post`` on this object; ``serve/app.py`` combines the mixins into one ingress class
+(``@serve.ingress(app)``), so the whole product is one application and one port.
 """
 
 from fastapi import FastAPI

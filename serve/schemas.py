@@ -1,6 +1,6 @@
-"""Request/response models of the speaker service and the typed arguments of its app builder.
+"""Request/response models of the speaker routes and the typed arguments of the app builder.
 
-``SpeakerAppArgs`` is what ``serve deploy serve/serve_config.yaml`` (``args:``) and
+``AppArgs`` (the whole app: the speaker service and every optional product) is what ``serve deploy serve/serve_config.yaml`` (``args:``) and
 ``python -m serve`` hand to :func:`serve.app.build_app`, validated strictly (unknown keys
 raise), the shape of Ray's ``doc_code/app_builder.py`` typed builders.
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 # ---------------------------------------------------------------------------------------------
 # App arguments
@@ -55,7 +55,7 @@ class AutoscalingArgs(BaseModel):
 
 
 class ProductModelArgs(BaseModel):
-    """One optional product model (TSE extractor, codec, classifier): its own deployment."""
+    """One optional product model (``tse``, a codec, ``classify``): its own deployment."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -82,8 +82,12 @@ class DiarizationArgs(BaseModel):
     num_cpus: float = Field(0.5, ge=0.0)  # per diarization replica (VAD + clustering)
 
 
-class SpeakerAppArgs(BaseModel):
-    """Arguments of ``build_app``. ``checkpoint`` is shorthand for ``models={"default": ...}``."""
+class AppArgs(BaseModel):
+    """Arguments of ``build_app``. ``checkpoint`` is shorthand for ``models={"default": ...}``.
+
+    An optional product is enabled by its field: a ``ProductModelArgs`` (one deployment) or a
+    dict of them (one deployment each), which ``serve/deployments/<product>.py`` binds.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -111,10 +115,13 @@ class SpeakerAppArgs(BaseModel):
     diarization: DiarizationArgs = Field(default_factory=DiarizationArgs)
     tse: ProductModelArgs | None = None  # POST /extract_target
     codecs: dict[str, ProductModelArgs] = Field(default_factory=dict)  # /codec/{encode,decode}
-    classifier: ProductModelArgs | None = None  # POST /classify
+    # POST /classify; `classifier` is the old spelling of the key, still read
+    classify: ProductModelArgs | None = Field(
+        None, validation_alias=AliasChoices("classify", "classifier")
+    )
 
     @model_validator(mode="after")
-    def _models(self) -> SpeakerAppArgs:
+    def _models(self) -> AppArgs:
         if self.checkpoint is not None:
             if "default" in self.models:
                 raise ValueError("give either checkpoint or models['default'], not both")
@@ -137,6 +144,20 @@ class SpeakerAppArgs(BaseModel):
     @property
     def max_request_bytes(self) -> int:
         return int(self.max_request_mb * 1024 * 1024)
+
+    def product_models(self) -> dict[str, ProductModelArgs]:
+        """Every configured product model, ``{"tse": ..., "codecs.<name>": ..., ...}``: the
+        fields holding a ``ProductModelArgs`` or a dict of them."""
+        out: dict[str, ProductModelArgs] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, ProductModelArgs):
+                out[name] = value
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    if isinstance(item, ProductModelArgs):
+                        out[f"{name}.{key}"] = item
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.cluster.vq import kmeans2
 from scipy.linalg import eigh
 
+from models.pipelines.scoring import l2_normalise
+
 log = logging.getLogger(__name__)
 
 
@@ -127,7 +129,7 @@ def _spectral(emb: np.ndarray, cfg: ClusteringConfig, lo: int, hi: int) -> np.nd
     if k == 1:
         return np.zeros(n, dtype=np.int64)
     feats = vecs[:, :k]  # (N, K) spectral embedding
-    feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-10)
+    feats = l2_normalise(feats)  # rows onto the unit sphere (Ng, Jordan & Weiss)
     best_labels, best_cost = None, np.inf
     for r in range(cfg.kmeans_restarts):
         centroids, labels = kmeans2(feats, k, minit="++", seed=cfg.seed + r)
@@ -167,7 +169,7 @@ def cluster_embeddings(
     lo, hi = _bounds(n, cfg, num_speakers, min_speakers, max_speakers)
     if n == 1:
         return np.zeros(1, dtype=np.int64)
-    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    emb = l2_normalise(emb)
     if hi == 1:
         return np.zeros(n, dtype=np.int64)
     if lo == n:

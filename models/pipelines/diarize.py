@@ -28,7 +28,9 @@ from scipy.optimize import linear_sum_assignment
 
 from models.config import apply_overrides, from_dict
 from models.pipelines.clustering import ClusteringConfig, cluster_embeddings
+from models.pipelines.scoring import centroid, cosine_matrix
 from models.pipelines.vad import SileroVAD, VADConfig
+from models.waveform import mono_float32
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class DiarizationResult:
     num_speakers: int
     duration: float  # seconds of input audio
     timings: dict[str, float]  # seconds spent in "vad", "embedding", "clustering"
-    cluster_centroids: np.ndarray  # (K, D) L2-normalised mean embedding of each speaker
+    cluster_centroids: np.ndarray  # (K, D) each speaker's centroid (scoring.centroid)
     cluster_labels: list[str]  # label of each centroid row, len K
 
     def to_rttm(self, uri: str) -> str:
@@ -291,9 +293,7 @@ def name_clusters(
     g = np.stack([np.asarray(gallery[n], dtype=np.float64).reshape(-1) for n in names])
     if g.shape[1] != c.shape[1]:
         raise ValueError(f"gallery embeddings are {g.shape[1]}-dim, centroids {c.shape[1]}-dim")
-    c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
-    g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
-    sim = c @ g.T  # (K, G) cosine
+    sim = cosine_matrix(c, g)  # (K, G)
     rows, cols = linear_sum_assignment(sim, maximize=True)
     for r, j in zip(rows, cols, strict=True):
         if sim[r, j] >= threshold:
@@ -344,14 +344,7 @@ class Diarizer:
         min_speakers: int | None = None,
         max_speakers: int | None = None,
     ) -> DiarizationResult:
-        x = np.asarray(wav)
-        if x.ndim == 2 and x.shape[0] == 1:
-            x = x[0]
-        if x.ndim != 1:
-            raise ValueError(f"expected a mono waveform (T,), got shape {x.shape}; mix down first")
-        if x.dtype == np.int16:
-            x = x.astype(np.float32) / 32768.0
-        x = x.astype(np.float32, copy=False)
+        x = mono_float32(wav, sample_rate, allow_empty=True).numpy()
         duration = x.size / float(sample_rate)
         timings = {"vad": 0.0, "embedding": 0.0, "clustering": 0.0}
         t0 = time.perf_counter()
@@ -376,8 +369,7 @@ class Diarizer:
         speakers = [speaker_label(k) for k in range(len(order))]
         centroids = np.zeros((len(order), emb.shape[1]), dtype=np.float32)
         for cid, k in order.items():
-            c = emb[labels == cid].mean(axis=0)  # (D,)
-            centroids[k] = c / max(float(np.linalg.norm(c)), 1e-12)
+            centroids[k] = centroid(emb[labels == cid])  # (D,)
         log.info(
             "diarized %.1f s: %d regions, %d windows, %d speakers",
             duration,

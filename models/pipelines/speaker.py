@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchaudio.functional as AF
 from torch import nn
 
 from models.checkpoint import load_model
 from models.features import Fbank, FbankConfig, min_samples, num_frames
-from models.pipelines.inputs import AudioInputError, mono_float32
+from models.pipelines.scoring import cosine
+from models.waveform import AudioError, mono_float32, resample
 
 
 def _hash_file(path: Path) -> str:
@@ -47,6 +47,29 @@ def checkpoint_model_id(path: str | os.PathLike, model: nn.Module) -> str:
     """``"<model name>:<first 12 hex digits of the checkpoint file's sha256>"``."""
     name = getattr(model, "registry_name", type(model).__name__)
     return f"{name}:{_hash_file(Path(path))[:12]}"
+
+
+def embedder_input(
+    wav: np.ndarray | torch.Tensor, sample_rate: int, fbank: FbankConfig, min_seconds: float = 0.0
+) -> torch.Tensor:
+    """The embedders' input check: one mono clip at ``sample_rate`` Hz -> ``(T',) float32`` at
+    ``fbank.sample_rate``. Raises ``AudioError`` for what ``mono_float32`` rejects, clips shorter
+    than ``min_seconds`` and clips shorter than one fbank frame. Also used where fbank is computed
+    apart from the embedder (``ray_jobs/extract``), so both reject the same audio."""
+    x = mono_float32(wav, sample_rate)
+    seconds = x.numel() / sample_rate
+    if seconds < min_seconds:
+        raise AudioError(
+            f"audio is {seconds:.3f} s long; this embedder needs at least {min_seconds:g} s"
+        )
+    if sample_rate != fbank.sample_rate:
+        x = resample(x, int(sample_rate), fbank.sample_rate)
+    if x.numel() < min_samples(fbank):
+        raise AudioError(
+            f"audio is {seconds * 1000:.1f} ms long, shorter than one "
+            f"{fbank.frame_length:g} ms fbank frame"
+        )
+    return x
 
 
 class WaveformEmbedder:
@@ -94,27 +117,13 @@ class WaveformEmbedder:
     # -- input handling ----------------------------------------------------------------------
     def _prepare(self, wav: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
         """Validate one mono clip and resample it: -> ``(T',) float32`` at ``self.sample_rate``."""
-        x = mono_float32(wav, sample_rate)
-        seconds = x.numel() / sample_rate
-        if seconds < self.min_seconds:
-            raise AudioInputError(
-                f"audio is {seconds:.3f} s long; this embedder needs at least "
-                f"{self.min_seconds:g} s"
-            )
-        if sample_rate != self.sample_rate:
-            x = AF.resample(x, int(sample_rate), self.sample_rate)
-        if x.numel() < min_samples(self.fbank_cfg):
-            raise AudioInputError(
-                f"audio is {seconds * 1000:.1f} ms long, shorter than one "
-                f"{self.fbank_cfg.frame_length:g} ms fbank frame"
-            )
-        return x
+        return embedder_input(wav, sample_rate, self.fbank_cfg, self.min_seconds)
 
     # -- embedding ---------------------------------------------------------------------------
     def embed(self, wav: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
         """``wav: (T,)`` float at ``sample_rate`` Hz -> ``(D,)`` float32, unit L2 norm.
 
-        Raises ``AudioInputError`` (a ``ValueError``) for empty, non-finite or too-short audio.
+        Raises ``AudioError`` (a ``ValueError``) for empty, non-finite or too-short audio.
         """
         x = self._prepare(wav, sample_rate)
         with torch.inference_mode():
@@ -136,7 +145,7 @@ class WaveformEmbedder:
         the embedding; exact grouping costs little in practice: large corpora have many clips per
         frame count (10 ms resolution), and callers feeding duration-sorted chunks (as
         ``ray_jobs/evaluate.py`` does) get full batches. Groups are split so that
-        ``batch * frames <= max_batch_frames``. Raises ``AudioInputError`` naming the index of
+        ``batch * frames <= max_batch_frames``. Raises ``AudioError`` naming the index of
         the first unusable clip.
         """
         if len(wavs) == 0:
@@ -145,8 +154,8 @@ class WaveformEmbedder:
         for i, wav in enumerate(wavs):
             try:
                 prepared.append(self._prepare(wav, sample_rate))
-            except AudioInputError as exc:
-                raise AudioInputError(f"clip {i}: {exc}") from exc
+            except AudioError as exc:
+                raise AudioError(f"clip {i}: {exc}") from exc
         frames = np.array([num_frames(x.numel(), self.fbank_cfg) for x in prepared])
         order = np.argsort(frames, kind="stable")
         out = np.empty((len(prepared), self.embed_dim), dtype=np.float32)
@@ -169,7 +178,7 @@ class WaveformEmbedder:
         bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
         if bad.size:
             k = int(bad[0])
-            raise AudioInputError(
+            raise AudioError(
                 f"clip {k}: the model produced a non-finite embedding from {int(frames[k])} "
                 "frames; the clip is probably too short for this model (raise min_seconds)"
             )
@@ -178,12 +187,7 @@ class WaveformEmbedder:
     @staticmethod
     def score(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
         """Cosine similarity of two embeddings ``(D,)`` (normalised here, so raw ones work too)."""
-        a = np.asarray(a, dtype=np.float64).reshape(-1)
-        b = np.asarray(b, dtype=np.float64).reshape(-1)
-        if a.shape != b.shape:
-            raise ValueError(f"embeddings differ in size: {a.size} vs {b.size}")
-        denom = max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)
-        return float(np.dot(a, b) / denom)
+        return cosine(np.asarray(a), np.asarray(b))
 
     def verify(
         self,

@@ -1,36 +1,24 @@
-"""The one evaluation entry point; for speaker embedders: EER and minDCF on a labelled tree.
-
-A TSE, codec or classifier checkpoint is handed to its family's evaluator
-(``ray_jobs/evaluate_tse.py``, ``evaluate_codec.py``, ``evaluate_classify.py``), which takes
-its own arguments (``python -m ray_jobs.evaluate --checkpoint tse.pt --help``).
-
-    python -m ray_jobs.evaluate --checkpoint runs/campplus/best.pt --data-root data/vox1_test \\
-        [--trials veri_test2.txt] [--layout auto] [--max-trials 200000] [--json]
+"""Speaker-embedder evaluation core (Ray-free, no CLI): EER and minDCF on a labelled tree.
 
 Every utterance needed is embedded once (``SpeakerEmbedder.embed_batch`` on duration-sorted
 chunks, so equal-length clips share a forward pass), then trials are scored by cosine:
 
-- ``--trials FILE``: one trial per line, ``<label> <enroll> <test>`` (VoxCeleb:
+- a trials file, one trial per line, ``<label> <enroll> <test>`` (VoxCeleb:
   ``1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav``) or Kaldi's
   ``<enroll> <test> <label>``; labels ``1``/``0`` or ``target``/``nontarget``. Utterances are
   named by manifest key (``dataset_speaker_utterance``) or by a path relative to the data root
   or to any folder below it (with or without the extension);
 - otherwise all same/different-speaker pairs of the tree when there are at most
-  ``--max-trials``, else a seeded subsample of ``max_trials`` pairs, half same-speaker.
+  ``max_trials``, else a seeded subsample of ``max_trials`` pairs, half same-speaker.
 
-The core, :func:`evaluate_tree`, is Ray-free so the training job calls it in-process; this file
-imports no Ray (one process is enough for evaluation-sized trees; sharded extraction at scale is
-``ray_jobs/extract.py``'s job). Output: a readable report, or with ``--json`` exactly one JSON
-object on stdout (logs go to stderr).
+:func:`evaluate_tree` is what the training job (``ray_jobs/train/data/speaker.py``) and the CLI
+(``ray_jobs/evaluate/cli/speaker.py``) call. One process is enough for evaluation-sized trees;
+sharded extraction at scale is ``ray_jobs/extract``'s job.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from datasets.audio import AudioError, load_audio
-from datasets.manifests import Utterance, scan_source
+from datasets.manifests import Utterance
 from models.metrics import verification_metrics
-from models.pipelines.speaker import AudioInputError, SpeakerEmbedder
-from ray_jobs.cli import configure_cli_logging
+from models.pipelines.scoring import cosine_pairs
+from models.pipelines.speaker import SpeakerEmbedder
 
 log = logging.getLogger("ray_jobs.evaluate.speaker")
 
@@ -246,12 +234,12 @@ def embed_utterances(
         try:
             emb[idx] = embedder.embed_batch(wavs, sr)
             ok[idx] = True
-        except AudioInputError:  # find the bad clip(s) one by one
+        except AudioError:  # find the bad clip(s) one by one
             for k, wav in zip(idx, wavs, strict=True):
                 try:
                     emb[k] = embedder.embed(wav, sr)
                     ok[k] = True
-                except AudioInputError as exc:
+                except AudioError as exc:
                     log.warning("skipping %s: %s", utterances[k].key, exc)
         log.info("embedded %d / %d utterances", min(start + chunk_size, n), n)
     return emb, ok
@@ -314,7 +302,7 @@ def evaluate_tree(
             log.warning("dropping %d trial(s) whose audio could not be embedded", dropped)
         pairs, target = pairs[keep], target[keep]
 
-    scores = np.einsum("nd,nd->n", emb[pairs[:, 0]], emb[pairs[:, 1]])  # cosine: unit vectors
+    scores = cosine_pairs(emb[pairs[:, 0]], emb[pairs[:, 1]])
     result: dict[str, Any] = verification_metrics(scores, target)
     result.update(
         model_id=embedder.model_id,
@@ -326,129 +314,3 @@ def evaluate_tree(
         embed_seconds=round(embed_seconds, 3),
     )
     return result
-
-
-def format_report(result: dict[str, Any]) -> str:
-    return "\n".join(
-        [
-            f"model       {result['model_id']}",
-            f"utterances  {result['num_utterances']} ({result['num_speakers']} speakers, "
-            f"{result['num_failed_utterances']} failed)",
-            f"trials      {result['num_trials']} ({result['num_target']} target, "
-            f"{result['num_nontarget']} non-target; {result['trials_source']})",
-            f"EER         {100 * result['eer']:.3f} %  (threshold {result['eer_threshold']:.4f})",
-            f"minDCF      p=0.01: {result['min_dcf_0.01']:.4f}   "
-            f"p=0.05: {result['min_dcf_0.05']:.4f}",
-        ]
-    )
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m ray_jobs.evaluate", description=__doc__.split("\n")[0]
-    )
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        help="voxray speaker-model checkpoint (.pt) or an exported ONNX model (.onnx)",
-    )
-    p.add_argument("--data-root", required=True, help="labelled tree: [dataset/]speaker/utt.wav")
-    p.add_argument("--trials", help="trials file; default: same/different pairs of the tree")
-    p.add_argument(
-        "--layout",
-        default="auto",
-        help="auto, dataset/speaker/utt, speaker/utt, or a file-name pattern (librispeech, fsdd, "
-        "cmu-arctic); --data-root also takes comma-separated PATH@LAYOUT sources",
-    )
-    p.add_argument("--max-trials", type=int, default=DEFAULT_MAX_TRIALS)
-    p.add_argument("--seed", type=int, default=0, help="seed of the pair subsample")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--min-seconds", type=float, default=0.0, help="skip shorter utterances")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
-    return p
-
-
-# Evaluation of the other model families, by the checkpoint's family: same entry point.
-FAMILY_EVALUATORS = {
-    "tse": "ray_jobs.evaluate.tse",
-    "codec": "ray_jobs.evaluate.codec",
-    "classify": "ray_jobs.evaluate.classify",
-}
-
-
-def checkpoint_family(path: str | Path) -> str:
-    """``speaker`` / ``tse`` / ``codec`` / ``classify`` of a voxray checkpoint (.onnx: speaker)."""
-    path = Path(path)
-    if path.suffix == ".onnx" or not path.is_file():
-        return "speaker"  # exported embedders; a missing file is reported by the speaker path
-    from models.checkpoint import read_checkpoint
-    from models.registry import get_entry
-
-    return get_entry(read_checkpoint(path)["model_name"]).family
-
-
-def _delegate(argv: Sequence[str] | None) -> int | None:
-    """Run the family's evaluator when ``--checkpoint`` is not a speaker embedder."""
-    import importlib
-
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--checkpoint")
-    known, _ = pre.parse_known_args(argv)
-    if not known.checkpoint:
-        return None
-    try:
-        family = checkpoint_family(known.checkpoint)
-    except (ValueError, KeyError) as exc:
-        log.error("%s", exc)
-        return 2
-    if family not in FAMILY_EVALUATORS:
-        return None
-    return importlib.import_module(FAMILY_EVALUATORS[family]).main(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    delegated = _delegate(sys.argv[1:] if argv is None else argv)
-    if delegated is not None:
-        return delegated
-    args = build_parser().parse_args(argv)
-    configure_cli_logging()
-    try:
-        ckpt = Path(args.checkpoint)
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
-        if ckpt.suffix == ".onnx":  # an exported model (ray_jobs.export), FP32 or INT8
-            from models.pipelines.onnx_backend import OnnxSpeakerEmbedder
-
-            embedder = OnnxSpeakerEmbedder.from_file(ckpt, min_seconds=args.min_seconds)
-        else:
-            embedder = SpeakerEmbedder.from_checkpoint(
-                ckpt, device=args.device, min_seconds=args.min_seconds
-            )
-        utterances = scan_source(args.data_root, args.layout, with_durations=True)
-        trials = read_trials(args.trials) if args.trials else None
-        log.info(
-            "evaluating %s on %d utterances from %s",
-            embedder.model_id,
-            len(utterances),
-            args.data_root,
-        )
-        result = evaluate_tree(
-            embedder, utterances, trials, max_trials=args.max_trials, seed=args.seed
-        )
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        # ValueError covers CheckpointError, ManifestError, AudioError and ConfigError
-        log.error("%s", exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
-        return 2
-    result["checkpoint"] = str(args.checkpoint)
-    result["data_root"] = str(args.data_root)
-    if args.json:
-        print(json.dumps({k: _json_safe(v) for k, v in result.items()}, sort_keys=True))
-    else:
-        print(format_report(result))
-    return 0

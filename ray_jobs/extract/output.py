@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datasets.manifests import Utterance
+from models.pipelines.scoring import centroid
 
 log = logging.getLogger("ray_jobs.extract.job")
 
@@ -199,15 +200,13 @@ def aggregate_speakers(
     Returns ``([(dataset, speaker_id, num_utterances), ...] sorted, (S, D) float32)``.
     """
     emb = np.asarray(embeddings, dtype=np.float64)
-    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     groups: dict[tuple[str, str], list[int]] = {}
     for i, (d, s) in enumerate(zip(datasets, speakers, strict=True)):
         groups.setdefault((str(d), str(s)), []).append(i)
     names = sorted(groups)
     out = np.zeros((len(names), emb.shape[1] if emb.ndim == 2 else 0), dtype=np.float32)
     for j, name in enumerate(names):
-        mean = emb[groups[name]].mean(axis=0)
-        out[j] = mean / max(np.linalg.norm(mean), 1e-12)
+        out[j] = centroid(emb[groups[name]])
     return [(d, s, len(groups[(d, s)])) for d, s in names], out
 
 

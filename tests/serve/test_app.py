@@ -41,7 +41,7 @@ def _wav(seconds: float, seed: int, sr: int = SR, fmt: str = "WAV") -> bytes:
 def files(tmp_path_factory):
     import models
     from datasets.synth import generate_corpus
-    from ray_jobs.export.speaker import export_checkpoint
+    from ray_jobs.export.core import export_checkpoint
 
     root = tmp_path_factory.mktemp("svc")
     torch_ckpt = models.save_checkpoint(models.build_model("campplus-tiny").eval(), root / "a.pt")

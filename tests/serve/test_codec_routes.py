@@ -1,4 +1,4 @@
-"""Codec and classifier routes over real HTTP on loopback: round trips, bitrate, top-k, errors.
+"""Codec and classify routes over real HTTP on loopback: round trips, bitrate, top-k, errors.
 
 One Serve app for the module (deployments at ``num_cpus=0``) with a tiny random-weight CAM++
 speaker model (required by the app), two tiny TinyStream codecs and a tiny ACDNet classifier.
@@ -62,7 +62,7 @@ def client(ray_cluster, files):
             "tiny": {"checkpoint": str(files["tiny"]), **product},
             "other": {"checkpoint": str(files["other"]), **product},
         },
-        "classifier": {"checkpoint": str(files["clf"]), **product},
+        "classify": {"checkpoint": str(files["clf"]), **product},
     }
     with running_app(args, APP, timeout=60) as c:
         yield c
@@ -144,16 +144,23 @@ def test_classify_top_k(client):
     _err(r, 400, "invalid_audio")
 
 
-def test_disabled_product_is_404():
-    """An app without codecs/classifier: the mixin's lookups answer 404 endpoint_disabled."""
-    from serve.app import VoxrayService
+def test_disabled_product_is_404(tmp_path):
+    """An app without codecs/classify: the context's lookups answer 404 endpoint_disabled,
+    naming the argument that enables the product."""
+    from serve.app import PRODUCTS
+    from serve.context import ServeContext
     from serve.errors import ServiceError
-    from serve.schemas import SpeakerAppArgs
+    from serve.routes.codec import codec_name
 
-    svc = object.__new__(VoxrayService.func_or_class)
-    svc.products = {}
-    svc.args = SpeakerAppArgs(checkpoint="x.pt")
-    for call in (lambda: svc._codec_name(None), lambda: svc.product("classifier", "classifier=")):
+    enable_with = {p.key: p.enable_with for p in PRODUCTS}
+    args = {"checkpoint": "x.pt", "db": str(tmp_path / "s.db")}
+    ctx = ServeContext.create(None, args, {}, enable_with)
+    for call, hint in (
+        (lambda: codec_name(ctx, None), "codecs="),
+        (lambda: ctx.handle("classify"), "classify="),
+        (lambda: ctx.handle("codec:tiny"), "codecs="),
+    ):
         with pytest.raises(ServiceError) as exc:
             call()
         assert exc.value.status == 404 and exc.value.code == "endpoint_disabled"
+        assert hint in exc.value.message

@@ -12,6 +12,7 @@ import pytest
 
 sys.modules.setdefault("ray", None)  # the store must not need Ray
 
+from models.pipelines.scoring import centroid  # noqa: E402
 from serve.store import (  # noqa: E402
     Match,
     ModelMismatchError,
@@ -19,7 +20,6 @@ from serve.store import (  # noqa: E402
     StoreError,
     UnknownGroupError,
     UnknownSpeakerError,
-    centroid,
 )
 
 D = 16

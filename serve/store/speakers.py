@@ -1,25 +1,13 @@
-"""The enrollment database: speakers, their embeddings and groups in one SQLite file.
+"""Speaker CRUD of the enrollment database: enroll, groups, imports, reads, identification.
 
-Ray-free (plain ``sqlite3`` + numpy) so it is tested without a cluster; ``serve/app.py`` holds
-one ``SpeakerStore`` per replica, and several replicas (processes) may share the file.
+Ray-free (plain ``sqlite3`` + numpy) so it is tested without a cluster; the Serve ingress
+(``serve/context.py``) holds one ``SpeakerStore`` per replica, and several replicas (processes)
+may share the file. The file itself (schema, WAL, write transactions) is ``serve/store/db.py``;
+identification searches the in-memory centroid index of ``serve/store/index.py``, reloaded
+before a search when ``meta.version`` shows that any connection has written since.
 
-Layout (``SCHEMA_VERSION`` 1)::
-
-    schema_version(version)                         one row
-    meta(id=1, model_id, embed_dim, version)        one row: the bound model and the write counter
-    speakers(id, name, model_id, embed_dim, created_at, metadata JSON, centroid BLOB, num_embeddings)
-    embeddings(id, speaker_id -> speakers ON DELETE CASCADE, vector BLOB float32, created_at)
-    groups(name, created_at)
-    memberships(speaker_id -> speakers, group_name -> groups, both ON DELETE CASCADE)
-
-Consistency across processes: SQLite in WAL mode (readers never block the writer), every write in
-a ``BEGIN IMMEDIATE`` transaction (retried on ``database is locked`` beyond the busy timeout) that
-also bumps ``meta.version``. Identification searches an in-memory matrix of normalised centroids;
-before each search the store reads ``meta.version`` (one row, ~10 us) and reloads the matrix when
-any connection (this one, another ``SpeakerStore``, another process) has written since.
-
-Scores are cosine similarities of L2-normalised embeddings, as in 3D-Speaker and WeSpeaker; a
-speaker's centroid is the mean of its L2-normalised utterance embeddings, re-normalised.
+Scores are cosine similarities and a speaker's centroid is the mean of its L2-normalised
+utterance embeddings, re-normalised (``models.pipelines.scoring``).
 
 The store is bound to one ``(model_id, embed_dim)``: embeddings of another model live in another
 space, so mixing them is refused with ``ModelMismatchError``. The binding is recorded on the first
@@ -30,42 +18,27 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+from models.pipelines.scoring import centroid
+from serve.store.db import (
+    Database,
+    ModelMismatchError,
+    StoreError,
+    UnknownGroupError,
+    UnknownSpeakerError,
+)
+from serve.store.index import CentroidIndex, Match
+
 DEFAULT_GROUP = "default"
-UNKNOWN = "unknown"
-# Score reported for "unknown" when the searched gallery is empty: the minimum cosine.
-EMPTY_GALLERY_SCORE = -1.0
-
-T = TypeVar("T")
-
-
-class StoreError(ValueError):
-    """A request the enrollment database cannot honour; the message says what to do."""
-
-
-class UnknownSpeakerError(StoreError):
-    """No speaker with this id."""
-
-
-class UnknownGroupError(StoreError):
-    """No group with this name."""
-
-
-class ModelMismatchError(StoreError):
-    """Embeddings of another model id, or of another dimension, than the store is bound to."""
 
 
 @dataclass(frozen=True)
@@ -80,71 +53,7 @@ class Speaker:
     metadata: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Match:
-    speaker_id: str | None  # None for "unknown"
-    name: str  # "unknown" when the best score is below the threshold
-    score: float  # cosine similarity in [-1, 1]
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    model_id TEXT,
-    embed_dim INTEGER,
-    version INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS speakers (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    model_id TEXT NOT NULL,
-    embed_dim INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    metadata TEXT NOT NULL DEFAULT '{}',
-    centroid BLOB NOT NULL,
-    num_embeddings INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS embeddings (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    speaker_id TEXT NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
-    vector BLOB NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS embeddings_speaker ON embeddings(speaker_id);
-CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, created_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS memberships (
-    speaker_id TEXT NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
-    group_name TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,
-    PRIMARY KEY (speaker_id, group_name)
-);
-CREATE INDEX IF NOT EXISTS memberships_group ON memberships(group_name);
-"""
-
-
-def _normalise_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def centroid(embeddings: np.ndarray) -> np.ndarray:
-    """``(N, D)`` -> ``(D,)`` float32: mean of the L2-normalised rows, re-normalised."""
-    mean = _normalise_rows(embeddings).mean(axis=0)
-    return _normalise_rows(mean[None])[0].astype(np.float32)
-
-
-@dataclass
-class _Index:
-    """Normalised centroids of every speaker, plus row indices per group."""
-
-    version: int = -1
-    ids: list[str] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
-    matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
-    groups: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-class SpeakerStore:
+class SpeakerStore(Database):
     """Speakers, embeddings and groups in one SQLite file; thread-safe, multi-process safe.
 
     ``model_id``/``embed_dim`` (optional) state the model the caller will write with: opening a
@@ -161,21 +70,10 @@ class SpeakerStore:
         busy_timeout: float = 5.0,
         max_write_seconds: float = 60.0,
     ) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(path, busy_timeout=busy_timeout, max_write_seconds=max_write_seconds)
         self._expect_model_id = model_id
         self._expect_dim = None if embed_dim is None else int(embed_dim)
-        self._max_write_seconds = float(max_write_seconds)
-        self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        self._retry(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
-        self._conn.execute("PRAGMA foreign_keys = ON")
-        self._conn.execute("PRAGMA synchronous = NORMAL")  # durable in WAL mode up to a power cut
-        self._index = _Index()
-        self._create_schema()
+        self._index = CentroidIndex()
         held_model, held_dim = self._meta()[:2]
         if self._num_speakers() and (
             (model_id is not None and held_model != model_id)
@@ -185,78 +83,6 @@ class SpeakerStore:
                 f"{self.path} holds embeddings of model {held_model} (dim {held_dim}), not of "
                 f"{model_id} (dim {embed_dim}); use another database file for this model"
             )
-
-    # -- plumbing ----------------------------------------------------------------------------
-    def _retry(self, fn: Callable[[], T]) -> T:
-        deadline = time.monotonic() + self._max_write_seconds
-        delay = 0.01
-        while True:
-            try:
-                return fn()
-            except sqlite3.OperationalError as exc:
-                msg = str(exc)
-                if "locked" not in msg and "busy" not in msg or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.5)
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction that bumps ``meta.version``; rolled back on error."""
-        with self._lock:
-            self._retry(lambda: self._conn.execute("BEGIN IMMEDIATE"))
-            try:
-                yield self._conn
-                self._conn.execute("UPDATE meta SET version = version + 1 WHERE id = 1")
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-
-    def _create_schema(self) -> None:
-        with self._lock:
-            self._retry(lambda: self._conn.execute("BEGIN IMMEDIATE"))
-            try:
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        self._conn.execute(stmt)
-                row = self._conn.execute("SELECT version FROM schema_version").fetchone()
-                if row is None:
-                    self._conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-                elif row[0] != SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{self.path} has schema version {row[0]}; this code reads version "
-                        f"{SCHEMA_VERSION}: upgrade voxray or use another database file"
-                    )
-                self._conn.execute("INSERT OR IGNORE INTO meta (id, version) VALUES (1, 0)")
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-
-    def _meta(self) -> tuple[str | None, int | None, int]:
-        with self._lock:
-            row = self._conn.execute("SELECT model_id, embed_dim, version FROM meta").fetchone()
-        return row[0], row[1], int(row[2])
-
-    def _num_speakers(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM speakers").fetchone()[0])
-
-    # -- properties --------------------------------------------------------------------------
-    @property
-    def model_id(self) -> str | None:
-        """The model the stored embeddings come from (None before the first write)."""
-        return self._meta()[0]
-
-    @property
-    def embed_dim(self) -> int | None:
-        return self._meta()[1]
-
-    @property
-    def version(self) -> int:
-        """Write counter: bumped by every write transaction of any connection."""
-        return self._meta()[2]
 
     # -- model binding -----------------------------------------------------------------------
     def _bind(self, conn: sqlite3.Connection, model_id: str, dim: int) -> None:
@@ -584,41 +410,11 @@ class SpeakerStore:
         return np.stack([np.frombuffer(r[0], np.float32) for r in rows])
 
     # -- identification ----------------------------------------------------------------------
-    def _fresh_index(self) -> _Index:
-        """The centroid matrix, reloaded if any connection wrote since it was built."""
+    def _fresh_index(self) -> CentroidIndex:
+        """The centroid index, reloaded if any connection wrote since it was built."""
         with self._lock:
-            version = self._meta()[2]
-            if version == self._index.version:
-                return self._index
-            conn = self._conn
-            conn.execute("BEGIN")  # one snapshot for the version, speakers and memberships
-            try:
-                version = int(conn.execute("SELECT version FROM meta").fetchone()[0])
-                rows = conn.execute(
-                    "SELECT id, name, centroid FROM speakers ORDER BY created_at, rowid"
-                ).fetchall()
-                members = conn.execute("SELECT speaker_id, group_name FROM memberships").fetchall()
-                group_names = [r[0] for r in conn.execute("SELECT name FROM groups")]
-            finally:
-                conn.execute("COMMIT")
-            ids = [r[0] for r in rows]
-            dim = self._meta()[1] or 0
-            matrix = (
-                np.stack([np.frombuffer(r[2], np.float32) for r in rows])
-                if rows
-                else np.zeros((0, dim), np.float32)
-            )
-            pos = {sid: i for i, sid in enumerate(ids)}
-            by_group: dict[str, list[int]] = {g: [] for g in group_names}
-            for sid, g in members:
-                by_group.setdefault(g, []).append(pos[sid])
-            self._index = _Index(
-                version=version,
-                ids=ids,
-                names=[r[1] for r in rows],
-                matrix=np.ascontiguousarray(matrix),
-                groups={g: np.array(sorted(v), dtype=np.int64) for g, v in by_group.items()},
-            )
+            if self._meta()[2] != self._index.version:
+                self._index = CentroidIndex.load(self._conn, self._meta()[1] or 0)
             return self._index
 
     def identify(
@@ -666,36 +462,9 @@ class SpeakerStore:
                 f"got {q.shape[1]}-dim embeddings; this store holds {dim}-dim embeddings of "
                 f"model {model_id}"
             )
-        if group is None:
-            rows = None
-        elif group in index.groups:
-            rows = index.groups[group]
-        else:
-            raise UnknownGroupError(f"no group {group!r}; list_groups() lists them")
-        matrix = index.matrix if rows is None else index.matrix[rows]
-        if matrix.shape[0] == 0:  # empty gallery: nothing to compare with
-            return [[Match(None, UNKNOWN, EMPTY_GALLERY_SCORE)] for _ in q]
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        scores = q @ matrix.T  # (B, N)
-        k = min(int(top_k), scores.shape[1])
-        out = []
-        for s in scores:
-            top = np.argpartition(-s, k - 1)[:k] if k < len(s) else np.arange(len(s))
-            top = top[np.lexsort((top, -s[top]))]  # score descending, then row ascending
-            cand = []
-            for j in top:
-                r = int(j) if rows is None else int(rows[j])
-                cand.append(Match(index.ids[r], index.names[r], float(s[j])))
-            if cand[0].score < threshold:
-                cand.insert(0, Match(None, UNKNOWN, cand[0].score))
-            out.append(cand)
-        return out
+        return index.search(q, group=group, top_k=top_k, threshold=threshold)
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
     def __enter__(self) -> SpeakerStore:
         return self
 

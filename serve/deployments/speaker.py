@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from ray import serve
 
-from models.pipelines.speaker import AudioInputError, SpeakerEmbedder
+from models.pipelines.speaker import SpeakerEmbedder
+from models.waveform import AudioError
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,14 @@ def embed_many(embedder: Any, wavs: list[np.ndarray]) -> list[np.ndarray | str]:
     """
     try:
         return list(embedder.embed_batch(wavs, embedder.sample_rate))
-    except AudioInputError as exc:
+    except AudioError as exc:
         if len(wavs) == 1:
             return [str(exc)]
     out: list[np.ndarray | str] = []
     for wav in wavs:  # find the bad clip(s): one by one
         try:
             out.append(embedder.embed_batch([wav], embedder.sample_rate)[0])
-        except AudioInputError as exc:
+        except AudioError as exc:
             out.append(str(exc))
     return out
 
@@ -105,3 +106,18 @@ class EmbeddingModel:
             for i, row in zip(idx, rows, strict=True):
                 out[i] = row
         return out
+
+
+def bind_embedding(cfg: Any) -> Any:
+    """``AppArgs`` -> the bound ``EmbeddingModel`` (every configured model, one deployment)."""
+    auto = cfg.autoscaling
+    return EmbeddingModel.options(
+        autoscaling_config=auto.to_serve(),
+        max_ongoing_requests=max(2 * cfg.max_batch_size, int(auto.target_ongoing_requests) + 1),
+        ray_actor_options={"num_cpus": cfg.model_num_cpus},
+    ).bind(
+        {name: spec.model_dump() for name, spec in cfg.models.items()},
+        max_batch_size=cfg.max_batch_size,
+        batch_wait_timeout_s=cfg.batch_wait_timeout_s,
+        torch_threads=cfg.torch_threads,
+    )

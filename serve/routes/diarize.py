@@ -1,8 +1,9 @@
 """``POST /diarize`` of the ingress: who spoke when, optionally named from an enrollment group.
 
-A mixin of the ingress class in ``serve/app.py``. The audio is decoded here (JSON base64/path or
+A route module of the ingress (``serve/app.py``; shared state in ``self.ctx``,
+``serve/context.py``). The audio is decoded here (JSON base64/path or
 multipart, as for the speaker routes) with the diarization length limit
-(``diarization.max_seconds``); the ``Diarization`` deployment (``serve/deployments_diarize.py``)
+(``diarization.max_seconds``); the ``Diarization`` deployment (``serve/deployments/diarize.py``)
 runs VAD, window embeddings (through the embedding deployment) and clustering. With ``group``,
 the clusters are named against the enrolled speakers of that group (open set: one-to-one
 Hungarian assignment, ``models.pipelines.diarize.name_clusters``; a cluster whose best match is
@@ -20,15 +21,13 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.pipelines.diarize import name_clusters
+from models.pipelines.scoring import centroid
 from serve import schemas as S
-from serve.audio_input import load_source
+from serve.context import ServeContext
 from serve.errors import ERRORS, ServiceError, request_body
 from serve.http import app
-from serve.store import centroid
 
 log = logging.getLogger(__name__)
-
-ENABLE_WITH = "diarization.enabled=true"
 
 
 class DiarizeRequest(BaseModel):
@@ -71,27 +70,30 @@ class DiarizeResponse(BaseModel):
     embeddings: dict[str, list[float]] | None = None  # speaker -> centroid (return_embeddings)
 
 
-class DiarizeRoutes:
-    """``POST /diarize``; needs ``self.product``, ``self.store``, ``self._info`` and ``self.args``
-    of the ingress and its speaker routes."""
+def _gallery(ctx: ServeContext, group: str, model_id: str) -> dict[str, np.ndarray]:
+    """``{name: centroid (D,)}`` of the group's speakers (duplicate names get an id suffix)."""
+    store = ctx.store
+    if not any(g.get("name") == group for g in store.list_groups()):
+        raise ServiceError(404, "unknown_group", f"no group {group!r}; GET /groups lists them")
+    held = store.model_id
+    if held is not None and held != model_id:
+        raise ServiceError(
+            409,
+            "model_mismatch",
+            f"group {group!r} holds embeddings of model {held}, not of the active model "
+            f"{model_id}; switch models (POST /config) or re-enroll",
+        )
+    gallery: dict[str, np.ndarray] = {}
+    for sp in store.list_speakers(group):
+        key = sp.name if sp.name not in gallery else f"{sp.name} ({sp.id[:8]})"
+        gallery[key] = centroid(store.embeddings(sp.id))
+    return gallery
 
-    def _gallery(self, group: str, model_id: str) -> dict[str, np.ndarray]:
-        """``{name: centroid (D,)}`` of the group's speakers (duplicate names get an id suffix)."""
-        if not any(g.get("name") == group for g in self.store.list_groups()):
-            raise ServiceError(404, "unknown_group", f"no group {group!r}; GET /groups lists them")
-        held = self.store.model_id
-        if held is not None and held != model_id:
-            raise ServiceError(
-                409,
-                "model_mismatch",
-                f"group {group!r} holds embeddings of model {held}, not of the active model "
-                f"{model_id}; switch models (POST /config) or re-enroll",
-            )
-        gallery: dict[str, np.ndarray] = {}
-        for sp in self.store.list_speakers(group):
-            key = sp.name if sp.name not in gallery else f"{sp.name} ({sp.id[:8]})"
-            gallery[key] = centroid(self.store.embeddings(sp.id))
-        return gallery
+
+class DiarizeRoutes:
+    """``POST /diarize`` on the ``diarization`` product; state is ``self.ctx``."""
+
+    ctx: ServeContext
 
     @app.post(
         "/diarize",
@@ -101,20 +103,20 @@ class DiarizeRoutes:
     )
     async def diarize(self, request: Request) -> DiarizeResponse:
         """One recording -> speaker turns ``[{start, end, speaker}]`` (+ names with ``group``)."""
-        handle = self.product("diarization", ENABLE_WITH)
+        handle = self.ctx.handle("diarization")
         t0 = asyncio.get_running_loop().time()
-        req = await self._parse(request, DiarizeRequest)
-        info = await self._info()
-        gallery = self._gallery(req.group, info["model_id"]) if req.group else None
-        limits = self.audio_limits(
-            info["sample_rate"], self.args.min_seconds, self.args.diarization.max_seconds
+        req = await self.ctx.parse(request, DiarizeRequest)
+        info = await self.ctx.embedding.info()
+        gallery = _gallery(self.ctx, req.group, info["model_id"]) if req.group else None
+        limits = self.ctx.audio_limits(
+            info["sample_rate"], self.ctx.args.min_seconds, self.ctx.args.diarization.max_seconds
         )
-        wav = await asyncio.to_thread(load_source, req.audio, "audio", limits)
+        wav = await self.ctx.load(req.audio, "audio", limits)
         try:
             res = await handle.diarize.remote(
                 wav,
                 limits.sample_rate,
-                self.active,
+                self.ctx.embedding.active,
                 int(info["embed_dim"]),
                 req.num_speakers,
                 req.min_speakers,
@@ -128,7 +130,7 @@ class DiarizeRoutes:
         named: dict[str, str] = {}
         if gallery:
             mapping = name_clusters(
-                res.cluster_centroids, gallery, self.args.diarization.name_threshold
+                res.cluster_centroids, gallery, self.ctx.args.diarization.name_threshold
             )
             named = {res.cluster_labels[k]: n for k, n in mapping.items() if n is not None}
             res = res.with_names(mapping)

@@ -1,10 +1,11 @@
 """Speaker routes of the ingress: verification, embeddings, enrollment, identification.
 
-A mixin of the ingress class in ``serve/app.py``. It decodes audio (``serve/audio_input.py``),
-sends waveforms to ``EmbeddingModel`` (``serve/deployments.py``, dynamically batched,
-autoscaled) through a ``DeploymentHandle``, and holds the enrollment database
-(``serve/store.py``). The database is
-one SQLite file, so the ingress runs as one replica per file; the model scales out.
+A route module (``serve/app.py`` composes it into the ingress; ``self.ctx`` is the shared
+``serve/context.py`` context). It decodes audio (``serve/audio_input.py``), sends waveforms to
+``EmbeddingModel`` (``serve/deployments/speaker.py``, dynamically batched, autoscaled) through
+``ctx.embedding``, scores with ``models.pipelines.scoring``, and keeps enrollments in
+``ctx.store`` (``serve/store``). The database is one SQLite file, so the ingress runs as one
+replica per file; the model scales out.
 
 Every refused request is a 4xx ``{"error": {"code", "message"}}`` (``serve/errors.py``, which also
 documents the hand-parsed bodies). OpenAPI docs: ``/docs``.
@@ -15,7 +16,6 @@ documents the hand-parsed bodies). OpenAPI docs: ``/docs``.
 
 import asyncio
 import logging
-import os
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
@@ -23,14 +23,15 @@ from typing import Any
 
 import numpy as np
 from fastapi import Request
-from ray.serve.handle import DeploymentHandle
 
 from datasets.manifests import ManifestError, scan_tree
+from models.pipelines.scoring import cosine
 from serve import schemas as S
-from serve.audio_input import AudioLimits, load_source, parse_request, resolve_allowed_path
+from serve.audio_input import resolve_allowed_path
+from serve.context import ServeContext
 from serve.errors import ERRORS, ServiceError, request_body
 from serve.http import app
-from serve.store import ModelMismatchError, SpeakerStore, UnknownGroupError
+from serve.store import ModelMismatchError, UnknownGroupError
 
 log = logging.getLogger(__name__)
 
@@ -57,99 +58,49 @@ def _vector(values: list[float], dim: int, field: str) -> np.ndarray:
     return v
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    return float(a64 @ b64 / max(np.linalg.norm(a64) * np.linalg.norm(b64), 1e-12))
+async def _check_store_model(ctx: ServeContext, model_id: str) -> None:
+    """409 when the store holds speakers embedded by another model than ``model_id``."""
+    held = ctx.store.model_id
+    if held is not None and held != model_id and ctx.store.list_speakers():
+        raise ModelMismatchError(
+            f"the enrollment database {ctx.args.db} holds embeddings of model {held}, "
+            f"not of the active model {model_id}; switch back (POST /config) or use "
+            f"another db"
+        )
+
+
+def check_group(ctx: ServeContext, group: str) -> None:
+    """``UnknownGroupError`` (404) unless the store has ``group``."""
+    if not any(g.get("name") == group for g in ctx.store.list_groups()):
+        raise UnknownGroupError(f"no group {group!r}; GET /groups lists them")
 
 
 class SpeakerRoutes:
-    """Decoding, scoring, enrollment. Embeddings come from ``EmbeddingModel`` (``self.model``)."""
+    """Verification, embeddings, enrollment, identification; state is ``self.ctx``."""
 
-    def _init_speaker(self, model: DeploymentHandle, args: dict[str, Any]) -> None:
-        self.args = S.SpeakerAppArgs.model_validate(args)
-        self.model = model
-        self.store = SpeakerStore(self.args.db)
-        self.threshold = self.args.threshold
-        self.active = self.args.default_model or ""
-        self.roots = tuple(Path(os.path.realpath(r)) for r in self.args.allowed_roots)
-        self._infos: dict[str, dict[str, Any]] | None = None
-        self._lock = asyncio.Lock()
-
-    # -- model -------------------------------------------------------------------------------
-    async def _models(self) -> dict[str, dict[str, Any]]:
-        if self._infos is None:
-            async with self._lock:
-                if self._infos is None:
-                    self._infos = await self.model.info.remote()
-        return self._infos
-
-    async def _info(self) -> dict[str, Any]:
-        return (await self._models())[self.active]
-
-    async def _limits(self) -> AudioLimits:
-        info = await self._info()
-        return self.audio_limits(info["sample_rate"], self.args.min_seconds, self.args.max_seconds)
-
-    async def _parse(
-        self, request: Request, model: type[S.BaseModel], max_files: int | None = None
-    ) -> Any:
-        """The body as ``model``; ``max_files`` defaults to /verify_batch's reference +
-        candidates, the most any speaker route takes."""
-        return await parse_request(
-            request,
-            model,
-            max_bytes=self.args.max_request_bytes,
-            max_files=self.args.max_candidates + 1 if max_files is None else max_files,
-        )
-
-    async def _wav(self, src: S.AudioSource, field: str, limits: AudioLimits) -> np.ndarray:
-        return await asyncio.to_thread(load_source, src, field, limits)
-
-    async def _embed(self, wavs: list[np.ndarray], fields: list[str]) -> np.ndarray:
-        """``N`` waveforms -> ``(N, D)`` from the active model (each call joins a Serve batch)."""
-        rows = await asyncio.gather(*(self.model.embed.remote(w, self.active) for w in wavs))
-        for row, field in zip(rows, fields, strict=True):
-            if isinstance(row, str):
-                raise ServiceError(400, "invalid_audio", f"{field}: {row}")
-        return np.stack(rows).astype(np.float32)
-
-    async def _embed_sources(self, sources: list[S.AudioSource], fields: list[str]) -> np.ndarray:
-        limits = await self._limits()
-        wavs = await asyncio.gather(
-            *(self._wav(s, f, limits) for s, f in zip(sources, fields, strict=True))
-        )
-        return await self._embed(list(wavs), fields)
-
-    async def _check_store_model(self, model_id: str) -> None:
-        held = self.store.model_id
-        if held is not None and held != model_id and self.store.list_speakers():
-            raise ModelMismatchError(
-                f"the enrollment database {self.args.db} holds embeddings of model {held}, "
-                f"not of the active model {model_id}; switch back (POST /config) or use "
-                f"another db"
-            )
+    ctx: ServeContext
 
     # -- health and config -------------------------------------------------------------------
     @app.get("/health", response_model=S.HealthResponse)
     async def health(self) -> S.HealthResponse:
-        info = await self._info()
+        info = await self.ctx.embedding.info()
         return S.HealthResponse(
             status="ok",
-            model=self.active,
+            model=self.ctx.embedding.active,
             model_id=info["model_id"],
-            num_speakers=len(self.store.list_speakers()),
+            num_speakers=len(self.ctx.store.list_speakers()),
         )
 
     async def _config(self) -> S.ConfigResponse:
-        models = await self._models()
+        models = await self.ctx.embedding.models()
         return S.ConfigResponse(
-            threshold=self.threshold,
-            top_k=self.args.top_k,
-            model=S.ModelInfo(**models[self.active]),
+            threshold=self.ctx.threshold,
+            top_k=self.ctx.args.top_k,
+            model=S.ModelInfo(**models[self.ctx.embedding.active]),
             models=[S.ModelInfo(**m) for m in models.values()],
-            min_seconds=self.args.min_seconds,
-            max_seconds=self.args.max_seconds,
-            max_request_mb=self.args.max_request_mb,
+            min_seconds=self.ctx.args.min_seconds,
+            max_seconds=self.ctx.args.max_seconds,
+            max_request_mb=self.ctx.args.max_request_mb,
         )
 
     @app.get("/config", response_model=S.ConfigResponse)
@@ -164,17 +115,17 @@ class SpeakerRoutes:
     )
     async def set_config(self, request: Request) -> S.ConfigResponse:
         """Set the threshold and/or switch the active model to another configured one."""
-        req = await self._parse(request, S.ConfigUpdate)
-        models = await self._models()
+        req = await self.ctx.parse(request, S.ConfigUpdate)
+        models = await self.ctx.embedding.models()
         if req.model is not None:
             if req.model not in models:
                 raise ServiceError(
                     422, "unknown_model", f"model {req.model!r} is not one of {sorted(models)}"
                 )
-            await self._check_store_model(models[req.model]["model_id"])
-            self.active = req.model
+            await _check_store_model(self.ctx, models[req.model]["model_id"])
+            self.ctx.embedding.active = req.model
         if req.threshold is not None:
-            self.threshold = req.threshold
+            self.ctx.threshold = req.threshold
         return await self._config()
 
     # -- verification and embeddings ---------------------------------------------------------
@@ -186,11 +137,11 @@ class SpeakerRoutes:
     )
     async def verify(self, request: Request) -> S.VerifyResponse:
         """Two clips -> cosine score and same/different at the threshold."""
-        req = await self._parse(request, S.VerifyRequest)
-        emb = await self._embed_sources([req.audio_a, req.audio_b], ["audio_a", "audio_b"])
-        thr = self.threshold if req.threshold is None else req.threshold
-        score = _cosine(emb[0], emb[1])
-        info = await self._info()
+        req = await self.ctx.parse(request, S.VerifyRequest)
+        emb = await self.ctx.embed_sources([req.audio_a, req.audio_b], ["audio_a", "audio_b"])
+        thr = self.ctx.threshold if req.threshold is None else req.threshold
+        score = cosine(emb[0], emb[1])
+        info = await self.ctx.embedding.info()
         return S.VerifyResponse(
             score=score, same=score >= thr, threshold=thr, model_id=info["model_id"]
         )
@@ -203,18 +154,18 @@ class SpeakerRoutes:
     )
     async def verify_batch(self, request: Request) -> S.VerifyBatchResponse:
         """One reference clip against many candidates."""
-        req = await self._parse(request, S.VerifyBatchRequest)
-        if len(req.candidates) > self.args.max_candidates:
+        req = await self.ctx.parse(request, S.VerifyBatchRequest)
+        if len(req.candidates) > self.ctx.args.max_candidates:
             raise ServiceError(
                 413,
                 "too_many_candidates",
-                f"{len(req.candidates)} candidates; at most {self.args.max_candidates} per request",
+                f"{len(req.candidates)} candidates; at most {self.ctx.args.max_candidates} per request",
             )
         fields = ["reference"] + [f"candidates[{i}]" for i in range(len(req.candidates))]
-        emb = await self._embed_sources([req.reference, *req.candidates], fields)
-        thr = self.threshold if req.threshold is None else req.threshold
-        scores = [_cosine(emb[0], e) for e in emb[1:]]
-        info = await self._info()
+        emb = await self.ctx.embed_sources([req.reference, *req.candidates], fields)
+        thr = self.ctx.threshold if req.threshold is None else req.threshold
+        scores = [cosine(emb[0], e) for e in emb[1:]]
+        info = await self.ctx.embedding.info()
         return S.VerifyBatchResponse(
             results=[
                 S.CandidateScore(index=i, score=s, same=s >= thr) for i, s in enumerate(scores)
@@ -230,11 +181,11 @@ class SpeakerRoutes:
         openapi_extra=request_body(S.ExtractRequest, {"audio": False}),
     )
     async def extract_embedding(self, request: Request) -> S.EmbeddingResponse:
-        req = await self._parse(request, S.ExtractRequest)
-        limits = await self._limits()
-        wav = await self._wav(req.audio, "audio", limits)
-        emb = (await self._embed([wav], ["audio"]))[0]
-        info = await self._info()
+        req = await self.ctx.parse(request, S.ExtractRequest)
+        limits = await self.ctx.speaker_limits()
+        wav = await self.ctx.load(req.audio, "audio", limits)
+        emb = (await self.ctx.embedding.embed([wav], ["audio"]))[0]
+        info = await self.ctx.embedding.info()
         return S.EmbeddingResponse(
             embedding=emb.tolist(),
             embed_dim=int(emb.size),
@@ -250,12 +201,12 @@ class SpeakerRoutes:
     )
     async def compare_embeddings(self, request: Request) -> S.CompareResponse:
         """Cosine of two embedding vectors of the active model's dimension."""
-        req = await self._parse(request, S.CompareEmbeddingsRequest)
-        dim = int((await self._info())["embed_dim"])
+        req = await self.ctx.parse(request, S.CompareEmbeddingsRequest)
+        dim = int((await self.ctx.embedding.info())["embed_dim"])
         a = _vector(req.embedding_a, dim, "embedding_a")
         b = _vector(req.embedding_b, dim, "embedding_b")
-        thr = self.threshold if req.threshold is None else req.threshold
-        score = _cosine(a, b)
+        thr = self.ctx.threshold if req.threshold is None else req.threshold
+        score = cosine(a, b)
         return S.CompareResponse(score=score, same=score >= thr, threshold=thr)
 
     # -- enrollment and identification -------------------------------------------------------
@@ -267,21 +218,23 @@ class SpeakerRoutes:
     )
     async def enroll(self, request: Request) -> S.SpeakerOut:
         """Enroll a speaker from one or more clips (or re-enroll ``speaker_id``)."""
-        req = await self._parse(request, S.EnrollRequest)
-        if len(req.audio) > self.args.max_candidates:
+        req = await self.ctx.parse(request, S.EnrollRequest)
+        if len(req.audio) > self.ctx.args.max_candidates:
             raise ServiceError(
                 413,
                 "too_many_audios",
-                f"{len(req.audio)} clips; at most {self.args.max_candidates}",
+                f"{len(req.audio)} clips; at most {self.ctx.args.max_candidates}",
             )
         name, groups = req.name, tuple(req.groups or ("default",))
         if req.speaker_id is not None:  # re-enrollment: 404 before any decoding
-            old = self.store.get(req.speaker_id)
+            old = self.ctx.store.get(req.speaker_id)
             name, groups = old.name, tuple(req.groups or old.groups)
-        info = await self._info()
-        await self._check_store_model(info["model_id"])
-        emb = await self._embed_sources(req.audio, [f"audio[{i}]" for i in range(len(req.audio))])
-        sp = self.store.enroll(
+        info = await self.ctx.embedding.info()
+        await _check_store_model(self.ctx, info["model_id"])
+        emb = await self.ctx.embed_sources(
+            req.audio, [f"audio[{i}]" for i in range(len(req.audio))]
+        )
+        sp = self.ctx.store.enroll(
             name,
             emb,
             groups=groups,
@@ -293,15 +246,17 @@ class SpeakerRoutes:
 
     @app.get("/speakers", response_model=S.SpeakerList, responses=ERRORS)
     async def list_speakers(self, group: str | None = None) -> S.SpeakerList:
-        return S.SpeakerList(speakers=[_speaker_out(s) for s in self.store.list_speakers(group)])
+        return S.SpeakerList(
+            speakers=[_speaker_out(s) for s in self.ctx.store.list_speakers(group)]
+        )
 
     @app.get("/speakers/{speaker_id}", response_model=S.SpeakerOut, responses=ERRORS)
     async def get_speaker(self, speaker_id: str) -> S.SpeakerOut:
-        return _speaker_out(self.store.get(speaker_id))
+        return _speaker_out(self.ctx.store.get(speaker_id))
 
     @app.delete("/speakers/{speaker_id}", response_model=S.DeleteResponse, responses=ERRORS)
     async def delete_speaker(self, speaker_id: str) -> S.DeleteResponse:
-        self.store.delete(speaker_id)
+        self.ctx.store.delete(speaker_id)
         return S.DeleteResponse(deleted=speaker_id)
 
     @app.post(
@@ -311,18 +266,18 @@ class SpeakerRoutes:
         openapi_extra=request_body(S.GroupRequest),
     )
     async def add_to_group(self, speaker_id: str, request: Request) -> S.SpeakerOut:
-        req = await self._parse(request, S.GroupRequest)
-        return _speaker_out(self.store.add_to_group(speaker_id, req.group))
+        req = await self.ctx.parse(request, S.GroupRequest)
+        return _speaker_out(self.ctx.store.add_to_group(speaker_id, req.group))
 
     @app.delete(
         "/speakers/{speaker_id}/groups/{group}", response_model=S.SpeakerOut, responses=ERRORS
     )
     async def remove_from_group(self, speaker_id: str, group: str) -> S.SpeakerOut:
-        return _speaker_out(self.store.remove_from_group(speaker_id, group))
+        return _speaker_out(self.ctx.store.remove_from_group(speaker_id, group))
 
     @app.get("/groups", response_model=S.GroupList)
     async def list_groups(self) -> S.GroupList:
-        return S.GroupList(groups=self.store.list_groups())
+        return S.GroupList(groups=self.ctx.store.list_groups())
 
     @app.post(
         "/identify",
@@ -332,15 +287,15 @@ class SpeakerRoutes:
     )
     async def identify(self, request: Request) -> S.IdentifyResponse:
         """Top-k enrolled speakers for a clip; the first match is "unknown" below the threshold."""
-        req = await self._parse(request, S.IdentifyRequest)
+        req = await self.ctx.parse(request, S.IdentifyRequest)
         if req.group is not None:
-            self._check_group(req.group)
-        info = await self._info()
-        await self._check_store_model(info["model_id"])
-        emb = await self._embed_sources([req.audio], ["audio"])
-        thr = self.threshold if req.threshold is None else req.threshold
-        matches = self.store.identify(
-            emb[0], group=req.group, top_k=req.top_k or self.args.top_k, threshold=thr
+            check_group(self.ctx, req.group)
+        info = await self.ctx.embedding.info()
+        await _check_store_model(self.ctx, info["model_id"])
+        emb = await self.ctx.embed_sources([req.audio], ["audio"])
+        thr = self.ctx.threshold if req.threshold is None else req.threshold
+        matches = self.ctx.store.identify(
+            emb[0], group=req.group, top_k=req.top_k or self.ctx.args.top_k, threshold=thr
         )
         return S.IdentifyResponse(
             matches=[S.MatchOut(**asdict(m)) for m in matches],
@@ -348,10 +303,6 @@ class SpeakerRoutes:
             group=req.group,
             model_id=info["model_id"],
         )
-
-    def _check_group(self, group: str) -> None:
-        if not any(g.get("name") == group for g in self.store.list_groups()):
-            raise UnknownGroupError(f"no group {group!r}; GET /groups lists them")
 
     # -- bulk enrollment ---------------------------------------------------------------------
     @app.post(
@@ -362,12 +313,12 @@ class SpeakerRoutes:
     )
     async def import_speakers(self, request: Request) -> S.ImportResponse:
         """Enroll every speaker folder of a server-side tree, or a job's speakers.parquet."""
-        req = await self._parse(request, S.ImportRequest)
-        path = resolve_allowed_path(req.path, self.roots)
-        info = await self._info()
-        await self._check_store_model(info["model_id"])
+        req = await self.ctx.parse(request, S.ImportRequest)
+        path = resolve_allowed_path(req.path, self.ctx.roots)
+        info = await self.ctx.embedding.info()
+        await _check_store_model(self.ctx, info["model_id"])
         if path.is_file() and path.suffix == ".parquet":
-            speakers = self.store.import_speakers_parquet(
+            speakers = self.ctx.store.import_speakers_parquet(
                 path, group=req.group, model_id=info["model_id"]
             )
             return S.ImportResponse(
@@ -391,36 +342,36 @@ class SpeakerRoutes:
             utts = await asyncio.to_thread(scan_tree, root, req.layout)
         except ManifestError as exc:
             raise ServiceError(400, "invalid_tree", str(exc)) from exc
-        if len(utts) > self.args.max_import_files:
+        if len(utts) > self.ctx.args.max_import_files:
             raise ServiceError(
                 413,
                 "too_many_files",
-                f"{root} holds {len(utts)} audio files; at most {self.args.max_import_files} "
+                f"{root} holds {len(utts)} audio files; at most {self.ctx.args.max_import_files} "
                 "per import (import sub-folders separately)",
             )
         by_speaker: dict[tuple[str, str], list[str]] = defaultdict(list)
         for u in utts:
             by_speaker[(u.dataset, u.speaker)].append(u.path)
-        limits = await self._limits()
+        limits = await self.ctx.speaker_limits()
         sem = asyncio.Semaphore(32)
         skipped: list[S.SkippedFile] = []
 
         async def one(path: str) -> np.ndarray | None:
             async with sem:
                 try:
-                    wav = await self._wav(S.AudioSource(path=path), path, limits)
-                    return (await self._embed([wav], [path]))[0]
+                    wav = await self.ctx.load(S.AudioSource(path=path), path, limits)
+                    return (await self.ctx.embedding.embed([wav], [path]))[0]
                 except ServiceError as exc:
                     skipped.append(S.SkippedFile(path=path, error=exc.message))
                     return None
 
-        info = await self._info()
+        info = await self.ctx.embedding.info()
         enrolled = []
         for (dataset, speaker), paths in sorted(by_speaker.items()):
             rows = [r for r in await asyncio.gather(*(one(p) for p in paths)) if r is not None]
             if not rows:
                 continue
-            sp = self.store.enroll(
+            sp = self.ctx.store.enroll(
                 speaker,
                 np.stack(rows),
                 groups=(req.group,),
@@ -444,12 +395,12 @@ class SpeakerRoutes:
     )
     async def import_gallery(self, request: Request) -> S.ImportResponse:
         """A custom gallery: labels + embeddings (of the active model) into ``group``."""
-        req = await self._parse(request, S.GalleryRequest)
-        info = await self._info()
+        req = await self.ctx.parse(request, S.GalleryRequest)
+        info = await self.ctx.embedding.info()
         dim = int(info["embed_dim"])
         emb = np.stack([_vector(e, dim, f"embeddings[{i}]") for i, e in enumerate(req.embeddings)])
-        await self._check_store_model(info["model_id"])
-        speakers = self.store.import_gallery(
+        await _check_store_model(self.ctx, info["model_id"])
+        speakers = self.ctx.store.import_gallery(
             req.labels, emb, group=req.group, model_id=info["model_id"]
         )
         return S.ImportResponse(
@@ -458,7 +409,3 @@ class SpeakerRoutes:
             num_speakers=len(speakers),
             speakers=[_speaker_out(s) for s in speakers],
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# The typed app builder

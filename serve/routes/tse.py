@@ -1,11 +1,13 @@
-"""Target speaker extraction route of the ingress: ``POST /extract_target``.
+"""Target speaker extraction (TSE) route of the ingress: ``POST /extract_target``.
 
-A mixin of the ingress class in ``serve/app.py`` (like ``serve/speaker_routes.py``). Two audio
+The URL keeps its name for compatibility; in code this product is ``tse`` (embedding extraction
+is ``/extract_embedding``, in ``serve/routes/speaker.py``). A route module of the ingress
+(``serve/app.py``; shared state in ``self.ctx``, ``serve/context.py``). Two audio
 fields, ``mix`` (the recording) and ``ref`` (the target speaker alone, >= 0.5 s), come as JSON
 (base64 or an allow-listed path) or as multipart uploads; ``serve/audio_input.py`` decodes them
 at the model's rate (48 kHz) and refuses a mixture longer than ``max_seconds`` from its header,
-before decoding. The model is the ``TSEModel`` deployment (``serve/deployments_tse.py``),
-reached through ``self.product("tse", ...)``, which answers 404 when the app was started
+before decoding. The model is the ``TSEModel`` deployment (``serve/deployments/tse.py``),
+reached through ``ctx.product("tse")``, which answers 404 when the app was started
 without ``tse``. The extracted speech comes back as 16-bit PCM WAV at 48 kHz: base64 in JSON,
 or the raw file with ``Accept: audio/wav`` (duration and timing then in ``X-`` headers).
 
@@ -18,31 +20,29 @@ Errors: bad or too-short audio 400 (``invalid_audio``, ``audio_too_short``, ...)
 
 import asyncio
 import base64
-import io
 import time
 from typing import Any
 
-import numpy as np
-import soundfile as sf
 from fastapi import Request, Response
 from pydantic import BaseModel, ConfigDict
 
 from serve import schemas as S
-from serve.audio_input import load_source
+from serve.context import ServeContext
 from serve.errors import ERRORS, ServiceError, request_body
 from serve.http import app
+from serve.routes import wav_bytes
 
 MIN_REF_SECONDS = 0.5  # the pipeline's own minimum (models/pipelines/extract_target.py)
 
 
-class ExtractTargetRequest(BaseModel):
+class TSERequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mix: S.AudioSource  # the recording, up to max_seconds
     ref: S.AudioSource  # the target speaker alone, >= 0.5 s
 
 
-class ExtractTargetResponse(BaseModel):
+class TSEResponse(BaseModel):
     audio_base64: str  # 16-bit PCM WAV file bytes at sample_rate
     sample_rate: int
     duration_s: float
@@ -51,43 +51,33 @@ class ExtractTargetResponse(BaseModel):
     real_time_factor: float  # model_seconds / duration_s
 
 
-def _tse_wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-    return buf.getvalue()
+class TSERoutes:
+    """``POST /extract_target`` on the ``tse`` product; state is ``self.ctx``."""
 
-
-class ExtractRoutes:
-    """``POST /extract_target``; uses the ingress's ``product_info``, ``audio_limits``, ``_parse``."""
+    ctx: ServeContext
 
     @app.post(
         "/extract_target",
-        response_model=ExtractTargetResponse,
+        response_model=TSEResponse,
         responses=ERRORS,
-        openapi_extra=request_body(ExtractTargetRequest, {"mix": False, "ref": False}),
+        openapi_extra=request_body(TSERequest, {"mix": False, "ref": False}),
     )
     async def extract_target(self, request: Request) -> Any:
         """Mixture + enrolment -> the enrolled speaker's speech (48 kHz WAV; base64 in JSON, or
         raw with ``Accept: audio/wav``)."""
         t0 = time.perf_counter()
-        handle, info = await self.product_info("tse", "tse={checkpoint: ...}")
-        req = await self._parse(request, ExtractTargetRequest, max_files=2)
+        handle, info = await self.ctx.product("tse")
+        req = await self.ctx.parse(request, TSERequest, max_files=2)
         sr = int(info["sample_rate"])
+        max_seconds = self.ctx.args.max_seconds
         mix, ref = await asyncio.gather(
-            asyncio.to_thread(
-                load_source, req.mix, "mix", self.audio_limits(sr, 0.0, self.args.max_seconds)
-            ),
-            asyncio.to_thread(
-                load_source,
-                req.ref,
-                "ref",
-                self.audio_limits(sr, MIN_REF_SECONDS, self.args.max_seconds),
-            ),
+            self.ctx.load(req.mix, "mix", self.ctx.audio_limits(sr, 0.0, max_seconds)),
+            self.ctx.load(req.ref, "ref", self.ctx.audio_limits(sr, MIN_REF_SECONDS, max_seconds)),
         )
         out = await handle.extract.remote(mix, ref)
         if isinstance(out, str):
             raise ServiceError(400, "invalid_audio", out)
-        wav = _tse_wav_bytes(out["audio"], out["sample_rate"])
+        wav = wav_bytes(out["audio"], out["sample_rate"])
         duration = out["audio"].shape[0] / out["sample_rate"]
         rtf = out["model_seconds"] / duration if duration > 0 else 0.0
         total = time.perf_counter() - t0
@@ -101,7 +91,7 @@ class ExtractRoutes:
                     "X-Total-Seconds": f"{total:.4f}",
                 },
             )
-        return ExtractTargetResponse(
+        return TSEResponse(
             audio_base64=base64.b64encode(wav).decode(),
             sample_rate=out["sample_rate"],
             duration_s=duration,

@@ -5,7 +5,7 @@ It runs ``models.pipelines.diarize.Diarizer`` (the clustering-based pipeline of 
 2022, "A Review of Speaker Diarization"; sliding-window inference after pyannote's
 ``core/inference.py``) with an embedder that is not a model but the ``EmbeddingModel``
 deployment's ``DeploymentHandle``: every window of a batch is sent as its own ``embed.remote``
-call at once, so Serve's dynamic batching (``@serve.batch`` in ``serve/deployments.py``) groups
+call at once, so Serve's dynamic batching (``@serve.batch`` in ``serve/deployments/speaker.py``) groups
 them, possibly with windows of other requests, and the embedding replicas autoscale on the
 load. VAD (Silero, ONNX) and clustering run here, in their own replicas, so a long recording's
 CPU work does not block the ingress or the model.
@@ -26,6 +26,7 @@ from ray.serve.handle import DeploymentHandle
 
 from models.pipelines.diarize import DiarizationResult, Diarizer, diarization_config
 from models.pipelines.vad import SileroVAD
+from serve.deployments import Product
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +93,25 @@ class Diarization:
             min_speakers=min_speakers,
             max_speakers=max_speakers,
         )
+
+
+def bind_diarization(d: Any, embedding: Any) -> dict[str, Any]:
+    """``AppArgs.diarization`` (``DiarizationArgs``) -> the deployment over the embedding app."""
+    if not d.enabled:
+        return {}
+    diarization_config(d.config)  # bad overrides fail here, in the driver, not in a replica
+    return {
+        "diarization": Diarization.options(
+            autoscaling_config=d.autoscaling.to_serve(),
+            ray_actor_options={"num_cpus": d.num_cpus},
+        ).bind(embedding, d.config)
+    }
+
+
+PRODUCT = Product(
+    key="diarization",
+    arg="diarization",
+    deployment=Diarization,
+    enable_with="diarization.enabled=true",
+    bind=bind_diarization,
+)

@@ -1,12 +1,11 @@
-"""Codec and sound-classification routes of the ingress: ``/codec/encode``, ``/codec/decode``,
-``/classify``.
+"""Codec routes of the ingress: ``/codec/encode`` and ``/codec/decode``.
 
-A mixin of the ingress class in ``serve/app.py`` (like ``serve/speaker_routes.py``). Audio comes
-in as JSON (base64 or an allow-listed path) or multipart, decoded by ``serve/audio_input.py`` at
-the product model's rate; the models are their own deployments (``serve/deployments_codec.py``)
-reached through ``self.product("codec:<name>" | "classifier", ...)``, which answers 404 when the
-app was started without them. Codes travel in the VXRC byte format of
-``models/pipelines/codec.py`` (SoundStream, arXiv 2107.03312), as base64 in JSON or raw
+A route module of the ingress (``serve/app.py``; shared state in ``self.ctx``,
+``serve/context.py``). Audio comes in as JSON (base64 or an allow-listed path) or multipart,
+decoded by ``serve/audio_input.py`` at the codec's rate; each configured codec is its own
+deployment (``serve/deployments/codec.py``) reached through ``ctx.product("codec:<name>")``,
+which answers 404 when the app was started without codecs. Codes travel in the VXRC byte format
+of ``models/pipelines/codec.py`` (SoundStream, arXiv 2107.03312), as base64 in JSON or raw
 ``application/octet-stream``; decoded audio as base64 WAV in JSON or raw ``audio/wav``
 (``Accept`` header chooses).
 
@@ -18,21 +17,19 @@ another model 400 ``codec_mismatch``; bad audio 400 (``invalid_audio`` and frien
 # No ``from __future__ import annotations`` here: Serve's ``@serve.ingress`` rebuilds the route
 # methods, and FastAPI then cannot resolve string annotations such as ``request: Request``.
 
-import asyncio
 import base64
-import io
 from typing import Any
 
-import numpy as np
-import soundfile as sf
 from fastapi import Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.pipelines.codec import CodecFormatError, EncodedAudio
 from serve import schemas as S
-from serve.audio_input import limit_body, load_source, source_bytes
+from serve.audio_input import limit_body, source_bytes
+from serve.context import ServeContext
 from serve.errors import ERRORS, ServiceError, request_body
 from serve.http import app
+from serve.routes import wav_bytes
 
 OCTET = "application/octet-stream"
 
@@ -50,13 +47,6 @@ class CodecDecodeRequest(BaseModel):
 
     codes: S.AudioSource  # the VXRC bytes: base64, an allow-listed path, or a file upload
     model: str | None = None  # default: the codec whose model id the stream carries
-
-
-class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    audio: S.AudioSource
-    top_k: int = Field(5, ge=1, le=100)
 
 
 class CodecEncodeResponse(BaseModel):
@@ -78,39 +68,26 @@ class CodecDecodeResponse(BaseModel):
     model_id: str
 
 
-class LabelScore(BaseModel):
-    label: str
-    probability: float
-
-
-class ClassifyResponse(BaseModel):
-    labels: list[LabelScore]  # most probable first
-    duration_s: float
-
-
 def _wants(request: Request, media_type: str) -> bool:
     return media_type in request.headers.get("accept", "")
 
 
-def _wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-    return buf.getvalue()
+def codec_name(ctx: ServeContext, name: str | None) -> str:
+    """The configured codec ``name`` (default: the first); 404 without codecs, 422 unknown."""
+    names = list(ctx.args.codecs)
+    if not names:
+        raise ctx.disabled("codec")
+    if name is None:
+        return names[0]
+    if name not in names:
+        raise ServiceError(422, "unknown_model", f"codec {name!r} is not one of {names}")
+    return name
 
 
 class CodecRoutes:
-    """Codec encode/decode and classification; uses the ingress's ``product_info``,
-    ``audio_limits`` and ``_parse``."""
+    """Codec encode/decode on the ``codec:<name>`` products; state is ``self.ctx``."""
 
-    def _codec_name(self, name: str | None) -> str:
-        names = list(self.args.codecs)
-        if not names:
-            self.product("codec:", "codecs={name: {checkpoint: ...}}")  # raises the 404
-        if name is None:
-            return names[0]
-        if name not in names:
-            raise ServiceError(422, "unknown_model", f"codec {name!r} is not one of {names}")
-        return name
+    ctx: ServeContext
 
     @app.post(
         "/codec/encode",
@@ -120,17 +97,17 @@ class CodecRoutes:
     )
     async def codec_encode(self, request: Request) -> Any:
         """Audio -> VXRC codes (JSON with base64, or raw bytes with ``Accept: application/octet-stream``)."""
-        req = await self._parse(request, CodecEncodeRequest, max_files=1)
-        name = self._codec_name(req.model)
-        handle, info = await self.product_info(f"codec:{name}", f"codecs.{name}")
+        req = await self.ctx.parse(request, CodecEncodeRequest, max_files=1)
+        name = codec_name(self.ctx, req.model)
+        handle, info = await self.ctx.product(f"codec:{name}")
         if req.num_quantizers is not None and req.num_quantizers > info["num_quantizers"]:
             raise ServiceError(
                 422,
                 "invalid_num_quantizers",
                 f"codec {name!r} has {info['num_quantizers']} quantizers; ask for 1..that",
             )
-        limits = self.audio_limits(info["sample_rate"], 0.0, self.args.max_seconds)
-        wav = await asyncio.to_thread(load_source, req.audio, "audio", limits)
+        limits = self.ctx.audio_limits(info["sample_rate"], 0.0, self.ctx.args.max_seconds)
+        wav = await self.ctx.load(req.audio, "audio", limits)
         out = await handle.encode.remote(wav, req.num_quantizers)
         if isinstance(out, str):
             raise ServiceError(400, "invalid_audio", f"audio: {out}")
@@ -158,11 +135,11 @@ class CodecRoutes:
     async def _decode_input(self, request: Request) -> tuple[bytes, str | None]:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == OCTET:  # raw VXRC body; the codec may be named in the query string
-            limited, _ = limit_body(request, self.args.max_request_bytes)
+            limited, _ = limit_body(request, self.ctx.args.max_request_bytes)
             return await limited.body(), request.query_params.get("model")
-        req = await self._parse(request, CodecDecodeRequest, max_files=1)
+        req = await self.ctx.parse(request, CodecDecodeRequest, max_files=1)
         return source_bytes(
-            req.codes, "codes", self.audio_limits(1, 0.0, self.args.max_seconds)
+            req.codes, "codes", self.ctx.audio_limits(1, 0.0, self.ctx.args.max_seconds)
         ), req.model
 
     @app.post(
@@ -174,23 +151,21 @@ class CodecRoutes:
     async def codec_decode(self, request: Request) -> Any:
         """VXRC codes -> WAV (JSON with base64, or raw with ``Accept: audio/wav``)."""
         data, name = await self._decode_input(request)
-        self._codec_name(None)  # 404 when no codec is configured
+        codec_name(self.ctx, None)  # 404 when no codec is configured
         try:
             enc = EncodedAudio.from_bytes(data)
         except CodecFormatError as exc:
             raise ServiceError(400, "corrupt_codes", f"codes: {exc}") from exc
-        if enc.num_samples / enc.sample_rate > self.args.max_seconds:
+        if enc.num_samples / enc.sample_rate > self.ctx.args.max_seconds:
             raise ServiceError(
                 413,
                 "codes_too_long",
                 f"the stream holds {enc.num_samples / enc.sample_rate:.1f} s of audio, over "
-                f"max_seconds={self.args.max_seconds:g}",
+                f"max_seconds={self.ctx.args.max_seconds:g}",
             )
         if name is None:  # the codec whose model id the stream carries
-            for cand in self.args.codecs:
-                if (await self.product_info(f"codec:{cand}", "codecs"))[1][
-                    "model_id"
-                ] == enc.model_id:
+            for cand in self.ctx.args.codecs:
+                if (await self.ctx.product(f"codec:{cand}"))[1]["model_id"] == enc.model_id:
                     name = cand
                     break
             else:
@@ -199,8 +174,8 @@ class CodecRoutes:
                     "codec_mismatch",
                     f"the codes were made by {enc.model_id!r}, which no configured codec is",
                 )
-        name = self._codec_name(name)
-        handle, info = await self.product_info(f"codec:{name}", f"codecs.{name}")
+        name = codec_name(self.ctx, name)
+        handle, info = await self.ctx.product(f"codec:{name}")
         if enc.model_id != info["model_id"]:
             raise ServiceError(
                 400,
@@ -210,7 +185,7 @@ class CodecRoutes:
         wav = await handle.decode.remote(data)
         if isinstance(wav, str):
             raise ServiceError(400, "corrupt_codes", f"codes: {wav}")
-        audio = _wav_bytes(wav, enc.sample_rate)
+        audio = wav_bytes(wav, enc.sample_rate)
         if _wants(request, "audio/wav"):
             return Response(content=audio, media_type="audio/wav")
         return CodecDecodeResponse(
@@ -219,24 +194,4 @@ class CodecRoutes:
             duration_s=wav.size / enc.sample_rate,
             model=name,
             model_id=enc.model_id,
-        )
-
-    @app.post(
-        "/classify",
-        response_model=ClassifyResponse,
-        responses=ERRORS,
-        openapi_extra=request_body(ClassifyRequest, {"audio": False}),
-    )
-    async def classify(self, request: Request) -> ClassifyResponse:
-        """Audio -> the ``top_k`` sound-event labels with their probabilities."""
-        req = await self._parse(request, ClassifyRequest, max_files=1)
-        handle, info = await self.product_info("classifier", "classifier={checkpoint: ...}")
-        limits = self.audio_limits(info["sample_rate"], 0.0, self.args.max_seconds)
-        wav = await asyncio.to_thread(load_source, req.audio, "audio", limits)
-        out = await handle.classify.remote(wav, req.top_k)
-        if isinstance(out, str):
-            raise ServiceError(400, "invalid_audio", f"audio: {out}")
-        return ClassifyResponse(
-            labels=[LabelScore(label=lab, probability=p) for lab, p in out],
-            duration_s=wav.size / limits.sample_rate,
         )

@@ -6,7 +6,7 @@ cross-attention, arXiv 2409.02615). ``extract(mix, ref)`` runs off the event loo
 reference is encoded once per request and reused for every chunk of the mixture (that is what
 the pipeline does), so requests are not batched together: two requests share neither a
 reference nor a length. Errors a caller causes come back as ``str`` messages, never exceptions
-across the handle, and the ingress (``serve/extract_routes.py``) turns them into 400.
+across the handle, and the ingress (``serve/routes/tse.py``) turns them into 400.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from ray import serve
 
 from models.pipelines.extract_target import TargetExtractor
-from models.pipelines.inputs import AudioInputError
+from serve.deployments import Product
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,13 @@ class TSEModel:
                 chunk_seconds=self.chunk_seconds,
                 overlap_seconds=self.overlap_seconds,
             )
-        except (AudioInputError, ValueError) as exc:
+        except ValueError as exc:  # AudioError and the chunking checks
             return str(exc)
         return {"audio": out, "sample_rate": sr, "model_seconds": time.perf_counter() - t0}
 
     async def extract(self, mix: np.ndarray, ref: np.ndarray) -> dict[str, Any] | str:
         """``{audio: (T,) float32, sample_rate, model_seconds}`` or an error message."""
         return await asyncio.to_thread(self._extract, mix, ref)
+
+
+PRODUCT = Product(key="tse", arg="tse", deployment=TSEModel, enable_with="tse={checkpoint: ...}")

@@ -1,0 +1,155 @@
+"""``ServeContext``: what the route modules of the ingress share, passed explicitly.
+
+The routes of each product (``serve/routes/*.py``) are mixins of one ingress class
+(``serve/app.py``), because Serve's ``@serve.ingress`` injects ``self`` into FastAPI methods.
+They use nothing of the class that composes them except ``self.ctx``, one ``ServeContext``
+built in the ingress ``__init__``: the app arguments, the enrollment store, the embedding
+model (``EmbeddingClient``: handle, active model, model info), the handles of the optional
+product deployments, request parsing and the audio limits (body size, allowed roots).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray.serve.handle import DeploymentHandle
+from starlette.requests import Request
+
+from serve import schemas as S
+from serve.audio_input import AudioLimits, load_source, parse_request
+from serve.errors import ServiceError
+from serve.store import SpeakerStore
+
+
+class EmbeddingClient:
+    """The ``EmbeddingModel`` deployment as the routes see it: which model is active (switched
+    by ``POST /config``), the models' info (fetched once), and batched embedding calls."""
+
+    def __init__(self, handle: DeploymentHandle, active: str) -> None:
+        self.handle = handle
+        self.active = active
+        self._infos: dict[str, dict[str, Any]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def models(self) -> dict[str, dict[str, Any]]:
+        """``name -> {name, model_id, embed_dim, sample_rate, backend, path}``."""
+        if self._infos is None:
+            async with self._lock:
+                if self._infos is None:
+                    self._infos = await self.handle.info.remote()
+        return self._infos
+
+    async def info(self) -> dict[str, Any]:
+        """The active model's info."""
+        return (await self.models())[self.active]
+
+    async def embed(self, wavs: list[np.ndarray], fields: list[str]) -> np.ndarray:
+        """``N`` waveforms -> ``(N, D)`` from the active model (each call joins a Serve batch)."""
+        rows = await asyncio.gather(*(self.handle.embed.remote(w, self.active) for w in wavs))
+        for row, name in zip(rows, fields, strict=True):
+            if isinstance(row, str):
+                raise ServiceError(400, "invalid_audio", f"{name}: {row}")
+        return np.stack(rows).astype(np.float32)
+
+
+@dataclass
+class ServeContext:
+    """Shared state and helpers of every route module (one per ingress replica)."""
+
+    args: S.AppArgs
+    store: SpeakerStore
+    embedding: EmbeddingClient
+    handles: dict[str, DeploymentHandle]  # product key ("tse", "codec:<name>", ...) -> handle
+    enable_with: dict[str, str]  # product key -> the argument that enables it (for the 404)
+    roots: tuple[Path, ...]  # allowed server-side folders, symlinks resolved
+    threshold: float  # the cosine operating point (POST /config changes it)
+    _infos: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        model: DeploymentHandle,
+        args: dict[str, Any],
+        handles: dict[str, DeploymentHandle],
+        enable_with: dict[str, str],
+    ) -> ServeContext:
+        cfg = S.AppArgs.model_validate(args)
+        return cls(
+            args=cfg,
+            store=SpeakerStore(cfg.db),
+            embedding=EmbeddingClient(model, cfg.default_model or ""),
+            handles=dict(handles),
+            enable_with=dict(enable_with),
+            roots=tuple(Path(os.path.realpath(r)) for r in cfg.allowed_roots),
+            threshold=cfg.threshold,
+        )
+
+    # -- product deployments -----------------------------------------------------------------
+    def handle(self, key: str) -> DeploymentHandle:
+        """The handle of an optional product deployment, or a 404 saying how to enable it."""
+        handle = self.handles.get(key)
+        if handle is None:
+            raise self.disabled(key)
+        return handle
+
+    def disabled(self, key: str) -> ServiceError:
+        """404 ``endpoint_disabled`` for product ``key`` (``"codec:<name>"`` -> ``codec``)."""
+        product = key.partition(":")[0]
+        return ServiceError(
+            404,
+            "endpoint_disabled",
+            f"this app was started without {product}; enable it with "
+            f"{self.enable_with.get(product, product)}",
+        )
+
+    async def product(self, key: str) -> tuple[DeploymentHandle, Any]:
+        """The product's handle and its ``info()`` (sample rate, model id, ...), fetched once."""
+        handle = self.handle(key)
+        if key not in self._infos:
+            self._infos[key] = await handle.info.remote()
+        return handle, self._infos[key]
+
+    # -- requests and audio ------------------------------------------------------------------
+    async def parse(
+        self, request: Request, model: type[S.BaseModel], max_files: int | None = None
+    ) -> Any:
+        """The body as ``model``; ``max_files`` defaults to /verify_batch's reference +
+        candidates, the most any route takes."""
+        return await parse_request(
+            request,
+            model,
+            max_bytes=self.args.max_request_bytes,
+            max_files=self.args.max_candidates + 1 if max_files is None else max_files,
+        )
+
+    def audio_limits(self, sample_rate: int, min_seconds: float, max_seconds: float) -> AudioLimits:
+        """Decoding limits of one audio field: the app's body size and allowed roots."""
+        return AudioLimits(
+            sample_rate=int(sample_rate),
+            min_seconds=min_seconds,
+            max_seconds=max_seconds,
+            max_bytes=self.args.max_request_bytes,
+            allowed_roots=self.roots,
+        )
+
+    async def speaker_limits(self) -> AudioLimits:
+        """Limits of a speaker clip: the active model's rate, ``min/max_seconds``."""
+        info = await self.embedding.info()
+        return self.audio_limits(info["sample_rate"], self.args.min_seconds, self.args.max_seconds)
+
+    async def load(self, src: S.AudioSource, name: str, limits: AudioLimits) -> np.ndarray:
+        """Decode one audio field off the event loop -> ``(T,)`` float32 at the limits' rate."""
+        return await asyncio.to_thread(load_source, src, name, limits)
+
+    async def embed_sources(self, sources: list[S.AudioSource], fields: list[str]) -> np.ndarray:
+        """Decode and embed speaker clips -> ``(N, D)`` from the active model."""
+        limits = await self.speaker_limits()
+        wavs = await asyncio.gather(
+            *(self.load(s, f, limits) for s, f in zip(sources, fields, strict=True))
+        )
+        return await self.embedding.embed(list(wavs), fields)

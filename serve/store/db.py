@@ -1,0 +1,182 @@
+"""The enrollment database file: SQLite schema, its version check, and write transactions.
+
+Layout (``SCHEMA_VERSION`` 1)::
+
+    schema_version(version)                         one row
+    meta(id=1, model_id, embed_dim, version)        one row: the bound model and the write counter
+    speakers(id, name, model_id, embed_dim, created_at, metadata JSON, centroid BLOB, num_embeddings)
+    embeddings(id, speaker_id -> speakers ON DELETE CASCADE, vector BLOB float32, created_at)
+    groups(name, created_at)
+    memberships(speaker_id -> speakers, group_name -> groups, both ON DELETE CASCADE)
+
+Consistency across processes: SQLite in WAL mode (readers never block the writer), every write in
+a ``BEGIN IMMEDIATE`` transaction (retried on ``database is locked`` beyond the busy timeout) that
+also bumps ``meta.version``, which readers of derived state (the centroid index,
+``serve/store/index.py``) compare to know when to reload. A file of another schema version is
+refused rather than migrated: there is one version so far.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+SCHEMA_VERSION = 1
+
+T = TypeVar("T")
+
+
+class StoreError(ValueError):
+    """A request the enrollment database cannot honour; the message says what to do."""
+
+
+class UnknownSpeakerError(StoreError):
+    """No speaker with this id."""
+
+
+class UnknownGroupError(StoreError):
+    """No group with this name."""
+
+
+class ModelMismatchError(StoreError):
+    """Embeddings of another model id, or of another dimension, than the store is bound to."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    model_id TEXT,
+    embed_dim INTEGER,
+    version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS speakers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    embed_dim INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    centroid BLOB NOT NULL,
+    num_embeddings INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    speaker_id TEXT NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
+    vector BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS embeddings_speaker ON embeddings(speaker_id);
+CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS memberships (
+    speaker_id TEXT NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
+    group_name TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,
+    PRIMARY KEY (speaker_id, group_name)
+);
+CREATE INDEX IF NOT EXISTS memberships_group ON memberships(group_name);
+"""
+
+
+class Database:
+    """One SQLite connection to the enrollment file; thread-safe (one lock), multi-process safe.
+
+    ``busy_timeout`` (s) is how long SQLite waits for another writer; ``max_write_seconds`` caps
+    the retries beyond it.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, *, busy_timeout: float = 5.0, max_write_seconds: float = 60.0
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._max_write_seconds = float(max_write_seconds)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        self._retry(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        self._conn.execute("PRAGMA synchronous = NORMAL")  # durable in WAL mode up to a power cut
+        self._create_schema()
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self._max_write_seconds
+        delay = 0.01
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                msg = str(exc)
+                if "locked" not in msg and "busy" not in msg or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.5)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction that bumps ``meta.version``; rolled back on error."""
+        with self._lock:
+            self._retry(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield self._conn
+                self._conn.execute("UPDATE meta SET version = version + 1 WHERE id = 1")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def _create_schema(self) -> None:
+        with self._lock:
+            self._retry(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+            try:
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self._conn.execute(stmt)
+                row = self._conn.execute("SELECT version FROM schema_version").fetchone()
+                if row is None:
+                    self._conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                elif row[0] != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path} has schema version {row[0]}; this code reads version "
+                        f"{SCHEMA_VERSION}: upgrade voxray or use another database file"
+                    )
+                self._conn.execute("INSERT OR IGNORE INTO meta (id, version) VALUES (1, 0)")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def _meta(self) -> tuple[str | None, int | None, int]:
+        with self._lock:
+            row = self._conn.execute("SELECT model_id, embed_dim, version FROM meta").fetchone()
+        return row[0], row[1], int(row[2])
+
+    def _num_speakers(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM speakers").fetchone()[0])
+
+    @property
+    def model_id(self) -> str | None:
+        """The model the stored embeddings come from (None before the first write)."""
+        return self._meta()[0]
+
+    @property
+    def embed_dim(self) -> int | None:
+        return self._meta()[1]
+
+    @property
+    def version(self) -> int:
+        """Write counter: bumped by every write transaction of any connection."""
+        return self._meta()[2]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
