@@ -1,6 +1,10 @@
 """The jobs: one package per job, each a Ray-free core, a thin Ray adapter and ``__main__``.
 
-``python -m ray_jobs.<job>`` is the entry of every job (see README.md, Architecture)."""
+``python -m ray_jobs.<job>`` is the entry of every job (see README.md, Architecture); each
+package's ``__init__`` names its core, Ray adapter and CLI files. ``cli.py`` is what every CLI
+shares (logging, exit 2 on a user's error); ``families.py`` finds a model family's part of a job
+by name: ``train/data/<family>.py``, ``evaluate/cli/<family>.py`` (core ``evaluate/<family>.py``)
+and ``export/<family>.py``, so a new family edits no dispatcher."""
 
 from __future__ import annotations
 

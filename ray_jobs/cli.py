@@ -1,7 +1,8 @@
 """What every job's ``__main__`` shares: logging set-up and the exit on a user's error.
 
 Library code raises; only a CLI turns an error a user can fix into a one-line message and an
-exit status, here, the same way for every job.
+exit status, here, the same way for every job: reports and JSON on stdout, logs on stderr,
+exit status 2 for a user's error.
 """
 
 from __future__ import annotations
@@ -9,12 +10,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+log = logging.getLogger("ray_jobs")
+
+# What a user can cause: a missing file, a bad value or config, an unknown name. ValueError
+# covers ConfigError, CheckpointError, ManifestError, AudioError and the other input errors.
+USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, KeyError)
+
 
 def configure_cli_logging(level: int = logging.INFO) -> None:
     """INFO logs to stderr for a job's ``main`` (stdout stays for its JSON/report output),
     unless the caller (a test, another job) configured logging already."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def user_error(exc: BaseException | str) -> int:
+    """Log a user's error as one line (stderr) and return the exit status for it, 2."""
+    if isinstance(exc, KeyError) and exc.args:
+        exc = str(exc.args[0])  # str(KeyError) wraps the message in quotes
+    log.error("%s", exc)
+    return 2
 
 
 def run_main(main: Callable[[Sequence[str] | None], int | None]) -> None:

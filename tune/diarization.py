@@ -11,7 +11,7 @@ fixed embedder on a dev set is the usual recipe of clustering-based systems (e.g
 
 The audio is decoded once in the driver and shipped to the trials through the object store
 (``tune.with_parameters``); when no ``vad.*`` key is in the space the VAD regions are computed
-once too and every trial reuses them. Outputs: ``<output>/sweep.json`` (``tune.sweep.summarize``)
+once too and every trial reuses them. Outputs: ``<output>/sweep.json`` (``tune.tuner.summarize``)
 and ``<output>/best_config.yaml`` / ``best_config.json``: the dotted overrides of the best trial,
 ready for ``serve`` ``diarization.config`` and ``ray_jobs.diarize --set``.
 """
@@ -36,6 +36,7 @@ from models.pipelines.speaker import SpeakerEmbedder
 from models.pipelines.vad import SileroVAD
 from ray_jobs.diarize.core import der_report, list_inputs, load_references
 from tune.spaces import example_values
+from tune.tuner import make_tuner, summarize
 
 log = logging.getLogger("tune.diarization")
 
@@ -137,8 +138,6 @@ def run_diarization_sweep(
 ) -> dict[str, Any]:
     """Sweep ``space`` (``{dotted key: sampler spec}``) on the dev set; returns the summary
     (``kind``, ``metric``, ``mode``, ``best``, ``trials``) also written to ``sweep.json``."""
-    from tune.sweep import make_tuner, summarize
-
     output = Path(output)
     base = _overrides_dict(overrides)
     # every key must fit DiarizationConfig: fail in the driver, before any trial starts

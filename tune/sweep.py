@@ -25,7 +25,6 @@ import argparse
 import copy
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,14 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from datasets.ray_env import REPO_ROOT, init_ray
-from models.config import ConfigError, apply_overrides, load_yaml
-from ray_jobs.train.experiment import experiment_from_dict, load_experiment
-from tune.spaces import example_values, load_space, to_param_space
+from models.config import ConfigError
+from ray_jobs.cli import USER_ERRORS, configure_cli_logging, run_main, user_error
+from ray_jobs.train.data import build_train_data
+from ray_jobs.train.experiment import experiment_dict, experiment_from_dict, load_experiment
+from ray_jobs.train.job import run_training
+from tune.diarization import run_diarization_sweep
+from tune.spaces import example_values, load_space
+from tune.tuner import make_tuner, summarize
 
 log = logging.getLogger("tune.sweep")
 
@@ -59,8 +63,6 @@ def validate_space(base: dict[str, Any], space: dict[str, Any]) -> None:
 
 def train_trial(config: dict[str, Any], *, base: dict[str, Any], root: str) -> None:
     """One Tune trial: the training job with this trial's overrides (a Tune function)."""
-    from ray_jobs.train.job import run_training
-
     exp = load_experiment(base=base, overrides=config)
     trial_dir = Path(root) / "trials" / tune.get_context().get_trial_name()
     run_training(exp, trial_dir, callbacks=[TuneReportCallback()])
@@ -89,8 +91,6 @@ def run_train_sweep(
     default_metric, default_mode = DEFAULT_METRICS.get(exp.task.name, ("train_loss", "min"))
     metric, mode = metric or default_metric, mode or default_mode
     # Pack once in the driver; the trials find finished shards (packing is resumable).
-    from ray_jobs.train.data import build_train_data
-
     build_train_data(exp, output / "data")
     init_ray()
     # max_t one past the last epoch: ASHA then only stops trials at its rungs, and a trial that
@@ -118,62 +118,6 @@ def run_train_sweep(
     )
     results = tuner.fit()
     return summarize(results, metric, mode, output, kind="train")
-
-
-def make_tuner(
-    trainable: Any,
-    space: dict[str, Any],
-    output: Path,
-    *,
-    metric: str,
-    mode: str,
-    num_samples: int,
-    max_concurrent: int,
-    seed: int,
-    scheduler: Any = None,
-) -> tune.Tuner:
-    """The Tuner every sweep uses: seeded random/grid search over ``space``, results under
-    ``<output>/tune``. The search algorithm carries the concurrency limit: Tune applies
-    ``max_concurrent_trials`` only to the search algorithms it builds itself."""
-    return tune.Tuner(
-        trainable,
-        param_space=to_param_space(space),
-        tune_config=tune.TuneConfig(
-            metric=metric,
-            mode=mode,
-            num_samples=num_samples,
-            scheduler=scheduler,
-            search_alg=tune.search.BasicVariantGenerator(
-                random_state=seed, max_concurrent=max_concurrent
-            ),
-        ),
-        run_config=tune.RunConfig(name="sweep", storage_path=str(Path(output).resolve() / "tune")),
-    )
-
-
-def summarize(results: Any, metric: str, mode: str, output: Path, kind: str) -> dict[str, Any]:
-    trials = []
-    for r in results:
-        m = dict(r.metrics or {})
-        trials.append(
-            {
-                "config": dict(r.config or {}),
-                metric: m.get(metric),
-                "iterations": m.get("training_iteration"),
-                "error": str(r.error) if r.error else None,
-                # the last epoch checkpoint (also for trials ASHA stopped early)
-                "checkpoint": m.get("checkpoint_path"),
-                "path": r.path,
-            }
-        )
-    scored = [t for t in trials if t[metric] is not None and not t["error"]]
-    if not scored:
-        raise RuntimeError(f"no trial reported {metric!r}; see {output / 'tune'}")
-    best = (min if mode == "min" else max)(scored, key=lambda t: t[metric])
-    summary = {"kind": kind, "metric": metric, "mode": mode, "best": best, "trials": trials}
-    (output / "sweep.json").write_text(json.dumps(summary, indent=2, default=str))
-    log.info("best %s = %s with %s", metric, best[metric], best["config"])
-    return summary
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -204,17 +148,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     args = parse_args(argv)
+    configure_cli_logging()
     output = Path(args.output or REPO_ROOT / "runs" / f"sweep-{args.kind}")
     try:
         if args.kind == "train":
-            base = load_yaml(args.config)
-            apply_overrides(base, args.overrides)
-            derived = {"data.train": args.data_root, "train.epochs": args.epochs}
-            apply_overrides(base, {k: v for k, v in derived.items() if v is not None})
+            base = experiment_dict(
+                args.config,
+                args.overrides,
+                flags={"data.train": args.data_root, "train.epochs": args.epochs},
+            )
             task = (base.get("task") or {}).get("name", "speaker")
             space = load_space(args.space or task)
             summary = run_train_sweep(
@@ -230,8 +173,6 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
             )
         else:
-            from tune.diarization import run_diarization_sweep
-
             summary = run_diarization_sweep(
                 checkpoint=args.checkpoint,
                 dev=args.dev,
@@ -246,12 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                 max_concurrent=args.max_concurrent,
                 seed=args.seed,
             )
-    except (ConfigError, KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as exc:  # ConfigError is a ValueError
+        return user_error(exc)
     print(json.dumps(summary["best"], indent=2, default=str))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -1,11 +1,11 @@
 """Benchmark section for the codec and classifier products (``make bench`` -> BENCHMARKS.md).
 
 ``codec_section(quick)`` returns Markdown: per TinyStream preset the parameters, bitrate,
-encoder + quantizer ONNX sizes (FP32 / dynamic INT8, ``ray_jobs/export_codec.py``) and the
+encoder + quantizer ONNX sizes (FP32 / dynamic INT8, ``ray_jobs/export/codec.py``) and the
 encode / decode real-time factors on this CPU (all presets timed side by side in one run, so
 their ratios compare; absolute times are this machine's only); ACDNet vs Micro-ACDNet
 parameters, FLOPs (``models/classify/flops.py``, the ACDNet paper's counting) and latency ratio;
-Lyra v2 (``ray_jobs/lyra_baseline.py``) real-time factor when ``ai_edge_litert`` imports.
+Lyra v2 (``ray_jobs/evaluate/lyra.py``) real-time factor when ``ai_edge_litert`` imports.
 Models have random weights: sizes and speeds do not depend on their values.
 """
 
@@ -97,7 +97,7 @@ def lyra_rtf(quick: bool) -> float | None:
 
 def codec_section(quick: bool) -> str:
     """The Markdown section (see the module docstring)."""
-    from ray_jobs.export.codec import size_table
+    from ray_jobs.export.sizes import size_table
 
     sizes = {r.preset: r for r in size_table(CODEC_PRESETS + ("micro-acdnet", "acdnet"))}
     lines = [

@@ -4,7 +4,7 @@ Three questions the TSE training and serving plans depend on:
 
 1. **Dynamic mixing on CPU.** Mixtures per second per CPU core for 4-s 48-kHz mixtures with three
    interferers, a room impulse response per source and noise (``datasets.mixing.DynamicMixer``,
-   the recipe of ``ray_jobs/data_tse.py``; speech = LibriSpeech train-clean-100 from the shared
+   the recipe of ``ray_jobs/train/data/tse.py``; speech = LibriSpeech train-clean-100 from the shared
    real data, upsampled to 48 kHz; RIR and noise banks from the same folder), timed by
    ``benchmark_mixing`` on process CPU time (one core; a loaded machine inflates CPU time less
    than wall time). From it, the CPU cores that keep one GPU fed: ``R / per-core rate`` for a GPU
@@ -33,8 +33,10 @@ import torch
 
 from datasets.audio import load_audio
 from datasets.augment import load_bank
-from datasets.mixing import DynamicMixer, MemoryPool, MixConfig, benchmark_mixing
+from datasets.mixing import DynamicMixer, benchmark_mixing
+from datasets.mixing_config import MixConfig
 from datasets.ray_env import REPO_ROOT
+from datasets.speech_pools import MemoryPool
 from models import build_model
 from models.metrics import si_sdr
 from models.pipelines.extract_target import TargetExtractor

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import math
 import os
 import statistics
@@ -39,10 +40,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from datasets.ray_env import REPO_ROOT
 from models.features import Fbank, FbankConfig
 from models.registry import build_model, list_presets
+from ray_jobs.cli import configure_cli_logging
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("ray_jobs.compare_reference.core")
+
 SAMPLE_RATE = 16000
 SECONDS = 3.0
 
@@ -225,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10, help="timed runs at batch 1")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    configure_cli_logging()
 
     path = args.reference_json or default_json_path()
     if not path.is_file():
@@ -240,13 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         res = compare_entry(name, specs[name], args.reference_root, args.repeats, args.seed)
         if res["status"] != "ok":
-            print(f"{name}: {res['status']}", file=sys.stderr)
-        else:  # progress on stderr: a full run takes minutes
-            print(
-                f"{name}: max abs diff {res['max_abs_diff']:.2e}, ratio b1 "
-                f"{res['b1_ratio']:.2f}, b16 {res['b16_ratio']:.2f}",
-                file=sys.stderr,
-            )
+            log.warning("%s: %s", name, res["status"])
+        else:  # progress in the log (stderr): a full run takes minutes
+            log.info(
+                "%s: max abs diff %.2e, ratio b1 %.2f, b16 %.2f",
+                name, res["max_abs_diff"], res["b1_ratio"], res["b16_ratio"],
+            )  # fmt: skip
         results.append(res)
     print(json.dumps(results, indent=2) if args.json else markdown(results))
     return 0

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 
 from datasets.ray_env import REPO_ROOT
-from models.config import apply_overrides, load_yaml
-from ray_jobs.train.experiment import experiment_from_dict
+from ray_jobs.cli import configure_cli_logging, user_error
+from ray_jobs.train.experiment import load_experiment
 from ray_jobs.train.job import run_training
 
 log = logging.getLogger("ray_jobs.demo.job")
@@ -24,9 +23,6 @@ DEMO_CONFIG = REPO_ROOT / "ray_jobs" / "configs" / "tiny" / "demo.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     p = argparse.ArgumentParser(prog="python -m ray_jobs.demo", description=__doc__.split("\n")[0])
     p.add_argument("--data-root", help="real audio tree (dataset/speaker/utt or speaker/utt)")
     p.add_argument("--output", default=str(REPO_ROOT / "runs" / "demo"))
@@ -35,25 +31,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--held-out", type=int, default=12, help="speakers kept for evaluation")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
+    configure_cli_logging()
 
     t0 = time.time()
     output = Path(args.output).resolve()
-    data = load_yaml(args.config)
     if args.data_root:
         root = Path(args.data_root)
         if not root.exists():
-            print(f"error: {root} does not exist", file=sys.stderr)
-            return 2
+            return user_error(f"{root} does not exist")
     else:
         from datasets.synth import generate_corpus
 
         root = output / "synth"
         log.info("generating a synthetic corpus of %d speakers in %s", args.speakers, root)
         generate_corpus(root, num_speakers=args.speakers, utts_per_speaker=8, seed=0)
-    apply_overrides(data, {"data.train": str(root), "data.held_out_speakers": args.held_out})
-    apply_overrides(data, args.overrides)
-    exp = experiment_from_dict(data)
-    report = run_training(exp, output)
+    try:
+        # --set may override the demo's own data settings, so they are defaults, not flags
+        exp = load_experiment(
+            args.config,
+            args.overrides,
+            defaults={"data.train": str(root), "data.held_out_speakers": args.held_out},
+        )
+        report = run_training(exp, output)
+    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
+        return user_error(exc)
     ev = report.get("eval", {})
     lines = [
         "",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from models.checkpoint import CheckpointError, model_from_checkpoint, read_check
 from models.config import ConfigError, to_dict
 from models.pipelines.diarize import DiarizationConfig, Diarizer, diarization_config
 from models.pipelines.speaker import SpeakerEmbedder
+from ray_jobs.cli import configure_cli_logging, user_error
 from ray_jobs.diarize.core import (
     DiarizeJobError,
     diarize_rows,
@@ -147,16 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_cli_logging()
     if not args.checkpoint:
-        print(
-            "error: --checkpoint is required: a voxray speaker-embedding checkpoint "
-            "(train one with ray_jobs.train or import one with ray_jobs.import_checkpoint)",
-            file=sys.stderr,
+        return user_error(
+            "--checkpoint is required: a voxray speaker-embedding checkpoint "
+            "(train one with ray_jobs.train or import one with ray_jobs.import_checkpoint)"
         )
-        return 2
     try:
         cfg = diarization_config(args.overrides)
         rows = list_inputs(args.input)
@@ -167,7 +163,6 @@ def main(argv: list[str] | None = None) -> int:
             reference_rttm=args.reference_rttm, uem=args.uem, collar=args.collar,
         )  # fmt: skip
     except (DiarizeJobError, ConfigError, CheckpointError, RTTMError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return user_error(exc)
     print(json.dumps(summary, indent=2))
     return 1 if summary["num_failed"] else 0

@@ -1,1 +1,6 @@
-"""``python -m ray_jobs.evaluate``: the one evaluation entry point; for speaker embedders: EER and minDCF on a labelled tree."""
+"""``python -m ray_jobs.evaluate``: the one evaluation entry point, for every model family.
+
+Shape: core ``<family>.py`` (Ray-free, no CLI; the training job calls it too: speaker, tse, codec,
+classify, plus ``lyra.py``, a baseline); Ray adapter: none (evaluation runs in one process); CLI
+``cli/__init__.py`` (the dispatcher: picks ``cli/<family>.py`` by the checkpoint's family).
+"""

@@ -1,7 +1,7 @@
-"""Evaluate a neural codec checkpoint on audio files, against Opus (and Lyra v2) baselines.
+"""Neural codec evaluation core (Ray-free, no CLI): audio files, against Opus (and Lyra v2).
 
-    python -m ray_jobs.evaluate --checkpoint codec.pt --data-root DIR [--num-quantizers N ...]
-        [--opus] [--lyra] [--report DIR] [--json]
+The CLI is ``ray_jobs/evaluate/cli/codec.py`` (``python -m ray_jobs.evaluate --checkpoint
+codec.pt``); the training job (``ray_jobs/train/data/codec.py``) calls :func:`evaluate_files`.
 
 Metrics per file, then averaged: nominal bitrate (kbps), SI-SDR (dB), log-mel L1 distance, wide-band
 PESQ (ITU-T P.862.2) and STOI (Taal et al. 2011), the last two at 16 kHz, all from
@@ -18,14 +18,11 @@ compared with Opus at 6 kbps, and the report marks that row with the Opus bitrat
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,15 +30,13 @@ from typing import Any
 import numpy as np
 
 from datasets.audio import AudioError, load_audio
-from models.metrics import mel_distance, pesq_wb, si_sdr, stoi
+from models.metrics import mel_distance, signal_quality
 from models.pipelines.codec import CodecPipeline
-from ray_jobs.cli import configure_cli_logging
 
 log = logging.getLogger("ray_jobs.evaluate.codec")
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
 OPUS_MIN_KBPS = 6.0  # libopus' lowest bitrate
-METRIC_SR = 16000  # PESQ-WB and STOI are computed at 16 kHz
 
 
 class OpusUnavailable(RuntimeError):
@@ -60,17 +55,14 @@ def audio_files(root: str | Path, limit: int | None = None) -> list[str]:
 
 
 def quality(est: np.ndarray, ref: np.ndarray, sample_rate: int) -> dict[str, float]:
-    """``si_sdr``, ``mel_distance``, ``pesq`` and ``stoi`` of ``est`` vs ``ref`` (both ``(T,)``)."""
-    from datasets.audio import resample
-
+    """``si_sdr``, ``mel_distance``, ``pesq`` and ``stoi`` of ``est`` vs ``ref`` (both ``(T,)``):
+    the shared :func:`models.metrics.signal_quality` plus the codec's mel distance, over the
+    common length (a decoder may pad the last frame)."""
     n = min(est.size, ref.size)
     est, ref = est[:n].astype(np.float32), ref[:n].astype(np.float32)
-    e16, r16 = resample(est, sample_rate, METRIC_SR), resample(ref, sample_rate, METRIC_SR)
     return {
-        "si_sdr": si_sdr(est, ref),
+        **signal_quality(est, ref, sample_rate),
         "mel_distance": mel_distance(est, ref, sample_rate),
-        "pesq": pesq_wb(e16, r16, METRIC_SR),
-        "stoi": stoi(e16, r16, METRIC_SR),
     }
 
 
@@ -142,7 +134,7 @@ def opus_roundtrip(wav: np.ndarray, sample_rate: int, kbps: float, tool: OpusToo
     """``(T,)`` float -> Opus at ``max(kbps, 6)`` kbps -> ``(T,)`` float at ``sample_rate``."""
     import soundfile as sf
 
-    from datasets.audio import resample
+    from models.waveform import resample
 
     rate = max(kbps, OPUS_MIN_KBPS)
     with tempfile.TemporaryDirectory() as tmp:
@@ -282,31 +274,6 @@ def write_report(
     return report
 
 
-# ---------------------------------------------------------------------------------------------
-# CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m ray_jobs.evaluate", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--checkpoint", required=True, help="codec checkpoint (.pt)")
-    p.add_argument("--data-root", required=True, help="audio file or folder (scanned recursively)")
-    p.add_argument(
-        "--num-quantizers", type=int, nargs="+", default=None, help="bitrates to evaluate"
-    )
-    p.add_argument("--max-files", type=int, default=None, help="evaluate at most N files")
-    p.add_argument(
-        "--opus", action="store_true", help="add the Opus baseline (needs opusenc/ffmpeg)"
-    )
-    p.add_argument("--lyra", action="store_true", help="add Lyra v2 (needs ai-edge-litert)")
-    p.add_argument("--lyra-dir", default=None, help="folder of the Lyra v2 TFLite files")
-    p.add_argument("--report", default=None, help="write report.md + spectrogram PNGs here")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    return p
-
-
 def _fmt(v: Any, spec: str = ".3f") -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
@@ -332,51 +299,3 @@ def format_table(result: dict[str, Any]) -> str:
             f"{_fmt(r['mel_distance'])} | {_fmt(r['pesq'])} | {_fmt(r['stoi'])} |"
         )
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_cli_logging()
-    try:
-        pipeline = CodecPipeline.from_checkpoint(args.checkpoint, device=args.device)
-        files = audio_files(args.data_root, args.max_files)
-        if not files:
-            raise FileNotFoundError(
-                f"no audio files ({', '.join(AUDIO_EXTS)}) under {args.data_root}"
-            )
-        nqs = args.num_quantizers or [pipeline.num_quantizers]
-        for n in nqs:
-            if not 1 <= n <= pipeline.num_quantizers:
-                raise ValueError(f"--num-quantizers {n} is not in [1, {pipeline.num_quantizers}]")
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        log.error("%s", exc)
-        return 2
-    runs = []
-    for n in nqs:
-        run = {"num_quantizers": n, **evaluate_files(pipeline, files, num_quantizers=n)}
-        run["opus"] = (
-            evaluate_opus(files, pipeline.sample_rate, run["bitrate_kbps"] or 0.0)
-            if args.opus
-            else None
-        )
-        runs.append(run)
-    lyra = None
-    if args.lyra:
-        from ray_jobs.evaluate.lyra import evaluate_lyra
-
-        lyra = evaluate_lyra(files, lyra_dir=args.lyra_dir)
-    result = {
-        "checkpoint": str(args.checkpoint),
-        "model_id": pipeline.model_id,
-        "data_root": str(args.data_root),
-        "runs": runs,
-        "opus": runs[0]["opus"] if args.opus else None,
-        "lyra": lyra,
-    }
-    if args.report:
-        result["report"] = str(write_report(result, pipeline, files, args.report))
-    if args.json:
-        print(json.dumps(result, sort_keys=True, default=float))
-    else:
-        print(format_table(result))
-    return 0

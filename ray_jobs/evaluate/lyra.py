@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from datasets.ray_env import REPO_ROOT
+
 log = logging.getLogger("ray_jobs.evaluate.lyra")
 
 SAMPLE_RATE = 16000
@@ -29,7 +31,7 @@ FRAME = 320  # samples per 20 ms frame
 BITS_PER_QUANTIZER = 4
 MAX_QUANTIZERS = 46
 BITRATES_KBPS = (3.2, 6.0, 9.2)
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "baselines" / "lyra-v2"
+DEFAULT_DIR = REPO_ROOT.parent / "shared" / "data" / "baselines" / "lyra-v2"
 
 
 def lyra_dir(path: str | os.PathLike | None = None) -> Path:
@@ -93,7 +95,7 @@ def evaluate_lyra(
     lyra_dir: str | os.PathLike | None = None,
     bitrates: tuple[float, ...] = BITRATES_KBPS,
 ) -> list[dict[str, Any]] | None:
-    """Mean quality (``ray_jobs.evaluate_codec.quality``) of Lyra per bitrate, or ``None``."""
+    """Mean quality (``ray_jobs.evaluate.codec.quality``) of Lyra per bitrate, or ``None``."""
     from datasets.audio import AudioError, load_audio
     from ray_jobs.evaluate.codec import _summary, quality
 

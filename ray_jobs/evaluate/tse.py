@@ -1,13 +1,12 @@
-"""Evaluate a target-speaker-extraction checkpoint on held-out dynamic mixtures.
+"""Target-speaker-extraction evaluation core (Ray-free, no CLI): held-out dynamic mixtures.
 
-    python -m ray_jobs.evaluate --checkpoint tse.pt --data-root SPEECH [--noise DIR] [--rir DIR]
-        [--num-mixes 100] [--seed 0] [--segment-seconds 4] [--max-speakers N] [--json]
+The CLI is ``ray_jobs/evaluate/cli/tse.py`` (``python -m ray_jobs.evaluate --checkpoint tse.pt``).
 
 Mixtures are built by ``datasets.mixing.DynamicMixer`` over the speakers of ``--data-root``
 (any layout ``datasets.manifests.scan_source`` reads; decoded at the model's rate, 48 kHz, with
 ``datasets.audio.load_audio`` into a ``MemoryPool``), with the recipe of training
 (``MixConfig``: interferers, SIR/SNR, RIRs, target-absent mixtures) and the same held-out seed
-stream as ``ray_jobs/data_tse.py`` (``make_eval_set``). Each mixture goes through
+stream as ``ray_jobs/train/data/tse.py`` (``make_eval_set``). Each mixture goes through
 ``TargetExtractor`` (reference encoded once, chunked long-file inference).
 
 The protocol follows the TSE literature's objective evaluation (SpeakerBeam, Zmolikova et al.
@@ -18,35 +17,29 @@ mixture the extractor removes when the enrolled speaker is not there. PESQ-WB (I
 and STOI (Taal et al. 2011) are computed on 16 kHz down-sampled copies, for the extracted signal
 and, as the baseline it should beat, for the unprocessed mixture.
 
-:func:`evaluate_samples` is Ray-free; the training job (``ray_jobs/data_tse.py``) calls it on its
-held-out set at the end of a run. Output: a readable report, or with ``--json`` one JSON object
-on stdout (logs on stderr).
+:func:`evaluate_samples` is Ray-free; the training job (``ray_jobs/train/data/tse.py``) calls it on
+its held-out set at the end of a run.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
 import time
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from datasets.audio import AudioError, load_audio, resample
+from datasets.audio import AudioError, load_audio
 from datasets.manifests import scan_source
-from datasets.mixing import DynamicMixer, MemoryPool, MixConfig, MixSample, make_eval_set
-from models.metrics import absent_suppression_db, pesq_wb, si_sdr, si_sdr_improvement, stoi
+from datasets.mixing import MixSample
+from datasets.speech_pools import MemoryPool
+from models.metrics import absent_suppression_db, signal_quality
 from models.pipelines.extract_target import TargetExtractor
-from models.pipelines.inputs import AudioInputError
-from ray_jobs.cli import configure_cli_logging
+from models.waveform import resample
 
 log = logging.getLogger("ray_jobs.evaluate.tse")
 
-METRIC_SR = 16000  # PESQ-WB and STOI run at 16 kHz
 _MEANS = ("si_sdr", "si_sdri", "pesq", "stoi", "mix_si_sdr", "mix_pesq", "mix_stoi")
 
 
@@ -89,18 +82,10 @@ def evaluate_samples(
             est = resample(est, extractor.sample_rate, sr)[: s.mix.shape[0]]
         row: dict[str, Any] = {"index": i, "present": bool(s.present)}
         if s.present:
-            est16 = resample(est, sr, METRIC_SR)
-            mix16 = resample(s.mix, sr, METRIC_SR)
-            tgt16 = resample(s.target, sr, METRIC_SR)
-            row.update(
-                si_sdr=si_sdr(est, s.target),
-                si_sdri=si_sdr_improvement(est, s.mix, s.target),
-                mix_si_sdr=si_sdr(s.mix, s.target),
-                pesq=pesq_wb(est16, tgt16, METRIC_SR),
-                mix_pesq=pesq_wb(mix16, tgt16, METRIC_SR),
-                stoi=stoi(est16, tgt16, METRIC_SR),
-                mix_stoi=stoi(mix16, tgt16, METRIC_SR),
-            )
+            q = signal_quality(est, s.target, sr)
+            m = signal_quality(s.mix, s.target, sr)  # the unprocessed mixture, for reference
+            row.update(q, si_sdri=q["si_sdr"] - m["si_sdr"])
+            row.update({f"mix_{k}": v for k, v in m.items()})
             pesq_failed += int(not math.isfinite(row["pesq"]))
             for k in _MEANS:
                 sums[k].append(row[k])
@@ -123,37 +108,6 @@ def evaluate_samples(
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m ray_jobs.evaluate",
-        description="Evaluate a TSE checkpoint: SI-SDR(i), PESQ, STOI and target-absent "
-        "suppression on seeded dynamic mixtures of a held-out speech tree.",
-    )
-    p.add_argument("--checkpoint", required=True, help="a voxray TSE checkpoint (.pt)")
-    p.add_argument("--data-root", required=True, help="speech of held-out speakers (a tree)")
-    p.add_argument("--layout", default="auto", help="tree layout or file-name pattern")
-    p.add_argument("--noise", default="", help="noise folder or packed manifest (default: none)")
-    p.add_argument("--rir", default="", help="RIR folder or packed manifest (default: dry)")
-    p.add_argument("--num-mixes", type=int, default=100, help="number of mixtures")
-    p.add_argument("--seed", type=int, default=0, help="mixing seed (held-out stream)")
-    p.add_argument("--segment-seconds", type=float, default=4.0, help="mixture length")
-    p.add_argument("--max-interferers", type=int, default=3, help="other speakers per mix")
-    p.add_argument(
-        "--target-absent-prob", type=float, default=0.2, help="share of target-absent mixes"
-    )
-    p.add_argument(
-        "--max-speakers", type=int, default=0, help="use at most this many speakers (0: all)"
-    )
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--per-sample", action="store_true", help="also list every mixture's metrics")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
-    return p
-
-
 def load_pool(data_root: str, layout: str, sample_rate: int, max_speakers: int = 0) -> MemoryPool:
     """Speech of ``data_root`` decoded at ``sample_rate`` into a ``MemoryPool`` (by speaker)."""
     utts = scan_source(data_root, layout)
@@ -169,67 +123,3 @@ def load_pool(data_root: str, layout: str, sample_rate: int, max_speakers: int =
             data[u.speaker].append(load_audio(u.path, sample_rate)[0])
     log.info("loaded %d utterances of %d speakers", sum(map(len, data.values())), len(data))
     return MemoryPool(data, sample_rate=sample_rate)
-
-
-def format_report(r: dict[str, Any]) -> str:
-    def f(v: Any, unit: str = "") -> str:
-        return "n/a" if v is None else f"{v:.3f}{unit}"
-
-    return "\n".join(
-        [
-            f"TSE evaluation of {r.get('checkpoint', '?')} on {r.get('data_root', '?')}",
-            f"  mixtures: {r['num_mixes']} ({r['num_present']} target-present, "
-            f"{r['num_absent']} target-absent)",
-            f"  SI-SDR:   {f(r['si_sdr'], ' dB')} (mixture {f(r['mix_si_sdr'], ' dB')})",
-            f"  SI-SDRi:  {f(r['si_sdri'], ' dB')}",
-            f"  PESQ-WB:  {f(r['pesq'])} (mixture {f(r['mix_pesq'])})",
-            f"  STOI:     {f(r['stoi'])} (mixture {f(r['mix_stoi'])})",
-            f"  target-absent suppression: {f(r['absent_suppression_db'], ' dB')}",
-            f"  real-time factor: {f(r['real_time_factor'])}",
-        ]
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_cli_logging()
-    try:
-        if args.num_mixes < 1:
-            raise ValueError(f"--num-mixes must be >= 1, got {args.num_mixes}")
-        ckpt = Path(args.checkpoint)
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
-        if not Path(args.data_root.split(",")[0].partition("@")[0]).exists():
-            raise FileNotFoundError(f"--data-root {args.data_root} does not exist")
-        extractor = TargetExtractor.from_checkpoint(ckpt, device=args.device)
-        sr = extractor.sample_rate
-        cfg = MixConfig(
-            sample_rate=sr,
-            segment_seconds=args.segment_seconds,
-            ref_seconds=args.segment_seconds,
-            max_interferers=args.max_interferers,
-            min_interferers=min(1, args.max_interferers),
-            target_absent_prob=args.target_absent_prob,
-        )
-        from datasets.augment import load_bank
-
-        mixer = DynamicMixer(
-            cfg,
-            load_pool(args.data_root, args.layout, sr, args.max_speakers),
-            load_bank(args.noise, sr) if args.noise else [],
-            load_bank(args.rir, sr) if args.rir else [],
-        )
-        samples = make_eval_set(mixer, args.num_mixes, seed=args.seed)
-        log.info("evaluating %s on %d mixtures", ckpt, len(samples))
-        result = evaluate_samples(extractor, samples, per_sample=args.per_sample)
-    except (FileNotFoundError, ValueError, KeyError, AudioInputError) as exc:
-        # ValueError covers CheckpointError, ManifestError, AudioError, MixingError, ConfigError
-        log.error("%s", exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
-        return 2
-    result["checkpoint"] = str(args.checkpoint)
-    result["data_root"] = str(args.data_root)
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        print(format_report(result))
-    return 0

@@ -1,1 +1,5 @@
-"""``python -m ray_jobs.extract``: bulk speaker-embedding extraction on Ray Data: ``python -m ray_jobs.extract``."""
+"""``python -m ray_jobs.extract``: bulk speaker-embedding extraction on Ray Data.
+
+Shape: core ``core.py`` and ``output.py`` (Ray-free); Ray adapter ``job.py``; CLI ``job.py``
+(``main``).
+"""

@@ -1,4 +1,4 @@
-"""Ray-free core of bulk speaker-embedding extraction (``ray_jobs/extract.py`` is the Ray glue).
+"""Ray-free core of bulk speaker-embedding extraction (``ray_jobs/extract/job.py`` is the Ray glue).
 
 Everything that can be tested without a cluster lives here, as plain functions over numpy
 batches (``dict[str, np.ndarray]``, Ray Data's ``batch_format="numpy"``):
@@ -35,8 +35,8 @@ import torch
 
 from datasets.audio import audio_info, load_audio
 from datasets.manifests import Utterance
-from models.features import Fbank, FbankConfig, min_samples
-from models.pipelines.speaker import SpeakerEmbedder
+from models.features import Fbank, FbankConfig
+from models.pipelines.speaker import SpeakerEmbedder, embedder_input
 from ray_jobs.extract.output import (
     FORMATS,
     META_COLUMNS,
@@ -100,23 +100,10 @@ def plan_rows(
 def featurize_wav(wav: np.ndarray, cfg: FbankConfig, min_seconds: float = 0.0) -> np.ndarray:
     """``wav: (T,) float32 at cfg.sample_rate`` -> fbank ``(frames, num_mel_bins)`` float32.
 
-    The same checks and front end as ``SpeakerEmbedder.embed``; raises ``ValueError`` with the
-    reason for audio the embedder would reject.
+    The same checks (``embedder_input``) and front end as ``SpeakerEmbedder.embed``; raises
+    ``AudioError`` (a ``ValueError``) with the reason for audio the embedder would reject.
     """
-    x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
-    if x.dim() != 1:
-        raise ValueError(f"expected mono audio (T,), got shape {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise ValueError("empty waveform")
-    if not torch.isfinite(x).all():
-        raise ValueError("waveform contains NaN or infinite samples")
-    seconds = x.numel() / cfg.sample_rate
-    if seconds < min_seconds:
-        raise ValueError(f"audio is {seconds:.3f} s long; at least {min_seconds:g} s needed")
-    if x.numel() < min_samples(cfg):
-        raise ValueError(
-            f"audio is {seconds * 1000:.1f} ms long, shorter than one {cfg.frame_length:g} ms frame"
-        )
+    x = embedder_input(wav, cfg.sample_rate, cfg, min_seconds)
     with torch.inference_mode():
         return Fbank(cfg)(x.unsqueeze(0))[0].numpy()  # (frames, mels)
 
@@ -312,6 +299,6 @@ def extract_baseline(utterances: Sequence[Utterance], embedder: SpeakerEmbedder)
         try:
             wav, sr = load_audio(u.path, target_sr=embedder.sample_rate)
             result.embeddings[u.key] = embedder.embed(wav, sr)
-        except ValueError as exc:  # AudioError / AudioInputError
+        except ValueError as exc:  # AudioError
             result.failures[u.key] = f"{type(exc).__name__}: {exc}"
     return result

@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -52,6 +51,7 @@ from datasets.ray_env import init_ray
 from models.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from models.features import FbankConfig
 from models.pipelines.speaker import SpeakerEmbedder
+from ray_jobs.cli import configure_cli_logging, user_error
 from ray_jobs.extract.core import (
     Stream,
     embed_rows,
@@ -286,12 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_cli_logging()
     if bool(args.data_root) == bool(args.wav_scp):
-        print("error: give either --data-root or --wav-scp/--utt2spk", file=sys.stderr)
-        return 2
+        return user_error("give either --data-root or --wav-scp/--utt2spk")
     formats = ("parquet",) if args.format == "parquet" else ("parquet", "pkl")
     try:
         utts = collect(args)
@@ -301,10 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             cpus_per_actor=args.cpus_per_actor, part_rows=args.part_rows,
         )  # fmt: skip
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        log.warning("interrupted: rerun the same command to resume")
         return 130
     except (AudioError, ManifestError, ExtractError, CheckpointError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return user_error(exc)
     print(json.dumps(summary, indent=2))
     return 0 if summary["num_embedded"] else 1

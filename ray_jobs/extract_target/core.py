@@ -23,7 +23,6 @@ import numpy as np
 
 from datasets.audio import AudioError, load_audio, write_audio
 from models.pipelines.extract_target import TargetExtractor
-from models.pipelines.inputs import AudioInputError
 from ray_jobs.cli import configure_cli_logging
 
 log = logging.getLogger("ray_jobs.extract_target.core")
@@ -82,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             overlap_seconds=args.overlap_seconds,
         )
         elapsed = time.perf_counter() - t0
-    except (FileNotFoundError, ValueError, KeyError, AudioError, AudioInputError) as exc:
-        # ValueError covers CheckpointError and the pipeline's chunk/overlap checks
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        # ValueError covers AudioError, CheckpointError and the chunk/overlap checks
         log.error("%s", exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
         return 2
     sr = extractor.sample_rate

@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from models import build_model, list_presets, save_checkpoint
+from ray_jobs.cli import configure_cli_logging, user_error
 
 log = logging.getLogger("ray_jobs.import_checkpoint.core")
 
@@ -60,7 +60,6 @@ def import_3dspeaker(arch: str, src: str | Path, dst: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(
         prog="python -m ray_jobs.import_checkpoint", description=__doc__.split("\n")[1]
     )
@@ -69,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("input", help="the published state dict (.bin/.ckpt/.pt)")
     p.add_argument("output", help="voxray checkpoint to write (.pt)")
     args = p.parse_args(argv)
+    configure_cli_logging()
     try:
         out = import_3dspeaker(args.arch, args.input, args.output)
     except (KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return user_error(exc)
     log.info("wrote %s", out)
     return 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from datasets.audio import AudioError
 from datasets.hdf5_shards import ShardError, load_manifest, pack_shards
@@ -29,6 +28,7 @@ from datasets.manifests import (
     scan_files,
     scan_source,
 )
+from ray_jobs.cli import configure_cli_logging, user_error
 
 log = logging.getLogger("ray_jobs.pack.core")
 
@@ -77,12 +77,9 @@ def collect(args: argparse.Namespace) -> list[Utterance]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_cli_logging()
     if args.sample_rate <= 0 or args.utts_per_shard <= 0:
-        print("error: --sample-rate and --utts-per-shard must be positive", file=sys.stderr)
-        return 2
+        return user_error("--sample-rate and --utts-per-shard must be positive")
     try:
         utts = collect(args)
         path = pack_shards(
@@ -97,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         manifest = load_manifest(path)
     except (AudioError, ManifestError, ShardError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return user_error(exc)
     print(
         f"packed {manifest['num_utterances']} {args.kind} utterances "
         f"({manifest['total_seconds'] / 3600:.2f} h, {len(manifest['speakers'])} speakers) "
@@ -108,6 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     for fail in manifest["failures"][:5]:
         print(f"  failed: {fail['path']}: {fail['error']}")
     if manifest["num_utterances"] == 0:
-        print("error: no utterance could be decoded", file=sys.stderr)
+        user_error("no utterance could be decoded")
         return 1
     return 0

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from datasets.augment import AugmentConfig
 from datasets.esc50 import ESC50Preprocess
-from datasets.mixing import MixConfig
+from datasets.mixing_config import MixConfig
 from models.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from models.features import FbankConfig
 
@@ -151,15 +151,40 @@ def experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     return exp
 
 
+def experiment_dict(
+    path: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+    *,
+    defaults: dict[str, Any] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The experiment as a plain dict, layered lowest first: the YAML file (or a copy of
+    ``base``), ``defaults`` (a job's own values, e.g. the demo's data root), the ``--set``
+    ``overrides``, then ``flags`` (a CLI's dedicated options such as ``--data-root``; ``None``
+    values are options not given and are skipped). Not validated: see :func:`load_experiment`."""
+    if path is None and base is None:
+        raise ConfigError("give a config file or a base dict")
+    data = load_yaml(path) if path is not None else copy.deepcopy(base or {})
+    for layer in (defaults, overrides):
+        if layer:
+            apply_overrides(data, layer)
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    if given:
+        apply_overrides(data, given)
+    return data
+
+
 def load_experiment(
     path: str | Path | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
     base: dict[str, Any] | None = None,
+    *,
+    defaults: dict[str, Any] | None = None,
+    flags: dict[str, Any] | None = None,
 ) -> ExperimentConfig:
-    """YAML file (or ``base`` dict) + ``--set`` overrides -> validated ``ExperimentConfig``."""
-    if path is None and base is None:
-        raise ConfigError("give a config file or a base dict")
-    data = load_yaml(path) if path is not None else copy.deepcopy(base or {})
-    if overrides:
-        apply_overrides(data, overrides)
-    return experiment_from_dict(data)
+    """The one experiment loader (train, ``tune.sweep``, the demo): :func:`experiment_dict`,
+    then strict validation -> ``ExperimentConfig``."""
+    return experiment_from_dict(
+        experiment_dict(path, overrides, base, defaults=defaults, flags=flags)
+    )

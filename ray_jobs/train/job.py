@@ -18,7 +18,6 @@ import json
 import logging
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,10 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from datasets.ray_env import REPO_ROOT
-from models.config import ConfigError, apply_overrides, load_yaml
+from models.config import ConfigError
+from ray_jobs.cli import USER_ERRORS, configure_cli_logging, user_error
 from ray_jobs.train.data import build_train_data
-from ray_jobs.train.experiment import ExperimentConfig, experiment_from_dict
+from ray_jobs.train.experiment import ExperimentConfig, experiment_from_dict, load_experiment
 from ray_jobs.train.worker import train_loop_per_worker
 
 log = logging.getLogger("ray_jobs.train.job")
@@ -181,29 +181,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     args = parse_args(argv)
+    configure_cli_logging()
     try:
-        data = load_yaml(args.config)
-        apply_overrides(data, args.overrides)
-        derived = {
-            "data.train": args.data_root,
-            "data.eval": args.eval_root,
-            "train.max_minutes": args.max_minutes,
-            "train.num_workers": args.num_workers,
-        }
-        apply_overrides(data, {k: v for k, v in derived.items() if v is not None})
-        exp = experiment_from_dict(data)
-    except (ConfigError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        exp = load_experiment(
+            args.config,
+            args.overrides,
+            flags={
+                "data.train": args.data_root,
+                "data.eval": args.eval_root,
+                "train.max_minutes": args.max_minutes,
+                "train.num_workers": args.num_workers,
+            },
+        )
+    except USER_ERRORS as exc:  # unknown keys, names or values: ConfigError is a ValueError
+        return user_error(exc)
     output = Path(args.output or REPO_ROOT / "runs" / exp.name)
     try:
         report = run_cross_validation(exp, output) if args.cv else run_training(exp, output)
-    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, FileNotFoundError) as exc:  # bad data; a KeyError here is a bug
+        return user_error(exc)
     print(json.dumps(report, indent=2))
     return 0

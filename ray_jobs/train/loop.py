@@ -1,6 +1,6 @@
 """The one training loop, Ray-free: optimizers, schedules, AMP, accumulation, checkpoints.
 
-``ray_jobs/worker.py`` adapts it to Ray Train (dataset shard, ``ray.train.report``, restore from
+``ray_jobs/train/worker.py`` adapts it to Ray Train (dataset shard, ``ray.train.report``, restore from
 ``ray.train.get_checkpoint``); tests and single-GPU runs drive it directly. It knows nothing about
 speakers or codecs: tasks (``models/tasks``) supply ``param_groups`` / ``train_step``.
 """

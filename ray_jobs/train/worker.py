@@ -18,6 +18,7 @@ import ray.train
 import ray.train.torch
 
 from models.registry import build_model, resolve_task
+from ray_jobs.cli import configure_cli_logging
 from ray_jobs.train.experiment import experiment_from_dict
 from ray_jobs.train.loop import TrainLoop
 
@@ -32,7 +33,7 @@ def build_task(exp_dict: dict[str, Any]):
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_cli_logging()  # a worker process: its logs reach the driver through Ray
     exp, task = build_task(config["experiment"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models.registry import get_entry, get_preset, list_presets
-from ray_jobs.bench import report as bench
+from ray_jobs.bench import ingest, report, speaker
 from ray_jobs.bench.models import Settings, fmt, interleaved
 
 
@@ -44,12 +44,12 @@ def test_quick_run_writes_every_tiny_speaker_preset(tmp_path):
     assert tiny, "no -tiny speaker preset registered"
     out = tmp_path / "BENCHMARKS.md"
     argv = ["--quick", "--no-ray-data", "--families", "speaker", "--output", str(out)]
-    assert bench.main(argv) == 0
+    assert report.main(argv) == 0
     doc = out.read_text()
 
     assert "## How it was measured" in doc
     method = doc.split("## How it was measured", 1)[1].split("\n## ", 1)[0]
-    assert bench.cpu_model() in method
+    assert report.cpu_model() in method
     assert f"torch: {torch.__version__}" in method
     assert "median" in method and "interleaved" in method and "set_num_threads(2)" in method
 
@@ -73,7 +73,7 @@ def test_quick_run_writes_every_tiny_speaker_preset(tmp_path):
 @pytest.mark.ray
 def test_ray_data_section_measures_the_real_pipeline(ray_cluster):
     notes: list[str] = []
-    text = bench.section_ray_data(quick=True, notes=notes)
+    text = ingest.section_ray_data(quick=True, notes=notes)
     assert text is not None and "## Ray Data ingest" in text
     rows = [
         line
@@ -89,12 +89,12 @@ def test_ray_data_section_measures_the_real_pipeline(ray_cluster):
 def test_reference_section_is_omitted_with_a_note(monkeypatch, tmp_path):
     settings = Settings.make(quick=True, threads=2, device=torch.device("cpu"))
     notes: list[str] = []
-    assert bench.section_reference(None, settings, notes) is None
+    assert speaker.section_reference(None, settings, notes) is None
     assert "--reference-root" in notes[-1]
     # The comparison module missing (another engineer's file) must not break the benchmark.
     monkeypatch.setitem(sys.modules, "ray_jobs.compare_reference.core", None)
-    assert bench.section_reference(tmp_path, settings, notes) is None
-    assert "compare_reference.py" in notes[-1]
+    assert speaker.section_reference(tmp_path, settings, notes) is None
+    assert "compare_reference/" in notes[-1]
 
 
 def test_interleaved_gives_every_call_the_same_rounds():
@@ -121,7 +121,7 @@ def test_quick_run_of_the_product_sections(tmp_path, real_data):
     """Diarization, TSE and codec sections in --quick mode: each writes its tables with numbers."""
     out = tmp_path / "BENCHMARKS.md"
     argv = ["--quick", "--no-ray-data", "--families", "diarization,tse,codec", "--output", str(out)]
-    assert bench.main(argv) == 0
+    assert report.main(argv) == 0
     doc = out.read_text()
     for title in ("## Diarization", "## Target speaker extraction", "## Codec"):
         assert title in doc, title

@@ -1,4 +1,4 @@
-"""ray_jobs.evaluate.speaker: trials parsing, pair sampling, evaluate_tree and the CLI on a tiny tree."""
+"""ray_jobs.evaluate (speaker): trials parsing, pair sampling, evaluate_tree and the CLI on a tiny tree."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from datasets.manifests import scan_tree
 from models.features import FbankConfig
 from models.metrics import verification_metrics
 from models.pipelines.speaker import SpeakerEmbedder
-from ray_jobs.evaluate.speaker import Trial, evaluate_tree, main, make_pairs, parse_trials
+from ray_jobs.evaluate.cli import main
+from ray_jobs.evaluate.speaker import Trial, evaluate_tree, make_pairs, parse_trials
 
 torch.set_num_threads(2)
 

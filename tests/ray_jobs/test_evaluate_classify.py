@@ -12,7 +12,7 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
 from models import build_model, save_checkpoint  # noqa: E402
-from ray_jobs.evaluate.speaker import main  # noqa: E402
+from ray_jobs.evaluate.cli import main  # noqa: E402
 
 torch.set_num_threads(2)
 

@@ -14,6 +14,7 @@ import torch  # noqa: E402
 from models import build_model, save_checkpoint  # noqa: E402
 from models.pipelines.codec import CodecPipeline  # noqa: E402
 from ray_jobs.evaluate import codec as ec  # noqa: E402
+from ray_jobs.evaluate.cli import main as evaluate_main  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -54,7 +55,7 @@ def test_evaluate_files(setup):
 def test_opus_skipped_cleanly(setup, monkeypatch, tmp_path, capsys):
     ckpt, audio = setup
     monkeypatch.setattr(ec.shutil, "which", lambda name: None)
-    rc = ec.main(["--checkpoint", str(ckpt), "--data-root", str(audio), "--opus", "--json",
+    rc = evaluate_main(["--checkpoint", str(ckpt), "--data-root", str(audio), "--opus", "--json",
                   "--num-quantizers", "1", "2", "--report", str(tmp_path / "rep")])  # fmt: skip
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
@@ -84,7 +85,7 @@ def test_opus_below_minimum_uses_6kbps(monkeypatch):
 
 
 def test_dispatch_from_evaluate(setup, capsys):
-    from ray_jobs.evaluate.speaker import main
+    from ray_jobs.evaluate.cli import main
 
     ckpt, audio = setup
     assert main(["--checkpoint", str(ckpt), "--data-root", str(audio), "--json"]) == 0

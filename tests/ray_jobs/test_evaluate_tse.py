@@ -79,7 +79,7 @@ def corpus(tmp_path_factory):
 
 
 def test_cli_through_the_evaluation_entry_point(corpus, capsys):
-    from ray_jobs.evaluate.speaker import main
+    from ray_jobs.evaluate.cli import main
 
     root, ckpt = corpus
     torch.set_num_threads(1)
@@ -100,7 +100,7 @@ def test_cli_through_the_evaluation_entry_point(corpus, capsys):
     ],
 )
 def test_cli_bad_input_exits_2(corpus, caplog, over, message):
-    from ray_jobs.evaluate.speaker import main
+    from ray_jobs.evaluate.cli import main
 
     root, ckpt = corpus
     args = ["--checkpoint", str(ckpt), "--data-root", str(root / "speech"), "--num-mixes", "1"]

@@ -16,7 +16,8 @@ import models  # noqa: E402
 from models.checkpoint import save_checkpoint  # noqa: E402
 from models.pipelines.onnx_backend import OnnxSpeakerEmbedder  # noqa: E402
 from models.pipelines.speaker import SpeakerEmbedder  # noqa: E402
-from ray_jobs.export.speaker import export_checkpoint, main  # noqa: E402
+from ray_jobs.export.cli import main  # noqa: E402
+from ray_jobs.export.core import export_checkpoint  # noqa: E402
 
 pytest.importorskip("onnxruntime")
 torch.set_num_threads(2)
@@ -92,12 +93,13 @@ def test_campplus_192_fp32_and_int8(tmp_path):
     assert size_int8 < 0.5 * size_fp32, (size_fp32, size_int8)
 
 
-def test_cli_errors_exit_2(tmp_path, capsys):
+def test_cli_errors_exit_2(tmp_path, caplog, capsys):
     assert main(["--checkpoint", str(tmp_path / "none.pt"), "--output", "x.onnx"]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "does not exist" in caplog.text
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert main(["--checkpoint", str(tmp_path / "junk.pt"), "--output", "x.onnx"]) == 2
-    assert "not a readable voxray checkpoint" in capsys.readouterr().err
+    assert "not a readable voxray checkpoint" in caplog.text
+    assert capsys.readouterr().out == ""  # errors are logs (stderr), never stdout
     with pytest.raises(SystemExit) as exc:  # argparse: missing --output
         main(["--checkpoint", "a.pt"])
     assert exc.value.code == 2

@@ -14,8 +14,8 @@ import torch  # noqa: E402
 
 from models import build_model, save_checkpoint  # noqa: E402
 from models.pipelines.codec import CodecPipeline  # noqa: E402
-from ray_jobs.export.codec import format_size_table, size_table  # noqa: E402
-from ray_jobs.export.speaker import main  # noqa: E402
+from ray_jobs.export.cli import main  # noqa: E402
+from ray_jobs.export.sizes import format_size_table, size_table  # noqa: E402
 
 torch.set_num_threads(2)
 

@@ -110,7 +110,7 @@ def test_resume_after_losing_parts(corpus, cli_run, tmp_path):
     )
 
 
-def test_other_model_refused(corpus, cli_run, tmp_path, capsys):
+def test_other_model_refused(corpus, cli_run, tmp_path, caplog):
     from ray_jobs.extract.job import main
 
     root, _ = corpus
@@ -120,11 +120,11 @@ def test_other_model_refused(corpus, cli_run, tmp_path, capsys):
     rc = main(["--data-root", str(root / "data"), "--checkpoint", str(other),
                "--output", str(cli_run)])  # fmt: skip
     assert rc == 2
-    assert "must not be mixed" in capsys.readouterr().err
+    assert "must not be mixed" in caplog.text
     assert sorted(p.name for p in (cli_run / "parts").iterdir()) == before
 
 
-def test_cli_sources(corpus, tmp_path, capsys):
+def test_cli_sources(corpus, tmp_path, caplog):
     """Kaldi wav.scp + utt2spk and the tree layouts name the same utterances; bad args -> 2."""
     from ray_jobs.extract.job import build_parser, collect, main
 
@@ -149,4 +149,4 @@ def test_cli_sources(corpus, tmp_path, capsys):
     assert main(["--checkpoint", str(ckpt), "--output", str(tmp_path / "o")]) == 2
     bad_layout = ["--data-root", str(root / "data"), "--layout", "nope"]
     assert main([*bad_layout, "--checkpoint", str(ckpt), "--output", str(tmp_path / "o")]) == 2
-    assert "unknown layout 'nope'" in capsys.readouterr().err
+    assert "unknown layout 'nope'" in caplog.text

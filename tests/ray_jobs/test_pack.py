@@ -83,12 +83,12 @@ def test_noise_kind_plain_folder(tmp_path):
     assert load_manifest(tmp_path / "o")["speakers"] == ["fan", "hum"]
 
 
-def test_bad_input_exit_codes(tmp_path, capsys):
+def test_bad_input_exit_codes(tmp_path, caplog):
     assert main(["--data-root", str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert "not a folder" in caplog.text
     (tmp_path / "d").mkdir()
     assert main(["--data-root", str(tmp_path / "d"), "--output", str(tmp_path / "o")]) == 2
-    assert "no audio files" in capsys.readouterr().err
+    assert "no audio files" in caplog.text
     assert (
         main(
             [

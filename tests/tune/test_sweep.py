@@ -71,8 +71,9 @@ def test_train_sweep_runs_trials_through_the_training_job(ray_cluster, tmp_path)
     assert all(Path(t["checkpoint"], "model.pt").is_file() for t in trials)
 
 
-def test_cli_reports_config_errors(capsys):
+def test_cli_reports_config_errors(caplog, capsys):
     from tune.sweep import main
 
     rc = main(["train", "--config", str(CONFIG), "--space", "no-such-space"])
-    assert rc == 2 and "unknown search space" in capsys.readouterr().err
+    assert rc == 2 and "unknown search space" in caplog.text
+    assert capsys.readouterr().out == ""  # errors are logs (stderr), never stdout

@@ -1,12 +1,15 @@
-"""Per-task training data for ``ray_jobs.train``: one small builder per task, one registry.
+"""Per-task training data for ``ray_jobs.train``: one small builder per task, found by name.
 
 ``run_training`` is the same for every task (prepare data, ``TorchTrainer``, copy ``model.pt``,
 final evaluation); what differs is what the workers eat. A builder turns the experiment's
 ``data`` section into a :class:`TrainData`: Ray datasets of ready batches-to-be (``train`` and an
 optional fixed ``val`` set scored after every epoch), how many rows an epoch has (sizes the LR
 schedule), config values only the data knows (a speaker task's number of classes), metadata for
-the checkpoint, and the final held-out evaluation. The heavy lifting stays in Ray-free modules
-(``datasets/*``, ``ray_jobs/prepare.py``); the Ray part is ``datasets/ray_data.py``.
+the checkpoint, and the final held-out evaluation, which calls the family's Ray-free evaluation
+core (``ray_jobs/evaluate/<family>.py``), never an evaluation CLI. A task's builder is the
+``build`` function of ``ray_jobs/train/data/<task>.py``, found by name: a new task adds that
+module and edits nothing here. The heavy lifting stays in Ray-free modules
+(``datasets/*``, ``ray_jobs/train/prepare.py``); the Ray part is ``datasets/ray_data.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import ray.data
 
 from models.config import ConfigError
+from ray_jobs.families import family_module
 from ray_jobs.train.experiment import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -38,33 +42,15 @@ class TrainData:
     single_pass: bool = False
 
 
-Builder = Callable[[ExperimentConfig, Path], TrainData]
-_BUILDERS: dict[str, Builder] = {}
-
-
-def register_data(task: str) -> Callable[[Builder], Builder]:
-    def deco(fn: Builder) -> Builder:
-        _BUILDERS[task] = fn
-        return fn
-
-    return deco
+PACKAGE = "ray_jobs.train.data"
 
 
 def build_train_data(exp: ExperimentConfig, output: Path) -> TrainData:
-    _load_builders()
-    if exp.task.name not in _BUILDERS:
-        raise ConfigError(
-            f"task {exp.task.name!r} has no training-data builder; known: {sorted(_BUILDERS)}"
-        )
-    return _BUILDERS[exp.task.name](exp, output)
-
-
-def _load_builders() -> None:
-    # importing registers: speaker, tse, codec, classify
-    import ray_jobs.train.data.classify  # noqa: F401
-    import ray_jobs.train.data.codec  # noqa: F401
-    import ray_jobs.train.data.speaker  # noqa: F401
-    import ray_jobs.train.data.tse  # noqa: F401
+    """The task's builder, ``ray_jobs/train/data/<task>.py``'s ``build``, found by name (the task
+    name is the family's, e.g. ``speaker``); an unknown task raises ``ConfigError``."""
+    return family_module(PACKAGE, exp.task.name, "build", "training-data builder").build(
+        exp, output
+    )
 
 
 def model_sample_rate(exp: ExperimentConfig) -> int | None:

@@ -20,12 +20,14 @@ from datasets.esc50 import (
 )
 from datasets.ray_data import clips_dataset
 from datasets.ray_env import init_ray
-from ray_jobs.train.data import TrainData, check_sample_rate, register_data
+from models.pipelines.classify import SoundClassifier
+from ray_jobs.evaluate.classify import evaluate_clips
+from ray_jobs.train.data import TrainData, check_sample_rate
 from ray_jobs.train.experiment import ExperimentConfig
 
 
-@register_data("classify")
-def classify_data(exp: ExperimentConfig, output: Path) -> TrainData:
+def build(exp: ExperimentConfig, output: Path) -> TrainData:
+    """The classify task's training data (module docstring); found by name by ``build_train_data``."""
     d = exp.data
     check_sample_rate(exp, d.esc50.sample_rate, "data.esc50.sample_rate")
     clips = read_esc50(d.train)
@@ -38,9 +40,6 @@ def classify_data(exp: ExperimentConfig, output: Path) -> TrainData:
         return [{"path": c.path, "target": c.target} for c in cs]
 
     def evaluate(checkpoint: Path) -> dict[str, Any]:
-        from models.pipelines.classify import SoundClassifier
-        from ray_jobs.evaluate.classify import evaluate_clips
-
         scores = evaluate_clips(SoundClassifier.from_checkpoint(checkpoint), split.val)
         return {"fold": d.val_fold, "val_clips": len(split.val), **scores}
 

@@ -3,7 +3,7 @@
 Speech is packed once at the codec's sample rate (24 kHz SoundStream, 16 kHz TinyStream);
 ``data.crop_seconds`` crops stream to the trainers. Held-out speakers give a fixed set of
 validation crops (``val_mel_distance``, ``val_si_sdr`` every epoch) and the final scores
-(``ray_jobs/evaluate_codec.py``: bitrate, SI-SDR, mel distance, PESQ and STOI at 16 kHz).
+(``ray_jobs/evaluate/codec.py``: bitrate, SI-SDR, mel distance, PESQ and STOI at 16 kHz).
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from datasets.audio import AudioError, crop_or_pad, load_audio
 from datasets.ray_data import waveform_crops_dataset
 from datasets.ray_env import init_ray
 from datasets.speaker_pipeline import CropSpec
-from ray_jobs.train.data import TrainData, check_sample_rate, register_data
+from models.pipelines.codec import CodecPipeline
+from ray_jobs.evaluate.codec import evaluate_files
+from ray_jobs.train.data import TrainData, check_sample_rate
 from ray_jobs.train.experiment import ExperimentConfig
 from ray_jobs.train.prepare import prepare_speaker_data
 
@@ -28,8 +30,8 @@ log = logging.getLogger(__name__)
 MAX_EVAL_FILES = 64  # held-out utterances scored at the end (and cropped for validation)
 
 
-@register_data("codec")
-def codec_data(exp: ExperimentConfig, output: Path) -> TrainData:
+def build(exp: ExperimentConfig, output: Path) -> TrainData:
+    """The codec task's training data (module docstring); found by name by ``build_train_data``."""
     d = exp.data
     check_sample_rate(exp, d.sample_rate, "data.sample_rate")
     prepared = prepare_speaker_data(d, output)
@@ -53,9 +55,6 @@ def codec_data(exp: ExperimentConfig, output: Path) -> TrainData:
     init_ray()
 
     def evaluate(checkpoint: Path) -> dict[str, Any]:
-        from models.pipelines.codec import CodecPipeline
-        from ray_jobs.evaluate.codec import evaluate_files
-
         return evaluate_files(CodecPipeline.from_checkpoint(checkpoint), eval_files)
 
     return TrainData(

@@ -13,13 +13,15 @@ from typing import Any
 from datasets.ray_data import speaker_training_dataset
 from datasets.ray_env import init_ray
 from datasets.speaker_pipeline import CropSpec, FeatureSpec
-from ray_jobs.train.data import TrainData, register_data
+from models.pipelines.speaker import SpeakerEmbedder
+from ray_jobs.evaluate.speaker import evaluate_tree
+from ray_jobs.train.data import TrainData
 from ray_jobs.train.experiment import ExperimentConfig
 from ray_jobs.train.prepare import prepare_speaker_data
 
 
-@register_data("speaker")
-def speaker_data(exp: ExperimentConfig, output: Path) -> TrainData:
+def build(exp: ExperimentConfig, output: Path) -> TrainData:
+    """The speaker task's training data (module docstring); found by name by ``build_train_data``."""
     data = prepare_speaker_data(exp.data, output)
     init_ray()
     speed = exp.data.augment.ordered_speed_factors
@@ -36,9 +38,6 @@ def speaker_data(exp: ExperimentConfig, output: Path) -> TrainData:
     eval_utts = data.eval_utterances
 
     def evaluate(checkpoint: Path) -> dict[str, Any]:
-        from models.pipelines.speaker import SpeakerEmbedder
-        from ray_jobs.evaluate.speaker import evaluate_tree
-
         metrics = evaluate_tree(SpeakerEmbedder.from_checkpoint(checkpoint), eval_utts)
         metrics["eval_speakers"] = len({u.speaker for u in eval_utts})
         metrics["eval_utterances"] = len(eval_utts)

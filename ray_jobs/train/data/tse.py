@@ -21,15 +21,17 @@ from datasets.ray_data import tse_training_dataset
 from datasets.ray_env import init_ray
 from datasets.tse_pipeline import MixerSpec, build_mixer
 from models.config import ConfigError, to_dict
-from ray_jobs.train.data import TrainData, check_sample_rate, register_data
+from models.pipelines.extract_target import TargetExtractor
+from ray_jobs.evaluate.tse import evaluate_samples
+from ray_jobs.train.data import TrainData, check_sample_rate
 from ray_jobs.train.experiment import ExperimentConfig
 from ray_jobs.train.prepare import prepare_speaker_data
 
 log = logging.getLogger(__name__)
 
 
-@register_data("tse")
-def tse_data(exp: ExperimentConfig, output: Path) -> TrainData:
+def build(exp: ExperimentConfig, output: Path) -> TrainData:
+    """The tse task's training data (module docstring); found by name by ``build_train_data``."""
     d = exp.data
     if d.sample_rate != d.mix.sample_rate:
         raise ConfigError(
@@ -77,9 +79,6 @@ def tse_data(exp: ExperimentConfig, output: Path) -> TrainData:
         )
 
     def evaluate(checkpoint: Path) -> dict[str, Any]:
-        from models.pipelines.extract_target import TargetExtractor
-        from ray_jobs.evaluate.tse import evaluate_samples
-
         return evaluate_samples(TargetExtractor.from_checkpoint(checkpoint), eval_samples)
 
     return TrainData(
