@@ -19,7 +19,7 @@ help:
 	@echo "make bench  - write BENCHMARKS.md"
 	@echo "make serve CKPT=model.pt - speaker service on http://127.0.0.1:8000 (docs: /docs)"
 	@echo "make train-realdata OUT=DIR - train on ../shared/data/speech (10 min on 2 cores)"
-	@echo "make lint   - ruff check + format check"
+	@echo "make lint   - ruff check + format check + layer contracts (lint-imports)"
 
 # Idempotent: installs uv if absent, then the locked environment (re-synced when the lock changes).
 $(STAMP): pyproject.toml uv.lock
@@ -47,6 +47,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports --no-logo
 
 format: $(STAMP)
 	$(RUN) ruff format .

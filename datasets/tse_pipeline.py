@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from datasets.augment import load_bank
-from datasets.mixing import DynamicMixer, MixConfig, ShardPool, mix_batch
+from datasets.mixing import DynamicMixer, mix_batch
+from datasets.mixing_config import MixConfig
+from datasets.speech_pools import ShardPool
 
 
 @dataclass(frozen=True)

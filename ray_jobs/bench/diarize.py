@@ -95,7 +95,7 @@ def diarization_section(checkpoint: str | Path | None, quick: bool) -> str:
     if sample.ndim == 2:
         sample = sample.mean(axis=1)
     if sr != SR:
-        from datasets.audio import resample
+        from models.waveform import resample
 
         sample = resample(sample, sr, SR)
     inputs = [

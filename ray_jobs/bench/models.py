@@ -84,6 +84,11 @@ def fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+def head_rule(head: str) -> str:
+    """The Markdown separator row under a table header ``| a | b |``."""
+    return "|" + "---|" * (head.count("|") - 1)
+
+
 def speaker_targets(quick: bool) -> list[str]:
     """Speaker presets to measure: ``-tiny`` ones in quick mode, every other one otherwise.
 

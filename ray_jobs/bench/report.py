@@ -17,39 +17,37 @@ its code or inputs are absent.
 Timing follows the usual micro-benchmark practice (cf. ``torch.utils.benchmark``): warm-up runs
 first, then the median of repeated runs; things that are compared (fbank, batch 1, batch 16) run
 interleaved in the same rounds, so their ratios are measured side by side. Model measurement is
-in ``ray_jobs.bench_models``; this file assembles the document. No Ray here except through the
-Ray Data and Serve hooks.
+in ``ray_jobs.bench.models``; the sections live beside it (``speaker``: model table, fbank,
+reference comparison; ``ingest``: Ray Data and bulk extraction; ``service``: the speaker service;
+``diarize``, ``tse``, ``codec``: the other families). This file measures the machine, assembles
+the document and is the CLI. No Ray here except through the ingest and service sections.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
-import math
 import os
 import platform
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from ray_jobs.bench.ingest import section_extraction, section_ray_data
 from ray_jobs.bench.models import (
-    FbankRow,
     Settings,
     SpeakerRow,
     fbank_row,
-    fmt,
     speaker_row,
     speaker_targets,
     warm_up_runtime,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from ray_jobs.bench.service import section_service
+from ray_jobs.bench.speaker import section_fbank, section_reference, section_speaker
 
 log = logging.getLogger(__name__)
 
@@ -140,309 +138,7 @@ def section_method(info: dict[str, str], settings: Settings, argv: Sequence[str]
     return "\n".join(lines)
 
 
-def section_speaker(rows: list[SpeakerRow], settings: Settings) -> str:
-    dev = "CPU" if settings.device.type == "cpu" else "GPU"
-    head = (
-        f"| preset | model | params (M) | GFLOP per s audio (1-s input) "
-        f"| GFLOP per s audio (3-s input) | {dev} ms/utt b1 | {dev} ms/utt b16 "
-        f"| {dev} ms total b16 | b16 speed-up | fbank / fwd b1 | runs |"
-    )
-    lines = [
-        "## Speaker embedding models",
-        "",
-        f"One {settings.seconds:g}-s utterance = {rows[0].frames if rows else '?'} fbank frames. "
-        "`b16 speed-up` = (ms/utt at batch 1) / (ms/utt at batch 16); `fbank / fwd b1` = fbank "
-        "time for one utterance / batch-1 forward time (both per-round medians).",
-        "",
-        head,
-        head_rule(head),
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.preset} | {r.model_name} | {fmt(r.params_m)} | {fmt(r.gflops_per_s_1s)} "
-            f"| {fmt(r.gflops_per_s_3s)} | {fmt(r.b1_ms)} | {fmt(r.b16_ms_per_utt)} "
-            f"| {fmt(r.b16_ms_total)} | {fmt(r.b16_speedup)} | {fmt(r.fbank_ratio)} "
-            f"| {r.repeats} |"
-        )
-    return "\n".join(lines)
-
-
-def head_rule(head: str) -> str:
-    return "|" + "---|" * (head.count("|") - 1)
-
-
-def section_fbank(fb: FbankRow, speaker_rows: list[SpeakerRow], settings: Settings) -> str:
-    dev = "CPU" if settings.device.type == "cpu" else "GPU"
-    lines = [
-        "## Fbank front end",
-        "",
-        f"`models.features.Fbank` (torchaudio Kaldi fbank; it loops over the rows of a batch), "
-        f"{settings.seconds:g}-s utterance:",
-        "",
-        f"| {dev} ms/utt b1 | {dev} ms/utt b16 | runs |",
-        "|---|---|---|",
-        f"| {fmt(fb.b1_ms)} | {fmt(fb.b16_ms_per_utt)} | {fb.repeats} |",
-    ]
-    ratios = [(r.fbank_ratio, r.preset) for r in speaker_rows if math.isfinite(r.fbank_ratio)]
-    if ratios:
-        lo, hi = min(ratios), max(ratios)
-        lines += [
-            "",
-            f"Share relative to a batch-1 model forward (measured side by side, column "
-            f"`fbank / fwd b1` above): from {fmt(100 * lo[0])} % of the forward ({lo[1]}) to "
-            f"{fmt(100 * hi[0])} % ({hi[1]}).",
-        ]
-        heavy = [p for ratio, p in ratios if ratio >= 0.25]
-        if heavy:
-            lines[-1] += (
-                f" For {', '.join(heavy)} the fbank costs at least a quarter of the forward: "
-                "compute it on CPU data workers (Ray Data) rather than in the GPU/Serve replica."
-            )
-    return "\n".join(lines)
-
-
-def section_reference(
-    reference_root: Path | None, settings: Settings, notes: list[str] | None = None
-) -> str | None:
-    """The 3D-Speaker comparison from ``ray_jobs.compare_reference``, or None with a note."""
-    notes = notes if notes is not None else []
-    if reference_root is None:
-        notes.append("3D-Speaker reference comparison: not requested (pass `--reference-root`).")
-        return None
-    try:
-        import ray_jobs.compare_reference.core as cr
-    except ModuleNotFoundError as exc:
-        if exc.name != "ray_jobs.compare_reference.core":
-            raise
-        notes.append("3D-Speaker reference comparison: `ray_jobs/compare_reference.py` is absent.")
-        return None
-    json_path = cr.default_json_path()
-    if not json_path.is_file():
-        notes.append(f"3D-Speaker reference comparison: {json_path} not found.")
-        return None
-    specs = json.loads(json_path.read_text())
-    repeats = 3 if settings.quick else 7
-    results: list[dict[str, Any]] = []
-    for entry, spec in specs.items():
-        log.info("reference comparison: %s", entry)
-        try:
-            res = cr.compare_entry(entry, spec, reference_root, repeats, 0)
-        except Exception as exc:  # one broken entry must not lose the others
-            log.warning("reference comparison of %s failed: %s", entry, exc)
-            res = {"entry": entry, "status": f"failed: {type(exc).__name__}: {exc}"}
-        results.append(res)
-    return "\n".join(
-        [
-            "## 3D-Speaker reference comparison",
-            "",
-            f"`ray_jobs.compare_reference` against the checkout at `{reference_root}`: reference "
-            "weights (randomised, BatchNorm statistics included) loaded into our "
-            "`3dspeaker/<entry>` preset with `strict=True`; max abs difference of the raw "
-            f"embeddings on the same fbank input; {torch.get_num_threads()} threads, "
-            f"{repeats} interleaved runs (median). Ratio = ours / reference (< 1: we are faster).",
-            "",
-            cr.markdown(results),
-        ]
-    )
-
-
-def section_ray_data(quick: bool, notes: list[str] | None = None) -> str | None:
-    """Ray Data ingest throughput: packed synthetic shards -> crops -> (augment) -> fbank.
-
-    Runs ``datasets.ray_data.benchmark_throughput`` on a local Ray cluster over shards of a
-    synthetic corpus, without and with waveform augmentation (real noise and RIRs from
-    ``../shared/data`` when present), and reports crops/s and crops/s per CPU.
-    """
-    notes = notes if notes is not None else []
-    import tempfile
-
-    from datasets.augment import AugmentConfig
-    from datasets.hdf5_shards import pack_shards, shard_paths
-    from datasets.speaker_pipeline import CropSpec, FeatureSpec
-    from datasets.synth import generate_corpus
-
-    try:
-        from datasets.ray_data import benchmark_throughput
-        from datasets.ray_env import init_ray
-    except ImportError as exc:
-        notes.append(f"Ray Data ingest throughput: Ray not importable ({exc}).")
-        return None
-    real = Path(os.environ.get("VOXRAY_REAL_DATA", REPO_ROOT.parent / "shared" / "data"))
-    noise, rir = (str(real / "noise"), str(real / "rir")) if real.is_dir() else ("", "")
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        utts = generate_corpus(
-            Path(tmp) / "tree",
-            num_speakers=8,
-            utts_per_speaker=4 if quick else 8,
-            seconds=(2.0, 4.0),
-            seed=0,
-        )
-        shards = shard_paths(
-            pack_shards(utts, Path(tmp) / "shards", utts_per_shard=8, progress=False)
-        )
-        crop = CropSpec(
-            speakers=tuple(sorted({u.speaker for u in utts})),
-            crop_seconds=2.0,
-            crops_per_utterance=8,
-        )
-        init_ray()
-        variants = {
-            "fbank + SpecAugment": AugmentConfig(noise_prob=0.0, reverb_prob=0.0),
-            "noise + RIR + fbank + SpecAugment": AugmentConfig(noise_prob=1.0, reverb_prob=1.0),
-        }
-        for name, aug in variants.items():
-            if aug.noise_prob and not noise:
-                notes.append("Ray Data: augmentation row skipped (no ../shared/data noise/RIRs).")
-                continue
-            stats = benchmark_throughput(
-                shards,
-                crop,
-                FeatureSpec(augment=aug, noise=noise, rir=rir),
-                repeats=1 if quick else 3,
-            )
-            rows.append({"pipeline": name, **stats})
-    keys = ["pipeline", "crops_per_s", "crops_per_s_per_cpu", "num_cpus", "rows", "repeats"]
-    head = "| " + " | ".join(keys) + " |"
-    lines = [
-        "## Ray Data ingest",
-        "",
-        "2-s training crops from packed HDF5 shards (h5py read in `flat_map`, crop, optional "
-        "noise/RIR, Kaldi fbank, SpecAugment in `map_batches`) delivered to the driver per second "
-        "on a local Ray cluster using every core; median of the repeats. Per-CPU = rate / CPUs Ray "
-        "may use, so a GPU that trains at R crops/s needs about R / per-CPU cores of ingest.",
-        "",
-        head,
-        head_rule(head),
-    ]
-    for r in rows:
-        lines.append(
-            "| "
-            + " | ".join(fmt(r[k]) if isinstance(r[k], float) else str(r[k]) for k in keys)
-            + " |"
-        )
-    return "\n".join(lines)
-
-
-def section_service(quick: bool, notes: list[str] | None = None) -> str | None:
-    """The speaker service over HTTP: requests/s and latency of /verify and /identify.
-
-    Saves a random-weight ``3dspeaker/campplus_192`` checkpoint (the real model's compute;
-    ``campplus-tiny`` with ``quick``) to a temporary folder, serves it on a local Ray cluster
-    (``ray_jobs.cluster.init_ray``) with ``serve.bench.benchmark_service`` (which shuts Serve down
-    afterwards) and renders each endpoint and concurrency next to the bare model's batched
-    throughput.
-    """
-    notes = notes if notes is not None else []
-    import tempfile
-
-    try:
-        from datasets.ray_env import init_ray
-        from serve.bench import benchmark_service
-    except ImportError as exc:
-        notes.append(f"Speaker service: Ray Serve not importable ({exc}).")
-        return None
-    from models import build_model, save_checkpoint
-
-    preset = "campplus-tiny" if quick else "3dspeaker/campplus_192"
-    concurrency = (1, 8, 32)
-    per_level = 32 if quick else 128
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory(prefix="voxray-bench-serve-") as tmp:
-        ckpt = save_checkpoint(build_model(preset).eval(), Path(tmp) / "model.pt")
-        init_ray()
-        res = benchmark_service(
-            ckpt, concurrency=concurrency, requests_per_level=per_level, num_enrolled=1000
-        )
-    cfg, model_only = res["config"], res["model_only"]
-    model_rate = float(model_only["clips_per_s"])
-    clips_per_request = {"verify": 2, "identify": 1}
-    head = (
-        "| endpoint | concurrency | requests/s | p50 ms | p99 ms | clips/s "
-        "| service / model | ok / sent |"
-    )
-    lines = [
-        "## Speaker service",
-        "",
-        f"`serve.bench.benchmark_service` on `{preset}` (random weights; model id "
-        f"`{res['model']['model_id']}`, {res['model']['embed_dim']}-d), "
-        f"{cfg['clip_seconds']:g}-s clips, /identify against {cfg['num_enrolled']} enrolled "
-        f"speakers. Bare model (`SpeakerEmbedder.embed_batch`, batch "
-        f"{model_only['batch_size']}, 1 thread, fbank included): **{fmt(model_rate)} clips/s**. "
-        "`service / model` = the endpoint's clips/s (2 per /verify request, 1 per /identify) "
-        "over the bare model's.",
-        "",
-        head,
-        head_rule(head),
-    ]
-    for endpoint in ("verify", "identify"):
-        for lvl in res[endpoint]:
-            rate = float(lvl["requests_per_s"])
-            clips = clips_per_request[endpoint] * rate
-            ratio = clips / model_rate if model_rate > 0 else float("nan")
-            errors = ", ".join(f"{k}: {v}" for k, v in sorted(lvl["errors"].items()))
-            lines.append(
-                f"| /{endpoint} | {lvl['concurrency']} | {fmt(rate)} | {fmt(lvl['p50_ms'])} "
-                f"| {fmt(lvl['p99_ms'])} | {fmt(clips)} | {fmt(ratio)} "
-                f"| {lvl['ok']} / {lvl['requests']}{f' ({errors})' if errors else ''} |"
-            )
-    app = cfg["app_args"]
-    auto = app.get("autoscaling", {})
-    lo, hi = auto.get("min_replicas", 1), auto.get("max_replicas", 1)
-    lines += [
-        "",
-        "How measured: the app (`serve.app:build_app`) runs on loopback on a local Ray cluster on "
-        f"this machine: one ingress replica and {lo if lo == hi else f'{lo}-{hi}'} embedding "
-        f"replica(s), `torch_threads` "
-        f"{app.get('torch_threads', 1)}, `@serve.batch` up to {app.get('max_batch_size', 16)} "
-        f"clips / {1000 * app.get('batch_wait_timeout_s', 0.01):g} ms. The client (httpx, "
-        f"asyncio, the same machine, so it competes for the CPUs) sends {cfg['requests_per_level']} "
-        "JSON requests (base64 WAV, 16 distinct synthetic clips) per concurrency level after "
-        "2 warm-up requests; p50/p99 are per-request wall times of the successful requests. The "
-        f"gallery (random embeddings, `POST /galleries`) took {fmt(cfg['enroll_gallery_s'])} s to "
-        "enroll. The bare model is timed in the same run on the same decoded clips.",
-    ]
-    return "\n".join(lines)
-
-
-# --- driver -------------------------------------------------------------------------------------
-
-
-def section_extraction(quick: bool, notes: list[str] | None = None) -> str | None:
-    """Bulk extraction: the Ray Data job vs a plain single-process loop over the same files.
-
-    A full-size CAM++ (``3dspeaker/campplus_192``, random weights: same compute as a trained
-    one) embeds a synthetic corpus both ways in the same run; medians of the repeats.
-    """
-    notes = notes if notes is not None else []
-    try:
-        from ray_jobs.extract.job import benchmark_extraction
-    except ImportError as exc:
-        notes.append(f"Extraction: Ray not importable ({exc}).")
-        return None
-    n = 48 if quick else 240
-    res = benchmark_extraction(
-        num_utterances=n, num_speakers=12, seconds=(2.0, 4.0),
-        model="campplus-tiny" if quick else "3dspeaker/campplus_192",
-        batch_size=16, repeats=1 if quick else 3,
-    )  # fmt: skip
-    keys = ["utterances", "audio_seconds", "model", "num_cpus", "ray_utterances_per_s",
-            "baseline_utterances_per_s", "speedup"]  # fmt: skip
-    head = "| " + " | ".join(keys) + " |"
-    cells = [fmt(res[k]) if isinstance(res[k], float) else str(res[k]) for k in keys]
-    return "\n".join([
-        "## Bulk embedding extraction",
-        "",
-        f"`python -m ray_jobs.extract` (Ray Data: decode + fbank CPU tasks, model actors batching "
-        f"equal-length clips) against a single-process loop (load, fbank, embed one file at a "
-        f"time) over the same {res['utterances']} synthetic 2-4 s files, in the same run; median "
-        f"of {res['repeats']} runs each. The Ray figure includes the pipeline's start-up (actor "
-        "creation, model load), which small corpora do not amortise.",
-        "",
-        head,
-        head_rule(head),
-        "| " + " | ".join(cells) + " |",
-    ])  # fmt: skip
+# --- document -----------------------------------------------------------------------------------
 
 
 def run(

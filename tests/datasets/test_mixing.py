@@ -20,19 +20,10 @@ from datasets.audio import load_audio, write_audio
 from datasets.augment import load_bank, speed_perturb
 from datasets.hdf5_shards import ShardError, pack_shards
 from datasets.manifests import Utterance, scan_files, scan_tree, split_speakers
-from datasets.mixing import (
-    DynamicMixer,
-    MemoryPool,
-    MixConfig,
-    MixingError,
-    ShardPool,
-    _read_perturbed,
-    benchmark_mixing,
-    make_eval_set,
-    mix_batch,
-    perturbed_length,
-    speaker_split,
-)
+from datasets.mixing import DynamicMixer, benchmark_mixing, make_eval_set, mix_batch
+from datasets.mixing_config import MixConfig, MixingError
+from datasets.mixing_signal import perturbed_length, read_perturbed
+from datasets.speech_pools import MemoryPool, ShardPool, speaker_split
 
 SR = 16000
 FREQS = {f"s{i}": 400.0 * (i + 1) for i in range(5)}  # one tone per "speaker": 400 .. 2000 Hz
@@ -115,7 +106,7 @@ def test_speed_span_equals_full_perturbation():
             want = np.zeros(hi - lo, np.float32)
             a, b = max(lo, 0), min(hi, m)
             want[a - lo : b - lo] = full[a:b]
-            got = _read_perturbed(lambda s, e: x[s:e], x.size, f, lo, hi)
+            got = read_perturbed(lambda s, e: x[s:e], x.size, f, lo, hi)
             np.testing.assert_allclose(got, want, atol=1e-6)
 
 
