@@ -330,22 +330,22 @@ def speaker_index(utts: list[Utterance]) -> dict[str, int]:
 
 
 def split_speakers(
-    utts: list[Utterance], held_out: float | int, seed: int = 0
+    utts: list[Utterance], val: float | int, seed: int = 0
 ) -> tuple[list[Utterance], list[Utterance]]:
-    """Split into ``(train, held_out)`` with disjoint speakers, deterministic for ``seed``.
+    """Split into ``(train, val)`` with disjoint speakers, deterministic for ``seed``.
 
-    ``held_out``: a fraction in (0, 1) of the speakers, or an integer count >= 1. Both parts
+    ``val``: a fraction in (0, 1) of the speakers, or an integer count >= 1. Both parts
     keep the input order.
     """
     speakers = sorted({u.speaker for u in utts})
     n = len(speakers)
-    if isinstance(held_out, float) and not isinstance(held_out, bool) and 0 < held_out < 1:
-        k = max(1, round(held_out * n))
-    elif isinstance(held_out, int) and not isinstance(held_out, bool) and held_out >= 1:
-        k = held_out
+    if isinstance(val, float) and not isinstance(val, bool) and 0 < val < 1:
+        k = max(1, round(val * n))
+    elif isinstance(val, int) and not isinstance(val, bool) and val >= 1:
+        k = val
     else:
         raise ManifestError(
-            f"held_out must be a fraction in (0, 1) or a speaker count >= 1, got {held_out!r}"
+            f"val must be a fraction in (0, 1) or a speaker count >= 1, got {val!r}"
         )
     if k >= n:
         raise ManifestError(f"cannot hold out {k} of {n} speakers and keep any for training")

@@ -4,7 +4,7 @@ Ray Data has no HDF5 reader, so a dataset starts from the list of shard paths an
 opened with h5py inside a ``flat_map`` task (the pattern of Ray's ``data_ingest_torch_new.py``:
 read + transform as Ray Data operators, consumed by ``TorchTrainer`` workers through
 ``ray.train.get_dataset_shard``). Every transform is a plain function from
-``datasets.speaker_pipeline`` that is tested without Ray; this file only wires them up.
+``datasets.speaker_transforms`` that is tested without Ray; this file only wires them up.
 
 Shard paths (and noise/RIR folders) must be readable from every node: a local path on a
 single-machine cluster, a shared filesystem or a mounted bucket on a real one.
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import ray
 
-from datasets.speaker_pipeline import CropSpec, FeatureSpec, crop_shard, featurize_batch
-from datasets.tse_pipeline import MixerSpec, mix_rows
+from datasets.speaker_transforms import CropSpec, FeatureSpec, crop_shard, featurize_batch
+from datasets.tse_transforms import MixerSpec, mix_rows
 
 log = logging.getLogger(__name__)
 

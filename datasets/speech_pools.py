@@ -168,12 +168,12 @@ class ShardPool(SpeechPool):
 
 
 def speaker_split(
-    speakers: list[str], held_out: float | int, seed: int = 0
+    speakers: list[str], val: float | int, seed: int = 0
 ) -> tuple[list[str], list[str]]:
-    """``(train, held_out)`` speaker lists, disjoint; the same split as
+    """``(train, val)`` speaker lists, disjoint; the same split as
     :func:`datasets.manifests.split_speakers` gives for utterances of these speakers."""
     if len(set(speakers)) != len(speakers):
         raise MixingError("speaker list has duplicates; pass each speaker once")
     utts = [Utterance(s, "", "", s, s) for s in speakers]
-    train, held = split_speakers(utts, held_out, seed)
+    train, held = split_speakers(utts, val, seed)
     return [u.speaker for u in train], [u.speaker for u in held]

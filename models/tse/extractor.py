@@ -96,7 +96,7 @@ class TargetSpeakerExtractor(nn.Module):
     ``F = n_fft // 2 + 1``; ``frames = T // hop_length + 1``. Mixture and reference lengths are
     independent and need not be multiples of the hop (the centred STFT is zero-padded).
     ``encode_reference`` + ``forward_with_reference`` split ``forward`` so that one enrolment is
-    encoded once for many mixtures (``models/pipelines/extract_target.py``).
+    encoded once for many mixtures (``models/pipelines/tse.py``).
     """
 
     def __init__(self, cfg: TSEConfig) -> None:

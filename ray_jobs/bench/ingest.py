@@ -26,7 +26,7 @@ def section_ray_data(quick: bool, notes: list[str] | None = None) -> str | None:
 
     from datasets.augment import AugmentConfig
     from datasets.hdf5_shards import pack_shards, shard_paths
-    from datasets.speaker_pipeline import CropSpec, FeatureSpec
+    from datasets.speaker_transforms import CropSpec, FeatureSpec
     from datasets.synth import generate_corpus
 
     try:

@@ -39,7 +39,7 @@ from datasets.ray_env import REPO_ROOT
 from datasets.speech_pools import MemoryPool
 from models import build_model
 from models.metrics import si_sdr
-from models.pipelines.extract_target import TargetExtractor
+from models.pipelines.tse import TargetExtractor
 
 log = logging.getLogger("ray_jobs.bench.report")
 

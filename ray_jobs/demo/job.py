@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         exp = load_experiment(
             args.config,
             args.overrides,
-            defaults={"data.train": str(root), "data.held_out_speakers": args.held_out},
+            defaults={"data.train": str(root), "data.val_speakers": args.held_out},
         )
         report = run_training(exp, output)
     except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['train_utterances']} utterances)",
         f"model:       {report['model']} trained for {report['train_metrics'].get('epoch', 0):.0f} "
         f"epochs on {report['num_workers']} Ray Train worker(s), GPU: {report['used_gpu']}",
-        f"held out:    {ev.get('eval_speakers', 0)} unseen speakers, {ev.get('num_trials', 0)} trials",
+        f"held out:    {ev.get('val_speakers', 0)} unseen speakers, {ev.get('num_trials', 0)} trials",
         f"EER:         {100 * ev.get('eer', float('nan')):.2f} %",
         f"minDCF:      {ev.get('min_dcf_0.01', float('nan')):.3f} (p=0.01), "
         f"{ev.get('min_dcf_0.05', float('nan')):.3f} (p=0.05)",

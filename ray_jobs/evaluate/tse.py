@@ -35,7 +35,7 @@ from datasets.manifests import scan_source
 from datasets.mixing import MixSample
 from datasets.speech_pools import MemoryPool
 from models.metrics import absent_suppression_db, signal_quality
-from models.pipelines.extract_target import TargetExtractor
+from models.pipelines.tse import TargetExtractor
 from models.waveform import resample
 
 log = logging.getLogger("ray_jobs.evaluate.tse")

@@ -3,7 +3,7 @@
     python -m ray_jobs.extract_target --checkpoint tse.pt --mix MIX.wav --ref REF.wav -o OUT.wav \\
         [--chunk-seconds 4 --overlap-seconds 1] [--batch-size 4] [--device cpu|cuda]
 
-A thin command line over ``models.pipelines.extract_target.TargetExtractor`` (the reference is
+A thin command line over ``models.pipelines.tse.TargetExtractor`` (the reference is
 encoded once; the mixture goes through the model in overlapping chunks, cross-faded; pyannote's
 sliding-window ``Inference`` is the pattern). Files are decoded and resampled to the model's rate
 (48 kHz) by ``datasets.audio``; the output is 16-bit PCM WAV at that rate with the length of the
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.audio import AudioError, load_audio, write_audio
-from models.pipelines.extract_target import TargetExtractor
+from models.pipelines.tse import TargetExtractor
 from ray_jobs.cli import configure_cli_logging
 
 log = logging.getLogger("ray_jobs.extract_target.core")

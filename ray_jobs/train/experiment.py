@@ -39,18 +39,19 @@ class DataConfig:
     # job packs (resumably) into <output>/shards first. --data-root on the CLI sets this.
     train: str = ""
     layout: str = "auto"  # tree layout or filename-pattern name (see datasets.manifests)
-    # Held-out evaluation: a labelled tree (or shard manifest) scored by EER after training.
-    # Empty: hold out `held_out_speakers` speakers of `train` (never trained on).
-    eval: str = ""
-    eval_layout: str = "auto"  # layout of `eval` (may differ from the training layout)
+    # Validation data (val): a labelled tree (or shard manifest) held out of training, scored
+    # after every epoch and by the family's evaluator at the end. Empty: hold out
+    # `val_speakers` speakers of `train` (never trained on).
+    val: str = ""
+    val_layout: str = "auto"  # layout of `val` (may differ from the training layout)
     # Where raw trees are packed (and held-out lists written); empty: <output>/. A Tune sweep
     # points every trial here, so the data is packed once (packing is resumable).
     pack_dir: str = ""
-    held_out_speakers: int = 0
-    # Cut each evaluation utterance into segments of this many seconds (0 = whole utterances):
+    val_speakers: int = 0  # speakers of `train` held out as val data when `val` is empty
+    # Cut each val utterance into segments of this many seconds (0 = whole utterances):
     # for corpora with one recording per speaker, target trials then pair segments of the same
     # recording (an easier, same-session protocol; say so when reporting).
-    eval_segment_seconds: float = 0.0
+    val_segment_seconds: float = 0.0
     sample_rate: int = 16000  # Hz; audio is resampled to this when packed
     crop_seconds: float = 2.0  # random training crop length
     crops_per_utterance: int = 1  # crops drawn from each utterance per epoch
@@ -60,10 +61,10 @@ class DataConfig:
     fbank: FbankConfig = field(default_factory=lambda: FbankConfig(dither=1.0))
     shuffle_buffer: int = 256  # local shuffle buffer (rows) on each trainer
     # -- target speaker extraction (task tse): dynamic mixing of `train` speech with
-    # `noise`/`rir`; held-out mixes come from `held_out_speakers` (or the `eval` tree).
+    # `noise`/`rir`; val mixes come from `val_speakers` (or the `val` tree).
     mix: MixConfig = field(default_factory=MixConfig)
     samples_per_epoch: int = 0  # mixes per epoch; 0 = training utterances x crops_per_utterance
-    eval_mixes: int = 64  # fixed held-out mixes: validation each epoch and the final scores
+    val_mixes: int = 64  # fixed val mixes: validation each epoch and the final scores
     # -- sound classification (task classify): `train` is an ESC-50-format folder
     val_fold: int = 1  # fold held out for validation (5-fold CV: ray_jobs.train --cv)
     esc50: ESC50Preprocess = field(default_factory=ESC50Preprocess)

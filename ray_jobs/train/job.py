@@ -166,7 +166,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="override a config value by dotted key, e.g. optim.lr=3e-4 (repeatable)",
     )
     p.add_argument("--data-root", help="audio tree or packed shard manifest (sets data.train)")
-    p.add_argument("--eval-root", help="labelled tree for held-out EER (sets data.eval)")
+    p.add_argument(
+        "--val-root",
+        "--eval-root",  # the earlier name, kept for existing scripts
+        dest="val_root",
+        help="labelled tree held out of training for the val metrics and report (sets data.val)",
+    )
     p.add_argument("--output", help="output directory (default runs/<name>)")
     p.add_argument(
         "--max-minutes", type=float, help="wall-clock training budget (train.max_minutes)"
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides,
             flags={
                 "data.train": args.data_root,
-                "data.eval": args.eval_root,
+                "data.val": args.val_root,
                 "train.max_minutes": args.max_minutes,
                 "train.num_workers": args.num_workers,
             },

@@ -1,7 +1,7 @@
 """Training-data preparation shared by ``ray_jobs.train`` and ``ray_jobs.demo`` (Ray-free).
 
 ``--data-root`` may be a packed shard manifest (used as is) or a raw audio tree: the tree is
-scanned, ``held_out_speakers`` speakers are set aside for evaluation (never trained on), and the
+scanned, ``val_speakers`` speakers are set aside for evaluation (never trained on), and the
 rest is packed into ``<output>/shards`` resumably, so rerunning a job after an interruption
 reuses the finished shards.
 """
@@ -32,7 +32,7 @@ class PreparedData:
     shards: list[str]  # absolute shard paths
     speakers: tuple[str, ...]  # training speakers, sorted
     num_utterances: int
-    eval_utterances: list[Utterance]  # held-out labelled utterances ([] = no evaluation)
+    val_utterances: list[Utterance]  # held-out labelled utterances ([] = no evaluation)
 
 
 def segment_utterances(
@@ -75,19 +75,19 @@ def prepare_speaker_data(data: DataConfig, output_dir: str | Path) -> PreparedDa
         raise ValueError("no training data: pass --data-root DIR (an audio tree or shard manifest)")
     output_dir = Path(data.pack_dir) if data.pack_dir else Path(output_dir)
     train_path = Path(data.train)
-    eval_utts: list[Utterance] = []
+    val_utts: list[Utterance] = []
     if _is_manifest(train_path):
         manifest_path = train_path if train_path.suffix == ".json" else train_path / "manifest.json"
-        if data.held_out_speakers:
+        if data.val_speakers:
             raise ValueError(
-                "data.held_out_speakers needs a raw audio tree; for packed shards give a separate "
-                "evaluation tree with data.eval"
+                "data.val_speakers needs a raw audio tree; for packed shards give a separate "
+                "evaluation tree with data.val"
             )
     else:
         utts = scan_source(train_path, data.layout)
-        if data.held_out_speakers:
-            train_utts, eval_utts = split_speakers(utts, data.held_out_speakers, seed=data.seed)
-            write_manifest_csv(eval_utts, output_dir / "eval_utterances.csv")
+        if data.val_speakers:
+            train_utts, val_utts = split_speakers(utts, data.val_speakers, seed=data.seed)
+            write_manifest_csv(val_utts, output_dir / "val_utterances.csv")
         else:
             train_utts = utts
         log.info(
@@ -99,11 +99,11 @@ def prepare_speaker_data(data: DataConfig, output_dir: str | Path) -> PreparedDa
         manifest_path = pack_shards(
             train_utts, output_dir / "shards", sample_rate=data.sample_rate, kind="speech"
         )
-    if data.eval:
-        eval_utts = scan_source(data.eval, data.eval_layout)
-    if eval_utts and data.eval_segment_seconds > 0:
-        eval_utts = segment_utterances(
-            eval_utts, output_dir / "eval_segments", data.eval_segment_seconds, data.sample_rate
+    if data.val:
+        val_utts = scan_source(data.val, data.val_layout)
+    if val_utts and data.val_segment_seconds > 0:
+        val_utts = segment_utterances(
+            val_utts, output_dir / "val_segments", data.val_segment_seconds, data.sample_rate
         )
     manifest = load_manifest(manifest_path)
     if manifest["sample_rate"] != data.sample_rate:
@@ -121,5 +121,5 @@ def prepare_speaker_data(data: DataConfig, output_dir: str | Path) -> PreparedDa
         shards=shard_paths(manifest_path),
         speakers=speakers,
         num_utterances=int(manifest["num_utterances"]),
-        eval_utterances=eval_utts,
+        val_utterances=val_utts,
     )

@@ -1,6 +1,6 @@
 """Target speaker extraction deployment: a thin Ray Serve adapter around ``TargetExtractor``.
 
-One replica holds one ``models.pipelines.extract_target.TargetExtractor`` (TF-GridNet + USEF
+One replica holds one ``models.pipelines.tse.TargetExtractor`` (TF-GridNet + USEF
 cross-attention, arXiv 2409.02615). ``extract(mix, ref)`` runs off the event loop
 (``asyncio.to_thread``) so the replica keeps answering health checks during a long file. The
 reference is encoded once per request and reused for every chunk of the mixture (that is what
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from ray import serve
 
-from models.pipelines.extract_target import TargetExtractor
+from models.pipelines.tse import TargetExtractor
 from serve.deployments import Product
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from serve.errors import ERRORS, ServiceError, request_body
 from serve.http import app
 from serve.routes import wav_bytes
 
-MIN_REF_SECONDS = 0.5  # the pipeline's own minimum (models/pipelines/extract_target.py)
+MIN_REF_SECONDS = 0.5  # the pipeline's own minimum (models/pipelines/tse.py)
 
 
 class TSERequest(BaseModel):

@@ -7,7 +7,7 @@ import pytest
 
 from datasets.augment import AugmentConfig
 from datasets.hdf5_shards import pack_shards, shard_paths
-from datasets.speaker_pipeline import CropSpec, FeatureSpec
+from datasets.speaker_transforms import CropSpec, FeatureSpec
 from datasets.synth import generate_corpus
 
 pytestmark = pytest.mark.ray

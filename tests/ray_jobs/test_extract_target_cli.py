@@ -60,7 +60,7 @@ def test_writes_48k_output_of_mixture_length(files, tmp_path, capsys):
 def test_chunked_matches_single_pass_where_one_chunk_covers(files, tmp_path):
     # a chunk longer than the mixture is one forward pass: same as the pipeline called directly
     from datasets.audio import load_audio
-    from models.pipelines.extract_target import TargetExtractor
+    from models.pipelines.tse import TargetExtractor
 
     out = tmp_path / "one.wav"
     assert main(_args(files, out, **{"--chunk-seconds": 10.0, "--overlap-seconds": 0.0})) == 0

@@ -154,11 +154,11 @@ def test_experiment_loader_layers(tmp_path):
     cfg.write_text(json.dumps({"model": {"name": "campplus-tiny"}, "train": {"epochs": 3}}))
     data = experiment_dict(
         cfg,
-        ["data.held_out_speakers=5", "train.epochs=4"],
-        defaults={"data.held_out_speakers": 12, "data.train": "a"},
-        flags={"train.epochs": 9, "data.eval": None},
+        ["data.val_speakers=5", "train.epochs=4"],
+        defaults={"data.val_speakers": 12, "data.train": "a"},
+        flags={"train.epochs": 9, "data.val": None},
     )
-    assert data["data"] == {"held_out_speakers": 5, "train": "a"}
+    assert data["data"] == {"val_speakers": 5, "train": "a"}
     assert data["train"]["epochs"] == 9
     exp = load_experiment(cfg, ["optim.lr=0.5"], flags={"data.train": "b"})
     assert exp.optim.lr == 0.5 and exp.data.train == "b" and exp.train.epochs == 3

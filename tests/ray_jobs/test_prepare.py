@@ -24,14 +24,14 @@ def tree(tmp_path_factory):
 
 
 def test_held_out_speakers_are_disjoint_and_segmented(tree, tmp_path):
-    cfg = DataConfig(train=str(tree), held_out_speakers=2, eval_segment_seconds=1.5)
+    cfg = DataConfig(train=str(tree), val_speakers=2, val_segment_seconds=1.5)
     data = prepare_speaker_data(cfg, tmp_path)
-    eval_speakers = {u.speaker for u in data.eval_utterances}
-    assert len(data.speakers) == 4 and len(eval_speakers) == 2
-    assert not eval_speakers & set(data.speakers)
+    val_speakers = {u.speaker for u in data.val_utterances}
+    assert len(data.speakers) == 4 and len(val_speakers) == 2
+    assert not val_speakers & set(data.speakers)
     # 2 utterances of 3.2-4.5 s per held-out speaker -> 2 segments of 1.5 s each
-    assert len(data.eval_utterances) == 2 * 2 * 2
-    for u in data.eval_utterances:
+    assert len(data.val_utterances) == 2 * 2 * 2
+    for u in data.val_utterances:
         wav, sr = sf.read(u.path)
         assert sr == 16000 and len(wav) == 24000 and u.key.endswith(u.utterance)
     # rerun reuses the packed shards and gives the same split
@@ -60,7 +60,7 @@ def test_too_few_speakers_and_no_data_fail_clearly(tree, tmp_path):
     with pytest.raises(ValueError, match="--data-root"):
         prepare_speaker_data(DataConfig(), tmp_path)
     with pytest.raises(ValueError, match="at least 2 speakers"):
-        prepare_speaker_data(DataConfig(train=str(tree), held_out_speakers=5), tmp_path / "o")
+        prepare_speaker_data(DataConfig(train=str(tree), val_speakers=5), tmp_path / "o")
 
 
 def test_unknown_layout_names_the_valid_ones(tree):

@@ -38,13 +38,13 @@ def test_train_end_to_end(ray_cluster, synth_tree, tmp_path):
 
     exp = load_experiment(
         CONFIG,
-        overrides={"data.train": str(synth_tree), "data.held_out_speakers": 3, "train.epochs": 2},
+        overrides={"data.train": str(synth_tree), "data.val_speakers": 3, "train.epochs": 2},
     )
     report = run_training(exp, tmp_path / "out")
     assert report["train_speakers"] == 5
     assert report["train_metrics"]["epoch"] == 2
     ev = report["eval"]
-    assert ev["eval_speakers"] == 3 and ev["num_trials"] > 0 and 0.0 <= ev["eer"] <= 1.0
+    assert ev["val_speakers"] == 3 and ev["num_trials"] > 0 and 0.0 <= ev["eer"] <= 1.0
     model = load_model(tmp_path / "out" / "model.pt")
     with torch.no_grad():
         assert model(torch.randn(1, 150, 80)).shape == (1, model.cfg.embed_dim)

@@ -65,7 +65,7 @@ def test_codec_gan_trains_with_two_optimizers_and_is_scored(ray_cluster, synth_t
     assert m["train_gan_active"] > 0 and m["train_d_loss"] > 0
     assert "val_mel_distance" in m and "val_si_sdr" in m
     ev = report["eval"]
-    assert ev["num_files"] == report["eval_files"] > 0
+    assert ev["num_files"] == report["val_files"] > 0
     assert ev["bitrate_kbps"] == pytest.approx(1.0)  # tinystream-ultra_tiny: 2 x 8 bits x 62.5 Hz
     # the checkpoint carries the discriminators and both optimizers for resuming
     ckpt = read_checkpoint(tmp_path / "out" / "model.pt")

@@ -21,7 +21,7 @@ EVAL_KEYS |= {"mix_pesq", "mix_stoi", "absent_suppression_db"}
 
 def test_train_tse_end_to_end(ray_cluster, tmp_path):
     from datasets.synth import generate_corpus
-    from models.pipelines.extract_target import TargetExtractor
+    from models.pipelines.tse import TargetExtractor
     from ray_jobs.train.job import run_training
 
     generate_corpus(
@@ -32,7 +32,7 @@ def test_train_tse_end_to_end(ray_cluster, tmp_path):
     metrics = report["train_metrics"]
     assert metrics["epoch"] == 2
     assert math.isfinite(metrics["val_si_sdr"])
-    assert report["train_speakers"] == 6 and report["eval_mixes"] == 4
+    assert report["train_speakers"] == 6 and report["val_mixes"] == 4
     ev = report["eval"]
     assert EVAL_KEYS <= set(ev) and ev["num_mixes"] == 4
     assert ev["num_present"] + ev["num_absent"] == 4

@@ -19,7 +19,7 @@ from typing import Any
 from datasets.augment import load_bank
 from datasets.mixing import DynamicMixer, make_eval_set
 from datasets.mixing_config import MixConfig
-from models.pipelines.extract_target import TargetExtractor
+from models.pipelines.tse import TargetExtractor
 from ray_jobs.cli import USER_ERRORS, configure_cli_logging, user_error
 from ray_jobs.evaluate.tse import evaluate_samples, load_pool
 

@@ -18,7 +18,7 @@ import ray.data
 from datasets.audio import AudioError, crop_or_pad, load_audio
 from datasets.ray_data import waveform_crops_dataset
 from datasets.ray_env import init_ray
-from datasets.speaker_pipeline import CropSpec
+from datasets.speaker_transforms import CropSpec
 from models.pipelines.codec import CodecPipeline
 from ray_jobs.evaluate.codec import evaluate_files
 from ray_jobs.train.data import TrainData, check_sample_rate
@@ -27,7 +27,7 @@ from ray_jobs.train.prepare import prepare_speaker_data
 
 log = logging.getLogger(__name__)
 
-MAX_EVAL_FILES = 64  # held-out utterances scored at the end (and cropped for validation)
+MAX_VAL_FILES = 64  # held-out utterances scored at the end (and cropped for validation)
 
 
 def build(exp: ExperimentConfig, output: Path) -> TrainData:
@@ -41,11 +41,11 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
         crops_per_utterance=d.crops_per_utterance,
         sample_rate=d.sample_rate,
     )
-    eval_files = [u.path for u in prepared.eval_utterances[:MAX_EVAL_FILES]]
+    val_files = [u.path for u in prepared.val_utterances[:MAX_VAL_FILES]]
     val_rows = []
     rng = np.random.default_rng(d.seed)
     n = int(round(d.crop_seconds * d.sample_rate))
-    for path in eval_files:
+    for path in val_files:
         try:
             wav, _ = load_audio(path, target_sr=d.sample_rate)
         except AudioError as exc:
@@ -55,7 +55,7 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
     init_ray()
 
     def evaluate(checkpoint: Path) -> dict[str, Any]:
-        return evaluate_files(CodecPipeline.from_checkpoint(checkpoint), eval_files)
+        return evaluate_files(CodecPipeline.from_checkpoint(checkpoint), val_files)
 
     return TrainData(
         train=waveform_crops_dataset(prepared.shards, crop, batch_size=exp.train.batch_size),
@@ -64,7 +64,7 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
         summary={
             "train_speakers": len(prepared.speakers),
             "train_utterances": prepared.num_utterances,
-            "eval_files": len(eval_files),
+            "val_files": len(val_files),
         },
-        evaluate=evaluate if eval_files else None,
+        evaluate=evaluate if val_files else None,
     )

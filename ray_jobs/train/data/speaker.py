@@ -2,7 +2,7 @@
 
 Rows are ``{"feats": (T, n_mels) float32, "label": int64}``; speed perturbation turns each
 speaker into ``len(speed_factors)`` classes (3D-Speaker / WeSpeaker practice). The final
-evaluation is EER/minDCF on held-out speakers (``data.eval`` or ``data.held_out_speakers``).
+evaluation is EER/minDCF on held-out speakers (``data.val`` or ``data.val_speakers``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from datasets.ray_data import speaker_training_dataset
 from datasets.ray_env import init_ray
-from datasets.speaker_pipeline import CropSpec, FeatureSpec
+from datasets.speaker_transforms import CropSpec, FeatureSpec
 from models.pipelines.speaker import SpeakerEmbedder
 from ray_jobs.evaluate.speaker import evaluate_tree
 from ray_jobs.train.data import TrainData
@@ -35,12 +35,12 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
     features = FeatureSpec(
         fbank=exp.data.fbank, augment=exp.data.augment, noise=exp.data.noise, rir=exp.data.rir
     )
-    eval_utts = data.eval_utterances
+    val_utts = data.val_utterances
 
     def evaluate(checkpoint: Path) -> dict[str, Any]:
-        metrics = evaluate_tree(SpeakerEmbedder.from_checkpoint(checkpoint), eval_utts)
-        metrics["eval_speakers"] = len({u.speaker for u in eval_utts})
-        metrics["eval_utterances"] = len(eval_utts)
+        metrics = evaluate_tree(SpeakerEmbedder.from_checkpoint(checkpoint), val_utts)
+        metrics["val_speakers"] = len({u.speaker for u in val_utts})
+        metrics["val_utterances"] = len(val_utts)
         return metrics
 
     return TrainData(
@@ -55,5 +55,5 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
             "train_utterances": data.num_utterances,
             "classes": crop.num_classes,
         },
-        evaluate=evaluate if eval_utts else None,
+        evaluate=evaluate if val_utts else None,
     )

@@ -2,8 +2,8 @@
 
 ``data.train`` (an audio tree or packed manifest) gives the speech, packed once at
 ``data.mix.sample_rate``; ``data.noise`` / ``data.rir`` the banks. Held-out speakers
-(``data.held_out_speakers`` of the tree, or the ``data.eval`` tree) are packed apart and give a
-fixed set of ``data.eval_mixes`` mixtures: the ``val_*`` metrics of every epoch (what Tune's
+(``data.val_speakers`` of the tree, or the ``data.val`` tree) are packed apart and give a
+fixed set of ``data.val_mixes`` mixtures: the ``val_*`` metrics of every epoch (what Tune's
 ASHA compares) and, at the end, SI-SDR(i), PESQ, STOI and target-absent suppression.
 """
 
@@ -19,9 +19,9 @@ from datasets.hdf5_shards import pack_shards
 from datasets.mixing import make_eval_set
 from datasets.ray_data import tse_training_dataset
 from datasets.ray_env import init_ray
-from datasets.tse_pipeline import MixerSpec, build_mixer
+from datasets.tse_transforms import MixerSpec, build_mixer
 from models.config import ConfigError, to_dict
-from models.pipelines.extract_target import TargetExtractor
+from models.pipelines.tse import TargetExtractor
 from ray_jobs.evaluate.tse import evaluate_samples
 from ray_jobs.train.data import TrainData, check_sample_rate
 from ray_jobs.train.experiment import ExperimentConfig
@@ -50,36 +50,36 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
         seed=d.seed,
     )
     build_mixer(train_spec)  # fail here, in the driver, on unusable speech/noise/RIRs
-    eval_samples = []
-    if prepared.eval_utterances and d.eval_mixes > 0:
-        eval_manifest = pack_shards(
-            prepared.eval_utterances, pack_root / "eval_shards", sample_rate=d.sample_rate
+    val_samples = []
+    if prepared.val_utterances and d.val_mixes > 0:
+        val_manifest = pack_shards(
+            prepared.val_utterances, pack_root / "val_shards", sample_rate=d.sample_rate
         )
-        eval_speakers = tuple(sorted({u.speaker for u in prepared.eval_utterances}))
-        eval_spec = MixerSpec(
+        val_speakers = tuple(sorted({u.speaker for u in prepared.val_utterances}))
+        val_spec = MixerSpec(
             mix=d.mix,
-            speech_manifest=str(eval_manifest),
-            speakers=eval_speakers,
+            speech_manifest=str(val_manifest),
+            speakers=val_speakers,
             noise=d.noise,
             rir=d.rir,
             seed=d.seed,
         )
-        eval_samples = make_eval_set(build_mixer(eval_spec), d.eval_mixes, seed=d.seed)
-        log.info("%d held-out mixes from %d speakers", len(eval_samples), len(eval_speakers))
+        val_samples = make_eval_set(build_mixer(val_spec), d.val_mixes, seed=d.seed)
+        log.info("%d held-out mixes from %d speakers", len(val_samples), len(val_speakers))
     rows_per_epoch = d.samples_per_epoch or prepared.num_utterances * d.crops_per_utterance
     total = rows_per_epoch * exp.train.epochs
     init_ray()
     val = None
-    if eval_samples:
+    if val_samples:
         val = ray.data.from_items(
             [
                 {"mix": s.mix, "target": s.target, "ref": s.ref, "present": float(s.present)}
-                for s in eval_samples
+                for s in val_samples
             ]
         )
 
     def evaluate(checkpoint: Path) -> dict[str, Any]:
-        return evaluate_samples(TargetExtractor.from_checkpoint(checkpoint), eval_samples)
+        return evaluate_samples(TargetExtractor.from_checkpoint(checkpoint), val_samples)
 
     return TrainData(
         train=tse_training_dataset(train_spec, total, batch_size=exp.train.batch_size),
@@ -90,8 +90,8 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
             "train_speakers": len(prepared.speakers),
             "train_utterances": prepared.num_utterances,
             "mixes_per_epoch": rows_per_epoch,
-            "eval_mixes": len(eval_samples),
+            "val_mixes": len(val_samples),
         },
-        evaluate=evaluate if eval_samples else None,
+        evaluate=evaluate if val_samples else None,
         single_pass=True,
     )

@@ -12,7 +12,7 @@ sys.modules.setdefault("ray", None)
 
 from datasets.augment import AugmentConfig  # noqa: E402
 from datasets.hdf5_shards import pack_shards, shard_paths  # noqa: E402
-from datasets.speaker_pipeline import CropSpec, FeatureSpec, crop_shard, featurize_batch  # noqa: E402
+from datasets.speaker_transforms import CropSpec, FeatureSpec, crop_shard, featurize_batch  # noqa: E402
 from datasets.synth import generate_corpus  # noqa: E402
 from models.features import Fbank, FbankConfig  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Long-file target extraction (models/pipelines/extract_target.py) and the extractor's
+"""Long-file target extraction (models/pipelines/tse.py) and the extractor's
 reference-encoding split (models/tse/extractor.py)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ sys.modules.setdefault("ray", None)  # models/ must import without Ray
 
 from models import build_model  # noqa: E402
 from models.checkpoint import save_checkpoint  # noqa: E402
-from models.pipelines.extract_target import (  # noqa: E402
+from models.pipelines.tse import (  # noqa: E402
     TargetExtractor,
     chunk_starts,
     crossfade_window,
