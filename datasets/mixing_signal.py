@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from datasets.mixing_config import MixingError
+from models.waveform import resample
 
 SILENT_POWER = 1e-12  # power below which a signal counts as silent
 
@@ -61,7 +61,7 @@ Reader = Callable[[int, int], np.ndarray]  # (start, stop) -> samples
 
 
 def perturbed_length(n: int, factor: Fraction) -> int:
-    """Length of an ``n``-sample signal played ``factor`` times faster (resample_poly's)."""
+    """Length of an ``n``-sample signal played ``factor`` times faster (as ``resample`` gives)."""
     return -(-n * factor.denominator // factor.numerator)
 
 
@@ -77,12 +77,12 @@ def read_perturbed(read: Reader, n: int, factor: Fraction, lo: int, hi: int) -> 
     if p == q:
         out[a - lo : b - lo] = read(a, b)
         return out
-    # resample_poly's filter reaches 10 * max(p, q) / q input samples either side; starting the
+    # The polyphase filter (models.waveform.resample) reaches 10 * max(p, q) / q input samples either side; starting the
     # span on a multiple of p puts its output grid on the full signal's grid (offset i0 * q / p).
     margin = 10 * max(p, q) // q + 2
     i0 = max(0, (a * p // q - margin) // p * p)
     i1 = min(n, -(-b * p // q) + margin)
-    ys = resample_poly(read(i0, i1), q, p)
+    ys = resample(read(i0, i1), p, q)  # the one resampler: polyphase, from rate p to rate q
     g0 = i0 // p * q
     out[a - lo : b - lo] = ys[a - g0 : b - g0]
     return out
