@@ -34,6 +34,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from datasets.ray_env import REPO_ROOT, init_ray
 from models.config import ConfigError
+from models.registry import resolve_task
 from ray_jobs.cli import USER_ERRORS, configure_cli_logging, run_main, user_error
 from ray_jobs.train.data import build_train_data
 from ray_jobs.train.experiment import experiment_dict, experiment_from_dict, load_experiment
@@ -44,15 +45,8 @@ from tune.tuner import make_tuner, summarize
 
 log = logging.getLogger("tune.sweep")
 
+
 # What a training sweep optimises when --metric is not given, by task.
-DEFAULT_METRICS: dict[str, tuple[str, str]] = {
-    "speaker": ("train_loss", "min"),
-    "tse": ("val_si_sdr", "max"),
-    "codec": ("val_mel_distance", "min"),
-    "classify": ("val_acc", "max"),
-}
-
-
 def validate_space(base: dict[str, Any], space: dict[str, Any]) -> None:
     """Apply one sample value per key and validate the experiment: typos fail before trials."""
     try:
@@ -88,7 +82,7 @@ def run_train_sweep(
     base.setdefault("data", {})["pack_dir"] = str(output / "data")
     validate_space(base, space)
     exp = experiment_from_dict(base)
-    default_metric, default_mode = DEFAULT_METRICS.get(exp.task.name, ("train_loss", "min"))
+    default_metric, default_mode = resolve_task(exp.task.name)[0].cls.sweep_metric
     metric, mode = metric or default_metric, mode or default_mode
     # Pack once in the driver; the trials find finished shards (packing is resumable).
     build_train_data(exp, output / "data")

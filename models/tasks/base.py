@@ -2,7 +2,7 @@
 
 A task is an ``nn.Module`` holding the registered model (``task.model``, what checkpoints store)
 and the parts only training needs (margin heads, discriminators). The one training loop
-(``ray_jobs/loop.py``) drives every task through the same small surface:
+(``ray_jobs/train/loop.py``) drives every task through the same small surface:
 
 - ``param_groups()``: ``{optimizer name: parameters}``, one optimizer per entry (``"main"`` for
   most tasks; ``"generator"`` and ``"discriminator"`` for GAN tasks);
@@ -12,7 +12,9 @@ and the parts only training needs (margin heads, discriminators). The one traini
 - ``eval_step(batch)``: metrics without gradients;
 - ``on_step(step)``: schedules that live in the task (margin warm-up, curriculum);
 - ``train_state()`` / ``load_train_state()``: the training-only parts, saved in the checkpoint's
-  ``train_state`` entry that ``load_model`` ignores.
+  ``train_state`` entry that ``load_model`` ignores;
+- ``sweep_metric``: the reported metric and mode (``"min"``/``"max"``) a sweep ranks trials by
+  unless told otherwise, so a new task brings its own and ``tune/`` keeps no per-task table.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from torch import nn
 
 
 class StepContext(Protocol):
-    """What the loop hands to ``train_step`` (implemented in ray_jobs/loop.py)."""
+    """What the loop hands to ``train_step`` (implemented in ray_jobs/train/loop.py)."""
 
     step: int  # optimizer steps taken so far
 
@@ -38,6 +40,7 @@ class StepContext(Protocol):
 
 class Task(nn.Module):
     model: nn.Module
+    sweep_metric: tuple[str, str] = ("train_loss", "min")
 
     def param_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         return {"main": [p for p in self.parameters() if p.requires_grad]}

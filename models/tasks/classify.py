@@ -42,6 +42,8 @@ class ClassifyTaskConfig:
 
 @register_task("classify", ClassifyTaskConfig)
 class ClassifyTask(Task):
+    sweep_metric = ("val_acc", "max")
+
     def __init__(self, model: nn.Module, cfg: ClassifyTaskConfig) -> None:
         super().__init__()
         model_classes = getattr(getattr(model, "cfg", None), "num_classes", cfg.num_classes)

@@ -137,6 +137,8 @@ def codebook_stats(codes: torch.Tensor, codebook_size: int) -> tuple[float, floa
 class CodecTask(Task):
     """``model``: a registered ``codec``-family model (``SoundStream`` / ``TinyStream``)."""
 
+    sweep_metric = ("val_mel_distance", "min")
+
     def __init__(self, model: nn.Module, cfg: CodecTaskConfig) -> None:
         super().__init__()
         if not hasattr(model, "quantizer") or not hasattr(model, "bitrate"):

@@ -70,6 +70,8 @@ class TSETaskConfig:
 class TSETask(Task):
     """``model``: a ``tse``-family extractor (``forward(mix, ref) -> TSEOutput``)."""
 
+    sweep_metric = ("val_si_sdr", "max")
+
     def __init__(self, model: nn.Module, cfg: TSETaskConfig) -> None:
         super().__init__()
         self.cfg = cfg
