@@ -22,7 +22,7 @@ from starlette.requests import Request
 
 from serve import schemas as S
 from serve.audio_input import AudioLimits, load_source, parse_request
-from serve.errors import ServiceError
+from serve.errors import ServiceError, checked
 from serve.store import SpeakerStore
 
 
@@ -51,10 +51,9 @@ class EmbeddingClient:
     async def embed(self, wavs: list[np.ndarray], fields: list[str]) -> np.ndarray:
         """``N`` waveforms -> ``(N, D)`` from the active model (each call joins a Serve batch)."""
         rows = await asyncio.gather(*(self.handle.embed.remote(w, self.active) for w in wavs))
-        for row, name in zip(rows, fields, strict=True):
-            if isinstance(row, str):
-                raise ServiceError(400, "invalid_audio", f"{name}: {row}")
-        return np.stack(rows).astype(np.float32)
+        return np.stack(
+            [checked(row, name) for row, name in zip(rows, fields, strict=True)]
+        ).astype(np.float32)
 
 
 @dataclass
@@ -136,6 +135,11 @@ class ServeContext:
             max_bytes=self.args.max_request_bytes,
             allowed_roots=self.roots,
         )
+
+    def product_limits(self, info: dict[str, Any], min_seconds: float = 0.0) -> AudioLimits:
+        """Limits of a product's audio field: its model's rate (``info`` from ``product``), up
+        to the app's ``max_seconds``."""
+        return self.audio_limits(info["sample_rate"], min_seconds, self.args.max_seconds)
 
     async def speaker_limits(self) -> AudioLimits:
         """Limits of a speaker clip: the active model's rate, ``min/max_seconds``."""

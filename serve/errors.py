@@ -41,6 +41,15 @@ class ServiceError(Exception):
         self.message = message
 
 
+def checked(out: Any, field: str | None, code: str = "invalid_audio") -> Any:
+    """A product deployment's answer: deployments return a bad input's message (a ``str``)
+    rather than raise across the Ray boundary; that becomes 400 ``code`` (the message prefixed
+    with ``field`` when given). Anything else is the result, returned as is."""
+    if isinstance(out, str):
+        raise ServiceError(400, code, out if field is None else f"{field}: {out}")
+    return out
+
+
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 

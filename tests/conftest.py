@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from pathlib import Path
 
@@ -16,9 +18,18 @@ torch.set_num_threads(2)
 keep_workers_on_this_environment()  # before any test imports ray
 
 
+NO_REAL_DATA = "real data not found: set VOXRAY_REAL_DATA or place shared/ beside the repo"
+
+
 def real_data_root() -> Path | None:
     root = Path(os.environ.get("VOXRAY_REAL_DATA", REPO_ROOT.parent / "shared" / "data"))
     return root if root.is_dir() else None
+
+
+# For test modules that name real files at collection time (``REAL / "noise"``): the path, and
+# the skip of the tests that need it (with ``@pytest.mark.realdata``).
+REAL = real_data_root() or Path("/nonexistent/shared/data")
+needs_real = pytest.mark.skipif(real_data_root() is None, reason=NO_REAL_DATA)
 
 
 def shared_root() -> Path | None:
@@ -26,11 +37,40 @@ def shared_root() -> Path | None:
     return root if root.is_dir() else None
 
 
+@functools.cache
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def reference_state_dicts() -> dict:
+    """``shared/reference/3dspeaker_state_dicts.json``: per 3D-Speaker entry its constructor
+    arguments, every state-dict key with its shape, and the parameter count. Skips without it."""
+    path = (shared_root() or REPO_ROOT.parent / "shared") / "reference/3dspeaker_state_dicts.json"
+    if not path.is_file():
+        pytest.skip(f"3D-Speaker state-dict listing not found at {path} (set VOXRAY_SHARED)")
+    return _read_json(path)
+
+
+def assert_reference_layout(model: torch.nn.Module, spec: dict) -> None:
+    """``model``'s state dict has exactly the keys and shapes of the 3D-Speaker entry ``spec``
+    (one of ``reference_state_dicts()``), as many parameters, and a reference-shaped state dict
+    loads into it strictly."""
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    ref = spec["state_dict"]
+    assert sorted(set(ref) - set(ours)) == [], "keys missing from ours"
+    assert sorted(set(ours) - set(ref)) == [], "keys the reference does not have"
+    assert {k: s for k, s in ours.items() if s != ref[k]} == {}
+    assert sum(p.numel() for p in model.parameters()) == spec["num_parameters"]
+    state = model.state_dict()
+    fake = {k: torch.zeros(s, dtype=state[k].dtype) for k, s in ref.items()}
+    model.load_state_dict(fake, strict=True)
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     root = real_data_root()
     if root is None:
-        pytest.skip("real data not found: set VOXRAY_REAL_DATA or place shared/ beside the repo")
+        pytest.skip(NO_REAL_DATA)
     return root
 
 

@@ -36,7 +36,7 @@ from models.pipelines.speaker import SpeakerEmbedder
 from models.pipelines.vad import SileroVAD
 from ray_jobs.diarize.core import der_report, list_inputs, load_references
 from tune.spaces import example_values
-from tune.tuner import make_tuner, summarize
+from tune.tuner import fit_sweep
 
 log = logging.getLogger("tune.diarization")
 
@@ -165,17 +165,17 @@ def run_diarization_sweep(
         ),
         {"CPU": 1},
     )  # fmt: skip
-    tuner = make_tuner(
+    summary = fit_sweep(
         trainable,
         space,
         output,
+        kind="diarization",
         metric=metric,
         mode=mode,
         num_samples=num_samples,
         max_concurrent=max_concurrent,
         seed=seed,
     )
-    summary = summarize(tuner.fit(), metric, mode, output, kind="diarization")
     best = {**base, **summary["best"]["config"]}
     (output / "best_config.yaml").write_text(yaml.safe_dump(best, sort_keys=True))
     (output / "best_config.json").write_text(json.dumps(best, indent=2, sort_keys=True))

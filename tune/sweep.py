@@ -41,7 +41,7 @@ from ray_jobs.train.experiment import experiment_dict, experiment_from_dict, loa
 from ray_jobs.train.job import run_training
 from tune.diarization import run_diarization_sweep
 from tune.spaces import example_values, load_space
-from tune.tuner import make_tuner, summarize
+from tune.tuner import fit_sweep
 
 log = logging.getLogger("tune.sweep")
 
@@ -99,10 +99,11 @@ def run_train_sweep(
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, base=base, root=str(output)), {"CPU": 0.01}
     )
-    tuner = make_tuner(
+    return fit_sweep(
         trainable,
         space,
         output,
+        kind="train",
         metric=metric,
         mode=mode,
         num_samples=num_samples,
@@ -110,8 +111,6 @@ def run_train_sweep(
         seed=seed,
         scheduler=sched,
     )
-    results = tuner.fit()
-    return summarize(results, metric, mode, output, kind="train")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,7 +1,7 @@
-"""The Tuner and the summary every sweep shares (training and diarization sweeps).
+"""The Tune run and the summary every sweep shares (training and diarization sweeps).
 
-``tune/sweep.py`` (the CLI and training sweeps) and ``tune/diarization.py`` both build their
-Tuner here, so neither imports the other's module for it (no import cycle).
+``tune/sweep.py`` (the CLI and training sweeps) and ``tune/diarization.py`` both run their
+sweep here (``fit_sweep``), so neither imports the other's module for it (no import cycle).
 """
 
 from __future__ import annotations
@@ -18,22 +18,24 @@ from tune.spaces import to_param_space
 log = logging.getLogger("tune.tuner")
 
 
-def make_tuner(
+def fit_sweep(
     trainable: Any,
     space: dict[str, Any],
     output: Path,
     *,
+    kind: str,
     metric: str,
     mode: str,
     num_samples: int,
     max_concurrent: int,
     seed: int,
     scheduler: Any = None,
-) -> tune.Tuner:
-    """The Tuner every sweep uses: seeded random/grid search over ``space``, results under
-    ``<output>/tune``. The search algorithm carries the concurrency limit: Tune applies
-    ``max_concurrent_trials`` only to the search algorithms it builds itself."""
-    return tune.Tuner(
+) -> dict[str, Any]:
+    """The sweep every kind runs: seeded random/grid search over ``space``, Tune's results under
+    ``<output>/tune``; returns the summary, also written to ``<output>/sweep.json``. The search
+    algorithm carries the concurrency limit: Tune applies ``max_concurrent_trials`` only to the
+    search algorithms it builds itself."""
+    tuner = tune.Tuner(
         trainable,
         param_space=to_param_space(space),
         tune_config=tune.TuneConfig(
@@ -47,6 +49,7 @@ def make_tuner(
         ),
         run_config=tune.RunConfig(name="sweep", storage_path=str(Path(output).resolve() / "tune")),
     )
+    return summarize(tuner.fit(), metric, mode, output, kind=kind)
 
 
 def summarize(results: Any, metric: str, mode: str, output: Path, kind: str) -> dict[str, Any]:

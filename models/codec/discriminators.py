@@ -39,6 +39,18 @@ class DiscriminatorOutput:
     features: list[list[torch.Tensor]]
 
 
+def _conv_stack(
+    x: torch.Tensor, layers: nn.ModuleList, post: nn.Module
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Every sub-discriminator's body: leaky-ReLU after each of ``layers`` (those activations
+    are the feature maps of the feature-matching loss), then the ``post`` logits conv."""
+    feats = []
+    for layer in layers:
+        x = F.leaky_relu(layer(x), _SLOPE)
+        feats.append(x)
+    return post(x), feats
+
+
 class WaveformDiscriminator(nn.Module):
     """MelGAN discriminator block: ``(B, 1, T)`` -> logits ``(B, 1, ~T/256)`` + 6 feature maps.
 
@@ -60,11 +72,7 @@ class WaveformDiscriminator(nn.Module):
         self.post = weight_norm(nn.Conv1d(widths[-1], 1, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        feats = []
-        for layer in self.layers:
-            x = F.leaky_relu(layer(x), _SLOPE)
-            feats.append(x)
-        return self.post(x), feats
+        return _conv_stack(x, self.layers, self.post)
 
 
 class MultiScaleDiscriminator(nn.Module):
@@ -135,11 +143,8 @@ class STFTDiscriminator(nn.Module):
             return_complex=True,
         )  # (B, F, frames)
         x = torch.view_as_real(spec).permute(0, 3, 2, 1)  # (B, 2, frames, F)
-        feats = []
-        for layer in self.layers:
-            x = F.leaky_relu(layer(x), _SLOPE)
-            feats.append(x)
-        return DiscriminatorOutput(logits=[self.post(x)], features=[feats])
+        logits, feats = _conv_stack(x, self.layers, self.post)
+        return DiscriminatorOutput(logits=[logits], features=[feats])
 
 
 class PeriodDiscriminator(nn.Module):
@@ -168,11 +173,7 @@ class PeriodDiscriminator(nn.Module):
             x = F.pad(x, (0, extra), mode="reflect" if extra < x.shape[-1] else "constant")
         b, c, t = x.shape
         x = x.view(b, c, t // self.period, self.period)  # (B, 1, T/p, p)
-        feats = []
-        for layer in self.layers:
-            x = F.leaky_relu(layer(x), _SLOPE)
-            feats.append(x)
-        return self.post(x), feats
+        return _conv_stack(x, self.layers, self.post)
 
 
 class MultiPeriodDiscriminator(nn.Module):

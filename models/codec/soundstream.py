@@ -150,26 +150,40 @@ class DecoderBlock(nn.Module):
         return x
 
 
+def _conv_kwargs(cfg: SoundStreamConfig) -> dict[str, bool]:
+    return {"separable": cfg.separable, "weight_norm": cfg.weight_norm}
+
+
+def _blocks(
+    block: type[EncoderBlock] | type[DecoderBlock],
+    widths: list[int],
+    strides: tuple[int, ...],
+    cfg: SoundStreamConfig,
+) -> nn.ModuleList:
+    """One ``block`` per stride, block ``i`` from ``widths[i]`` to ``widths[i + 1]`` channels:
+    the encoder's downsampling stack, or (reversed widths and strides) the decoder's mirror."""
+    return nn.ModuleList(
+        block(
+            widths[i],
+            widths[i + 1],
+            stride=s,
+            dilations=cfg.dilations,
+            kernel_size=cfg.kernel_size,
+            **_conv_kwargs(cfg),
+        )
+        for i, s in enumerate(strides)
+    )
+
+
 class SoundStreamEncoder(nn.Module):
     """``(B, 1, T)`` (``T`` a multiple of the hop) -> ``(B, dim, T / hop)``; streams with state."""
 
     def __init__(self, cfg: SoundStreamConfig) -> None:
         super().__init__()
-        conv = {"separable": cfg.separable, "weight_norm": cfg.weight_norm}
-        c = cfg.channels
-        self.conv_in = CausalConv1d(1, c, cfg.kernel_size, **conv)
-        widths = [c * 2**i for i in range(len(cfg.strides) + 1)]
-        self.blocks = nn.ModuleList(
-            EncoderBlock(
-                widths[i],
-                widths[i + 1],
-                stride=s,
-                dilations=cfg.dilations,
-                kernel_size=cfg.kernel_size,
-                **conv,
-            )
-            for i, s in enumerate(cfg.strides)
-        )
+        conv = _conv_kwargs(cfg)
+        widths = [cfg.channels * 2**i for i in range(len(cfg.strides) + 1)]
+        self.conv_in = CausalConv1d(1, widths[0], cfg.kernel_size, **conv)
+        self.blocks = _blocks(EncoderBlock, widths, cfg.strides, cfg)
         self.conv_out = CausalConv1d(widths[-1], cfg.dim, 3, **conv)
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
@@ -184,20 +198,10 @@ class SoundStreamDecoder(nn.Module):
 
     def __init__(self, cfg: SoundStreamConfig) -> None:
         super().__init__()
-        conv = {"separable": cfg.separable, "weight_norm": cfg.weight_norm}
+        conv = _conv_kwargs(cfg)
         widths = [cfg.channels * 2**i for i in range(len(cfg.strides) + 1)][::-1]
         self.conv_in = CausalConv1d(cfg.dim, widths[0], cfg.kernel_size, **conv)
-        self.blocks = nn.ModuleList(
-            DecoderBlock(
-                widths[i],
-                widths[i + 1],
-                stride=s,
-                dilations=cfg.dilations,
-                kernel_size=cfg.kernel_size,
-                **conv,
-            )
-            for i, s in enumerate(cfg.strides[::-1])
-        )
+        self.blocks = _blocks(DecoderBlock, widths, cfg.strides[::-1], cfg)
         self.conv_out = CausalConv1d(widths[-1], 1, cfg.kernel_size, **conv)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,48 @@ def _wn(module: nn.Module, enabled: bool) -> nn.Module:
     return _weight_norm(module) if enabled else module
 
 
-class CausalConv1d(nn.Module):
+class _MaybeSeparable(nn.Module):
+    """One (optionally weight-normalised) conv ``conv``, or, with ``separable``, a depthwise
+    ``kernel_size`` conv ``depthwise`` (groups = ``C_in``, no bias) then a pointwise 1x1 conv
+    ``pointwise`` (MobileNet-style). ``conv_type`` is ``nn.Conv1d`` or ``nn.ConvTranspose1d``;
+    ``conv_kwargs`` (stride, dilation) go to the ``kernel_size`` conv."""
+
+    def __init__(
+        self,
+        conv_type: type[nn.Conv1d] | type[nn.ConvTranspose1d],
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        separable: bool,
+        weight_norm: bool,
+        **conv_kwargs: int,
+    ) -> None:
+        super().__init__()
+        self.separable = separable
+        if separable:
+            self.depthwise = _wn(
+                conv_type(
+                    in_channels,
+                    in_channels,
+                    kernel_size,
+                    groups=in_channels,
+                    bias=False,
+                    **conv_kwargs,
+                ),
+                weight_norm,
+            )
+            self.pointwise = _wn(nn.Conv1d(in_channels, out_channels, 1), weight_norm)
+        else:
+            self.conv = _wn(
+                conv_type(in_channels, out_channels, kernel_size, **conv_kwargs), weight_norm
+            )
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x)) if self.separable else self.conv(x)
+
+
+class CausalConv1d(_MaybeSeparable):
     """Causal conv: ``(B, C_in, T)`` -> ``(B, C_out, T // stride)`` for ``T`` a multiple of stride.
 
     ``separable=True`` makes it a depthwise ``kernel_size`` conv (groups = ``C_in``) followed by a
@@ -45,32 +86,22 @@ class CausalConv1d(nn.Module):
         separable: bool = False,
         weight_norm: bool = True,
     ) -> None:
-        super().__init__()
-        self.kernel_eff = (kernel_size - 1) * dilation + 1
-        if self.kernel_eff < stride:
+        kernel_eff = (kernel_size - 1) * dilation + 1
+        if kernel_eff < stride:
             raise ValueError(f"kernel {kernel_size} (dilation {dilation}) < stride {stride}")
+        super().__init__(
+            nn.Conv1d,
+            in_channels,
+            out_channels,
+            kernel_size,
+            separable=separable and kernel_size > 1,
+            weight_norm=weight_norm,
+            stride=stride,
+            dilation=dilation,
+        )
+        self.kernel_eff = kernel_eff
         self.stride = stride
-        self.pad = self.kernel_eff - stride
-        self.separable = separable and kernel_size > 1
-        if self.separable:
-            self.depthwise = _wn(
-                nn.Conv1d(
-                    in_channels,
-                    in_channels,
-                    kernel_size,
-                    stride=stride,
-                    dilation=dilation,
-                    groups=in_channels,
-                    bias=False,
-                ),
-                weight_norm,
-            )
-            self.pointwise = _wn(nn.Conv1d(in_channels, out_channels, 1), weight_norm)
-        else:
-            self.conv = _wn(
-                nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation),
-                weight_norm,
-            )
+        self.pad = kernel_eff - stride
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         """``x: (B, C_in, T)``; ``state``: a stream's cache dict (see module docstring) or None."""
@@ -82,12 +113,10 @@ class CausalConv1d(nn.Module):
                 cache = x.new_zeros(x.shape[0], x.shape[1], self.pad)
             x = torch.cat([cache, x], dim=-1)  # (B, C_in, pad + T)
             state[id(self)] = x[..., x.shape[-1] - self.pad :]
-        if self.separable:
-            return self.pointwise(self.depthwise(x))
-        return self.conv(x)
+        return self._conv(x)
 
 
-class CausalConvTranspose1d(nn.Module):
+class CausalConvTranspose1d(_MaybeSeparable):
     """Causal transposed conv: ``(B, C_in, T)`` -> ``(B, C_out, T * stride)``.
 
     The ``kernel_size - stride`` trailing samples (which would depend on future frames in a
@@ -104,31 +133,20 @@ class CausalConvTranspose1d(nn.Module):
         separable: bool = False,
         weight_norm: bool = True,
     ) -> None:
-        super().__init__()
         if kernel_size < stride:
             raise ValueError(f"kernel {kernel_size} < stride {stride}")
+        super().__init__(
+            nn.ConvTranspose1d,
+            in_channels,
+            out_channels,
+            kernel_size,
+            separable=separable,
+            weight_norm=weight_norm,
+            stride=stride,
+        )
         self.trim = kernel_size - stride
-        self.separable = separable
-        if separable:
-            self.depthwise = _wn(
-                nn.ConvTranspose1d(
-                    in_channels,
-                    in_channels,
-                    kernel_size,
-                    stride=stride,
-                    groups=in_channels,
-                    bias=False,
-                ),
-                weight_norm,
-            )
-            self.pointwise = _wn(nn.Conv1d(in_channels, out_channels, 1), weight_norm)
-        else:
-            self.conv = _wn(
-                nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride),
-                weight_norm,
-            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x: (B, C_in, T)`` -> ``(B, C_out, T * stride)``."""
-        y = self.pointwise(self.depthwise(x)) if self.separable else self.conv(x)
+        y = self._conv(x)
         return y[..., : y.shape[-1] - self.trim] if self.trim else y

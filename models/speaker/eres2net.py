@@ -151,35 +151,36 @@ def _make_stage(
 
 
 class _ERes2NetTrunk(nn.Module):
-    """Stem and four Res2Net stages shared by ERes2Net and ERes2NetV2 (attribute names are the
-    checkpoint's: conv1, bn1, layer1..layer4). Stages 3 and 4 use AFF local fusion."""
+    """Stem, four Res2Net stages and the pooling head shared by ERes2Net and ERes2NetV2, built
+    from either config (attribute names are the checkpoint's: conv1, bn1, layer1..layer4, seg_1).
+    Stages 3 and 4 use AFF local fusion."""
 
-    def _build_trunk(
-        self,
-        *,
-        m_channels: int,
-        num_blocks: tuple[int, int, int, int],
-        base_width: int,
-        scale: int,
-        expansion: int,
-    ) -> None:
-        self.conv1 = nn.Conv2d(1, m_channels, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(m_channels)
-        in_planes = m_channels
-        for i, n in enumerate(num_blocks):
-            planes = m_channels * 2**i
+    def _build_trunk(self, cfg: ERes2NetConfig | ERes2NetV2Config) -> None:
+        m = cfg.m_channels
+        self.conv1 = nn.Conv2d(1, m, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(m)
+        in_planes = m
+        for i, n in enumerate(cfg.num_blocks):
+            planes = m * 2**i
             stage = _make_stage(
                 in_planes=in_planes,
                 planes=planes,
                 num_blocks=n,
                 stride=1 if i == 0 else 2,
-                base_width=base_width,
-                scale=scale,
-                expansion=expansion,
+                base_width=cfg.base_width,
+                scale=cfg.scale,
+                expansion=cfg.expansion,
                 fuse=i >= 2,
             )
             setattr(self, f"layer{i + 1}", stage)
-            in_planes = planes * expansion
+            in_planes = planes * cfg.expansion
+
+    def _build_head(self, cfg: ERes2NetConfig | ERes2NetV2Config) -> None:
+        """TSTP over stage 4's ``8m * expansion`` channels x ``feat_dim / 8`` bins, then
+        ``seg_1`` to ``embed_dim`` (the checkpoint's names)."""
+        freq = _stride2(_stride2(_stride2(cfg.feat_dim)))
+        self.pool = TSTP(in_dim=cfg.m_channels * 8 * cfg.expansion * freq)
+        self.seg_1 = nn.Linear(self.pool.out_dim, cfg.embed_dim)
 
     def stem(self, feats: torch.Tensor) -> torch.Tensor:
         x = feats.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
@@ -229,13 +230,7 @@ class ERes2Net(_ERes2NetTrunk):
         super().__init__()
         self.cfg = cfg
         m, e = cfg.m_channels, cfg.expansion
-        self._build_trunk(
-            m_channels=m,
-            num_blocks=cfg.num_blocks,
-            base_width=cfg.base_width,
-            scale=cfg.scale,
-            expansion=e,
-        )
+        self._build_trunk(cfg)
         # Global fusion: stage i's output, downsampled by a strided 3x3 conv, is fused into
         # stage i+1's output.
         self.layer1_downsample = nn.Conv2d(m * e, m * 2 * e, 3, stride=2, padding=1, bias=False)
@@ -244,9 +239,7 @@ class ERes2Net(_ERes2NetTrunk):
         self.fuse_mode12 = AFF(channels=m * 2 * e)
         self.fuse_mode123 = AFF(channels=m * 4 * e)
         self.fuse_mode1234 = AFF(channels=m * 8 * e)
-        freq = _stride2(_stride2(_stride2(cfg.feat_dim)))
-        self.pool = TSTP(in_dim=m * 8 * e * freq)
-        self.seg_1 = nn.Linear(self.pool.out_dim, cfg.embed_dim)
+        self._build_head(cfg)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """``feats: (B, T, feat_dim)`` -> ``(B, embed_dim)``."""
@@ -287,18 +280,10 @@ class ERes2NetV2(_ERes2NetTrunk):
         super().__init__()
         self.cfg = cfg
         m, e = cfg.m_channels, cfg.expansion
-        self._build_trunk(
-            m_channels=m,
-            num_blocks=cfg.num_blocks,
-            base_width=cfg.base_width,
-            scale=cfg.scale,
-            expansion=e,
-        )
+        self._build_trunk(cfg)
         self.layer3_ds = nn.Conv2d(m * 4 * e, m * 8 * e, 3, stride=2, padding=1, bias=False)
         self.fuse34 = AFF(channels=m * 8 * e, reduction=4)
-        freq = _stride2(_stride2(_stride2(cfg.feat_dim)))
-        self.pool = TSTP(in_dim=m * 8 * e * freq)
-        self.seg_1 = nn.Linear(self.pool.out_dim, cfg.embed_dim)
+        self._build_head(cfg)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """``feats: (B, T, feat_dim)`` -> ``(B, embed_dim)``."""

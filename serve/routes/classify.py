@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve import schemas as S
 from serve.context import ServeContext
-from serve.errors import ERRORS, ServiceError, request_body
+from serve.errors import ERRORS, checked, request_body
 from serve.http import app
 
 
@@ -53,11 +53,9 @@ class ClassifyRoutes:
         """Audio -> the ``top_k`` sound-event labels with their probabilities."""
         req = await self.ctx.parse(request, ClassifyRequest, max_files=1)
         handle, info = await self.ctx.product("classify")
-        limits = self.ctx.audio_limits(info["sample_rate"], 0.0, self.ctx.args.max_seconds)
+        limits = self.ctx.product_limits(info)
         wav = await self.ctx.load(req.audio, "audio", limits)
-        out = await handle.classify.remote(wav, req.top_k)
-        if isinstance(out, str):
-            raise ServiceError(400, "invalid_audio", f"audio: {out}")
+        out = checked(await handle.classify.remote(wav, req.top_k), "audio")
         return ClassifyResponse(
             labels=[LabelScore(label=lab, probability=p) for lab, p in out],
             duration_s=wav.size / limits.sample_rate,

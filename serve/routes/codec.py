@@ -27,7 +27,7 @@ from models.pipelines.codec import CodecFormatError, EncodedAudio
 from serve import schemas as S
 from serve.audio_input import limit_body, source_bytes
 from serve.context import ServeContext
-from serve.errors import ERRORS, ServiceError, request_body
+from serve.errors import ERRORS, ServiceError, checked, request_body
 from serve.http import app
 from serve.routes import wav_bytes
 
@@ -106,11 +106,8 @@ class CodecRoutes:
                 "invalid_num_quantizers",
                 f"codec {name!r} has {info['num_quantizers']} quantizers; ask for 1..that",
             )
-        limits = self.ctx.audio_limits(info["sample_rate"], 0.0, self.ctx.args.max_seconds)
-        wav = await self.ctx.load(req.audio, "audio", limits)
-        out = await handle.encode.remote(wav, req.num_quantizers)
-        if isinstance(out, str):
-            raise ServiceError(400, "invalid_audio", f"audio: {out}")
+        wav = await self.ctx.load(req.audio, "audio", self.ctx.product_limits(info))
+        out = checked(await handle.encode.remote(wav, req.num_quantizers), "audio")
         if _wants(request, OCTET):
             return Response(
                 content=out["data"],
@@ -182,9 +179,7 @@ class CodecRoutes:
                 "codec_mismatch",
                 f"the codes were made by {enc.model_id!r}, codec {name!r} is {info['model_id']!r}",
             )
-        wav = await handle.decode.remote(data)
-        if isinstance(wav, str):
-            raise ServiceError(400, "corrupt_codes", f"codes: {wav}")
+        wav = checked(await handle.decode.remote(data), "codes", "corrupt_codes")
         audio = wav_bytes(wav, enc.sample_rate)
         if _wants(request, "audio/wav"):
             return Response(content=audio, media_type="audio/wav")

@@ -58,6 +58,23 @@ def _vector(values: list[float], dim: int, field: str) -> np.ndarray:
     return v
 
 
+def _threshold(ctx: ServeContext, requested: float | None) -> float:
+    """The request's threshold, else the app's operating point (``POST /config`` sets it)."""
+    return ctx.threshold if requested is None else requested
+
+
+def _import_response(
+    group: str, source: str, speakers: list[Any], skipped: list[S.SkippedFile] | None = None
+) -> S.ImportResponse:
+    return S.ImportResponse(
+        group=group,
+        source=source,
+        num_speakers=len(speakers),
+        speakers=[_speaker_out(s) for s in speakers],
+        skipped=skipped or [],
+    )
+
+
 async def _check_store_model(ctx: ServeContext, model_id: str) -> None:
     """409 when the store holds speakers embedded by another model than ``model_id``."""
     held = ctx.store.model_id
@@ -67,6 +84,14 @@ async def _check_store_model(ctx: ServeContext, model_id: str) -> None:
             f"not of the active model {model_id}; switch back (POST /config) or use "
             f"another db"
         )
+
+
+async def _store_model_id(ctx: ServeContext) -> str:
+    """The active model's id, once the store is known to hold its embeddings (or none): what
+    every route that writes to or searches the store checks first (409 otherwise)."""
+    model_id = (await ctx.embedding.info())["model_id"]
+    await _check_store_model(ctx, model_id)
+    return model_id
 
 
 def check_group(ctx: ServeContext, group: str) -> None:
@@ -139,7 +164,7 @@ class SpeakerRoutes:
         """Two clips -> cosine score and same/different at the threshold."""
         req = await self.ctx.parse(request, S.VerifyRequest)
         emb = await self.ctx.embed_sources([req.audio_a, req.audio_b], ["audio_a", "audio_b"])
-        thr = self.ctx.threshold if req.threshold is None else req.threshold
+        thr = _threshold(self.ctx, req.threshold)
         score = cosine(emb[0], emb[1])
         info = await self.ctx.embedding.info()
         return S.VerifyResponse(
@@ -163,7 +188,7 @@ class SpeakerRoutes:
             )
         fields = ["reference"] + [f"candidates[{i}]" for i in range(len(req.candidates))]
         emb = await self.ctx.embed_sources([req.reference, *req.candidates], fields)
-        thr = self.ctx.threshold if req.threshold is None else req.threshold
+        thr = _threshold(self.ctx, req.threshold)
         scores = [cosine(emb[0], e) for e in emb[1:]]
         info = await self.ctx.embedding.info()
         return S.VerifyBatchResponse(
@@ -205,7 +230,7 @@ class SpeakerRoutes:
         dim = int((await self.ctx.embedding.info())["embed_dim"])
         a = _vector(req.embedding_a, dim, "embedding_a")
         b = _vector(req.embedding_b, dim, "embedding_b")
-        thr = self.ctx.threshold if req.threshold is None else req.threshold
+        thr = _threshold(self.ctx, req.threshold)
         score = cosine(a, b)
         return S.CompareResponse(score=score, same=score >= thr, threshold=thr)
 
@@ -229,8 +254,7 @@ class SpeakerRoutes:
         if req.speaker_id is not None:  # re-enrollment: 404 before any decoding
             old = self.ctx.store.get(req.speaker_id)
             name, groups = old.name, tuple(req.groups or old.groups)
-        info = await self.ctx.embedding.info()
-        await _check_store_model(self.ctx, info["model_id"])
+        model_id = await _store_model_id(self.ctx)
         emb = await self.ctx.embed_sources(
             req.audio, [f"audio[{i}]" for i in range(len(req.audio))]
         )
@@ -238,7 +262,7 @@ class SpeakerRoutes:
             name,
             emb,
             groups=groups,
-            model_id=info["model_id"],
+            model_id=model_id,
             metadata=req.metadata,
             speaker_id=req.speaker_id,
         )
@@ -290,10 +314,9 @@ class SpeakerRoutes:
         req = await self.ctx.parse(request, S.IdentifyRequest)
         if req.group is not None:
             check_group(self.ctx, req.group)
-        info = await self.ctx.embedding.info()
-        await _check_store_model(self.ctx, info["model_id"])
+        model_id = await _store_model_id(self.ctx)
         emb = await self.ctx.embed_sources([req.audio], ["audio"])
-        thr = self.ctx.threshold if req.threshold is None else req.threshold
+        thr = _threshold(self.ctx, req.threshold)
         matches = self.ctx.store.identify(
             emb[0], group=req.group, top_k=req.top_k or self.ctx.args.top_k, threshold=thr
         )
@@ -301,7 +324,7 @@ class SpeakerRoutes:
             matches=[S.MatchOut(**asdict(m)) for m in matches],
             threshold=thr,
             group=req.group,
-            model_id=info["model_id"],
+            model_id=model_id,
         )
 
     # -- bulk enrollment ---------------------------------------------------------------------
@@ -315,18 +338,12 @@ class SpeakerRoutes:
         """Enroll every speaker folder of a server-side tree, or a job's speakers.parquet."""
         req = await self.ctx.parse(request, S.ImportRequest)
         path = resolve_allowed_path(req.path, self.ctx.roots)
-        info = await self.ctx.embedding.info()
-        await _check_store_model(self.ctx, info["model_id"])
+        model_id = await _store_model_id(self.ctx)
         if path.is_file() and path.suffix == ".parquet":
             speakers = self.ctx.store.import_speakers_parquet(
-                path, group=req.group, model_id=info["model_id"]
+                path, group=req.group, model_id=model_id
             )
-            return S.ImportResponse(
-                group=req.group,
-                source="parquet",
-                num_speakers=len(speakers),
-                speakers=[_speaker_out(s) for s in speakers],
-            )
+            return _import_response(req.group, "parquet", speakers)
         if path.is_file():
             raise ServiceError(
                 400,
@@ -335,9 +352,11 @@ class SpeakerRoutes:
             )
         if not path.is_dir():
             raise ServiceError(404, "path_not_found", f"{req.path}: no such folder or file")
-        return await self._import_tree(path, req)
+        return await self._import_tree(path, req, model_id)
 
-    async def _import_tree(self, root: Path, req: S.ImportRequest) -> S.ImportResponse:
+    async def _import_tree(
+        self, root: Path, req: S.ImportRequest, model_id: str
+    ) -> S.ImportResponse:
         try:
             utts = await asyncio.to_thread(scan_tree, root, req.layout)
         except ManifestError as exc:
@@ -365,7 +384,6 @@ class SpeakerRoutes:
                     skipped.append(S.SkippedFile(path=path, error=exc.message))
                     return None
 
-        info = await self.ctx.embedding.info()
         enrolled = []
         for (dataset, speaker), paths in sorted(by_speaker.items()):
             rows = [r for r in await asyncio.gather(*(one(p) for p in paths)) if r is not None]
@@ -375,17 +393,11 @@ class SpeakerRoutes:
                 speaker,
                 np.stack(rows),
                 groups=(req.group,),
-                model_id=info["model_id"],
+                model_id=model_id,
                 metadata={"dataset": dataset, "source": str(root), "num_files": len(paths)},
             )
-            enrolled.append(_speaker_out(sp))
-        return S.ImportResponse(
-            group=req.group,
-            source="tree",
-            num_speakers=len(enrolled),
-            speakers=enrolled,
-            skipped=skipped,
-        )
+            enrolled.append(sp)
+        return _import_response(req.group, "tree", enrolled, skipped)
 
     @app.post(
         "/galleries",
@@ -396,16 +408,12 @@ class SpeakerRoutes:
     async def import_gallery(self, request: Request) -> S.ImportResponse:
         """A custom gallery: labels + embeddings (of the active model) into ``group``."""
         req = await self.ctx.parse(request, S.GalleryRequest)
-        info = await self.ctx.embedding.info()
-        dim = int(info["embed_dim"])
+        dim = int((await self.ctx.embedding.info())["embed_dim"])
         emb = np.stack([_vector(e, dim, f"embeddings[{i}]") for i, e in enumerate(req.embeddings)])
-        await _check_store_model(self.ctx, info["model_id"])
+        model_id = await _store_model_id(
+            self.ctx
+        )  # bad vectors (422) outrank a model mismatch (409)
         speakers = self.ctx.store.import_gallery(
-            req.labels, emb, group=req.group, model_id=info["model_id"]
+            req.labels, emb, group=req.group, model_id=model_id
         )
-        return S.ImportResponse(
-            group=req.group,
-            source="gallery",
-            num_speakers=len(speakers),
-            speakers=[_speaker_out(s) for s in speakers],
-        )
+        return _import_response(req.group, "gallery", speakers)

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from serve import schemas as S
 from serve.context import ServeContext
-from serve.errors import ERRORS, ServiceError, request_body
+from serve.errors import ERRORS, checked, request_body
 from serve.http import app
 from serve.routes import wav_bytes
 
@@ -68,15 +68,11 @@ class TSERoutes:
         t0 = time.perf_counter()
         handle, info = await self.ctx.product("tse")
         req = await self.ctx.parse(request, TSERequest, max_files=2)
-        sr = int(info["sample_rate"])
-        max_seconds = self.ctx.args.max_seconds
         mix, ref = await asyncio.gather(
-            self.ctx.load(req.mix, "mix", self.ctx.audio_limits(sr, 0.0, max_seconds)),
-            self.ctx.load(req.ref, "ref", self.ctx.audio_limits(sr, MIN_REF_SECONDS, max_seconds)),
+            self.ctx.load(req.mix, "mix", self.ctx.product_limits(info)),
+            self.ctx.load(req.ref, "ref", self.ctx.product_limits(info, MIN_REF_SECONDS)),
         )
-        out = await handle.extract.remote(mix, ref)
-        if isinstance(out, str):
-            raise ServiceError(400, "invalid_audio", out)
+        out = checked(await handle.extract.remote(mix, ref), None)
         wav = wav_bytes(out["audio"], out["sample_rate"])
         duration = out["audio"].shape[0] / out["sample_rate"]
         rtf = out["model_seconds"] / duration if duration > 0 else 0.0

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import sys
-from pathlib import Path
 
 sys.modules.setdefault("ray", None)  # this module must work without Ray
 
@@ -23,14 +22,7 @@ from datasets.audio import (
     load_audio,
     write_audio,
 )
-from tests.conftest import real_data_root
-
-REAL = real_data_root() or Path("/nonexistent/shared/data")
-realdata = pytest.mark.realdata
-needs_real = pytest.mark.skipif(
-    real_data_root() is None,
-    reason="real data not found: set VOXRAY_REAL_DATA or place shared/ beside the repo",
-)
+from tests.conftest import REAL, needs_real
 
 
 def _tone(sr: int = 16000, seconds: float = 1.0, freq: float = 440.0) -> np.ndarray:
@@ -150,7 +142,7 @@ def test_crop_or_pad():
         crop_or_pad(np.zeros(0, np.float32), 4, rng)
 
 
-@realdata
+@pytest.mark.realdata
 @needs_real
 def test_real_fsdd_8k_to_16k():
     path = REAL / "speech" / "fsdd" / "0_george_0.wav"
@@ -161,7 +153,7 @@ def test_real_fsdd_8k_to_16k():
     assert np.abs(wav).max() <= 1.0
 
 
-@realdata
+@pytest.mark.realdata
 @needs_real
 def test_real_ogg_stereo_noise_and_flac():
     wav, sr = load_audio(REAL / "noise" / "hens.ogg", 16000)  # 44.1 kHz stereo Vorbis

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 sys.modules.setdefault("ray", None)  # this module must work without Ray
 
@@ -27,14 +26,7 @@ from datasets.augment import (
 from datasets.hdf5_shards import pack_shards
 from datasets.manifests import scan_files
 from models.config import ConfigError, from_dict, to_dict
-from tests.conftest import real_data_root
-
-REAL = real_data_root() or Path("/nonexistent/shared/data")
-realdata = pytest.mark.realdata
-needs_real = pytest.mark.skipif(
-    real_data_root() is None,
-    reason="real data not found: set VOXRAY_REAL_DATA or place shared/ beside the repo",
-)
+from tests.conftest import REAL, needs_real
 
 
 def _speech_like(n: int = 16000, seed: int = 0) -> np.ndarray:
@@ -183,7 +175,7 @@ def test_load_bank_from_folder_and_shards(tmp_path):
         load_bank(tmp_path / "empty", 16000)
 
 
-@realdata
+@pytest.mark.realdata
 @needs_real
 def test_real_noise_and_rir_banks():
     noises = load_bank(REAL / "noise", 16000)

@@ -24,14 +24,7 @@ from datasets.hdf5_shards import (
     shard_paths,
 )
 from datasets.manifests import scan_filename_pattern, scan_files, scan_tree
-from tests.conftest import real_data_root
-
-REAL = real_data_root() or Path("/nonexistent/shared/data")
-realdata = pytest.mark.realdata
-needs_real = pytest.mark.skipif(
-    real_data_root() is None,
-    reason="real data not found: set VOXRAY_REAL_DATA or place shared/ beside the repo",
-)
+from tests.conftest import REAL, needs_real
 
 
 def _corpus(root: Path, n_spk: int = 3, per: int = 4, sr: int = 16000) -> Path:
@@ -146,7 +139,7 @@ def test_bad_manifests(tmp_path):
         pack_shards([], tmp_path / "x")
 
 
-@realdata
+@pytest.mark.realdata
 @needs_real
 def test_real_fsdd_pack(tmp_path):
     utts = [

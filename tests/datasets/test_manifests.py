@@ -26,14 +26,7 @@ from datasets.manifests import (
     split_speakers,
     write_manifest_csv,
 )
-from tests.conftest import real_data_root
-
-REAL = real_data_root() or Path("/nonexistent/shared/data")
-realdata = pytest.mark.realdata
-needs_real = pytest.mark.skipif(
-    real_data_root() is None,
-    reason="real data not found: set VOXRAY_REAL_DATA or place shared/ beside the repo",
-)
+from tests.conftest import REAL, needs_real
 
 
 def _wav(path: Path, seconds: float = 0.1) -> Path:
@@ -160,7 +153,7 @@ def test_speaker_index_and_split():
         split_speakers(utts, 1.5)
 
 
-@realdata
+@pytest.mark.realdata
 @needs_real
 @pytest.mark.parametrize(
     "folder, pattern, n_spk, n_utt",

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
 from models.config import ConfigError
 from models.registry import build_model
 from models.speaker.campplus import CAMLayer, CAMPPlus, CAMPPlusConfig
+from tests.conftest import assert_reference_layout, reference_state_dicts
 
 torch.set_num_threads(2)
 
 ENTRIES = ["campplus_192", "campplus_512"]
-
-
-def _reference_json() -> dict:
-    shared = os.environ.get("VOXRAY_SHARED")
-    base = Path(shared) if shared else Path(__file__).resolve().parents[2].parent / "shared"
-    path = base / "reference" / "3dspeaker_state_dicts.json"
-    if not path.is_file():
-        pytest.skip(f"3D-Speaker state-dict listing not found at {path} (set VOXRAY_SHARED)")
-    return json.loads(path.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -69,21 +57,12 @@ def test_not_normalised(tiny: CAMPPlus) -> None:
 
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_3dspeaker_state_dict_layout(entry: str) -> None:
-    spec = _reference_json()[entry]
+    spec = reference_state_dicts()[entry]
     model = build_model(f"3dspeaker/{entry}")
     cfg = model.cfg
     assert cfg.feat_dim == spec["constructor_args"]["feat_dim"]
     assert cfg.embed_dim == spec["constructor_args"]["embedding_size"]
-    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
-    ref = spec["state_dict"]
-    assert sorted(set(ref) - set(ours)) == [], "keys missing from ours"
-    assert sorted(set(ours) - set(ref)) == [], "keys the reference does not have"
-    assert {k: s for k, s in ours.items() if s != ref[k]} == {}
-    assert sum(p.numel() for p in model.parameters()) == spec["num_parameters"]
-    # The layout claim in one line: a reference-shaped state dict loads strictly.
-    state = model.state_dict()
-    fake = {k: torch.zeros(s, dtype=state[k].dtype) for k, s in ref.items()}
-    model.load_state_dict(fake, strict=True)
+    assert_reference_layout(model, spec)
 
 
 @pytest.mark.parametrize("frames", [100, 250, 37])

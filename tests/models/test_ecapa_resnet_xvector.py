@@ -6,9 +6,6 @@ in ``test_contract.py``; this file covers what is specific to these three archit
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -18,12 +15,10 @@ from models.layers.pooling import GhostVLAD, NetVLAD
 from models.registry import build_model, get_preset, resolve
 from models.speaker.ecapa_tdnn import SameConv1d
 from models.speaker.xvector import MIN_FRAMES
+from tests.conftest import assert_reference_layout, reference_state_dicts
 
 torch.set_num_threads(2)
 
-REFERENCE_JSON = (
-    Path(__file__).resolve().parents[2].parent / "shared/reference/3dspeaker_state_dicts.json"
-)
 TINY = {"ecapa_tdnn-tiny": 32, "resnet-tiny": 32, "xvector-tiny": 32}
 THIN_SMALL = {  # a Thin-ResNet small enough to run here; the real presets only get built
     "thin": True,
@@ -155,17 +150,7 @@ def test_preset_configs_round_trip_through_plain_dicts(name):
 
 @pytest.mark.parametrize("entry", ["ecapa_tdnn_c1024_192", "resnet34_256"])
 def test_3dspeaker_state_dict_layout(entry):
-    if not REFERENCE_JSON.is_file():
-        pytest.skip(f"3D-Speaker reference layout {REFERENCE_JSON} is not present in this checkout")
-    ref = json.loads(REFERENCE_JSON.read_text())[entry]
+    ref = reference_state_dicts()[entry]
     model = build_model(f"3dspeaker/{entry}")
-    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
-    assert list(ours) == list(ref["state_dict"])  # same keys, same order
-    assert ours == ref["state_dict"]
-    assert sum(p.numel() for p in model.parameters()) == ref["num_parameters"]
-    # A checkpoint with exactly that layout loads strictly.
-    fake = {k: torch.zeros(shape) for k, shape in ref["state_dict"].items()}
-    for k in fake:
-        if k.endswith("num_batches_tracked"):
-            fake[k] = torch.tensor(0)
-    model.load_state_dict(fake, strict=True)
+    assert list(model.state_dict()) == list(ref["state_dict"])  # same keys, same order
+    assert_reference_layout(model, ref)

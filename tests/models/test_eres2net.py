@@ -3,10 +3,6 @@ variable length, building blocks."""
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -14,6 +10,7 @@ from torch import nn
 from models.config import ConfigError
 from models.registry import build_model
 from models.speaker.eres2net import AFF, ERes2NetBlock, ERes2NetConfig
+from tests.conftest import assert_reference_layout, reference_state_dicts
 
 torch.set_num_threads(2)
 
@@ -27,15 +24,6 @@ ARG_NAMES = {  # 3D-Speaker constructor argument -> our config field
     "scale": "scale",
     "expansion": "expansion",
 }
-
-
-def _reference_json() -> dict:
-    shared = os.environ.get("VOXRAY_SHARED")
-    base = Path(shared) if shared else Path(__file__).resolve().parents[2].parent / "shared"
-    path = base / "reference" / "3dspeaker_state_dicts.json"
-    if not path.is_file():
-        pytest.skip(f"3D-Speaker state-dict listing not found at {path} (set VOXRAY_SHARED)")
-    return json.loads(path.read_text())
 
 
 @pytest.fixture(scope="module", params=TINY)
@@ -73,18 +61,11 @@ def test_other_feat_dim() -> None:
 
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_3dspeaker_state_dict_layout(entry: str) -> None:
-    spec = _reference_json()[entry]
+    spec = reference_state_dicts()[entry]
     model = build_model(f"3dspeaker/{entry}")
     for arg, value in spec["constructor_args"].items():
         assert getattr(model.cfg, ARG_NAMES[arg]) == value, arg
-    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
-    ref = spec["state_dict"]
-    assert sorted(set(ref) - set(ours)) == [], "keys missing from ours"
-    assert sorted(set(ours) - set(ref)) == [], "keys the reference does not have"
-    assert {k: s for k, s in ours.items() if s != ref[k]} == {}
-    assert sum(p.numel() for p in model.parameters()) == spec["num_parameters"]
-    state = model.state_dict()
-    model.load_state_dict({k: torch.zeros(s, dtype=state[k].dtype) for k, s in ref.items()})
+    assert_reference_layout(model, spec)
 
 
 def test_large_preset_width() -> None:

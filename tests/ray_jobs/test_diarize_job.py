@@ -4,12 +4,10 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 import models
-from datasets.rttm import read_rttm, write_rttm
-from datasets.synth import sample_voice, synthesize_utterance
+from datasets.rttm import read_rttm
 from models.config import ConfigError
 from models.metrics import diarization_error_rate
 from models.pipelines.diarize import diarization_config
@@ -18,22 +16,7 @@ from ray_jobs.diarize.core import (
     der_report,
     list_inputs,
 )
-
-SR = 16000
-
-
-def conversation(seed, n_speakers=2, n_turns=4):
-    """Alternating synthetic voices with pauses -> (wav, [(start, end, speaker)])."""
-    rng = np.random.default_rng(seed)
-    voices = [sample_voice(rng) for _ in range(n_speakers)]
-    parts, truth = [np.zeros(SR // 2, np.float32)], []
-    for i in range(n_turns):
-        t = sum(len(p) for p in parts) / SR
-        dur = float(rng.uniform(2.0, 3.0))
-        parts.append(synthesize_utterance(voices[i % n_speakers], dur, SR, rng))
-        truth.append((t, t + dur, f"s{i % n_speakers}"))
-        parts.append(np.zeros(int(rng.uniform(0.4, 0.8) * SR), np.float32))
-    return np.concatenate(parts), truth
+from tests.conversations import write_dev_set
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +24,7 @@ def corpus(tmp_path_factory):
     """Two conversations, one corrupt file, reference RTTMs and a tiny untrained checkpoint."""
     root = tmp_path_factory.mktemp("diar")
     audio, refs = root / "audio", root / "ref"
-    audio.mkdir()
-    refs.mkdir()
-    truths = {}
-    for k in range(2):
-        wav, truth = conversation(k)
-        sf.write(audio / f"conv{k}.wav", wav, SR)
-        write_rttm(refs / f"conv{k}.rttm", f"conv{k}", truth)
-        truths[f"conv{k}"] = truth
+    truths = write_dev_set(audio, refs, {"conv0": 0, "conv1": 1})
     (audio / "broken.wav").write_bytes(b"RIFF not really a wave file")
     torch.manual_seed(0)
     ckpt = models.save_checkpoint(models.build_model("ecapa_tdnn-tiny").eval(), root / "model.pt")

@@ -12,32 +12,20 @@ import torch
 
 import models
 from datasets.manifests import scan_tree
-from datasets.synth import generate_corpus
 from models.pipelines.speaker import SpeakerEmbedder
+from tests.ray_jobs.conftest import EXTRACT_FAILURES
 
 pytestmark = pytest.mark.ray
 
 TOL = 1e-5  # exact same-length batching: batched equals one-at-a-time up to float reordering
-BAD = {"synth_spk000_zz_corrupt", "synth_spk001_zz_empty"}
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("extract_ray")
-    generate_corpus(root / "data", num_speakers=4, utts_per_speaker=3, seconds=(0.6, 1.2))
-    (root / "data/synth/spk000/zz_corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEjunk" * 4)
-    (root / "data/synth/spk001/zz_empty.wav").write_bytes(b"")
-    torch.manual_seed(0)
-    ckpt = models.save_checkpoint(models.build_model("campplus-tiny").eval(), root / "model.pt")
-    return root, ckpt
-
-
-@pytest.fixture(scope="module")
-def cli_run(corpus, ray_cluster):
+def cli_run(extract_corpus, ray_cluster):
     """One run through the command line (pkl format, small batches and parts)."""
     from ray_jobs.extract.job import main
 
-    root, ckpt = corpus
+    root, ckpt = extract_corpus
     out = root / "out"
     rc = main(["--data-root", str(root / "data"), "--checkpoint", str(ckpt), "--output", str(out),
                "--batch-size", "4", "--part-rows", "4", "--format", "pkl"])  # fmt: skip
@@ -45,14 +33,14 @@ def cli_run(corpus, ray_cluster):
     return out
 
 
-def test_outputs_equal_baseline(corpus, cli_run):
+def test_outputs_equal_baseline(extract_corpus, cli_run):
     from ray_jobs.extract.job import extract_baseline
 
-    root, ckpt = corpus
+    root, ckpt = extract_corpus
     out = cli_run
     embedder = SpeakerEmbedder.from_checkpoint(ckpt)
     base = extract_baseline(scan_tree(root / "data"), embedder)
-    assert set(base.failures) == BAD
+    assert set(base.failures) == EXTRACT_FAILURES
 
     ut = pq.read_table(out / "utterances.parquet")
     assert ut.column_names == ["key", "dataset", "speaker_id", "utterance_id", "path",
@@ -69,7 +57,7 @@ def test_outputs_equal_baseline(corpus, cli_run):
         np.testing.assert_allclose(r["embedding"], mean / np.linalg.norm(mean), atol=TOL)
 
     failures = json.loads((out / "failures.json").read_text())
-    assert {f["key"] for f in failures} == BAD and all(f["error"] for f in failures)
+    assert {f["key"] for f in failures} == EXTRACT_FAILURES and all(f["error"] for f in failures)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_embedded"] == 12 and summary["num_failed"] == 2
     assert summary["model_id"] == embedder.model_id and summary["embed_dim"] == embedder.embed_dim
@@ -83,12 +71,12 @@ def test_outputs_equal_baseline(corpus, cli_run):
         assert set(pickle.load(fh)) == {f"synth_spk{i:03d}" for i in range(4)}
 
 
-def test_resume_after_losing_parts(corpus, cli_run, tmp_path):
+def test_resume_after_losing_parts(extract_corpus, cli_run, tmp_path):
     import shutil
 
     from ray_jobs.extract.job import extract
 
-    root, ckpt = corpus
+    root, ckpt = extract_corpus
     out = tmp_path / "out"
     shutil.copytree(cli_run, out)
     parts = sorted((out / "parts").glob("part-*.parquet"))
@@ -110,10 +98,10 @@ def test_resume_after_losing_parts(corpus, cli_run, tmp_path):
     )
 
 
-def test_other_model_refused(corpus, cli_run, tmp_path, caplog):
+def test_other_model_refused(extract_corpus, cli_run, tmp_path, caplog):
     from ray_jobs.extract.job import main
 
-    root, _ = corpus
+    root, _ = extract_corpus
     torch.manual_seed(1)
     other = models.save_checkpoint(models.build_model("campplus-tiny").eval(), tmp_path / "o.pt")
     before = sorted(p.name for p in (cli_run / "parts").iterdir())
@@ -124,11 +112,11 @@ def test_other_model_refused(corpus, cli_run, tmp_path, caplog):
     assert sorted(p.name for p in (cli_run / "parts").iterdir()) == before
 
 
-def test_cli_sources(corpus, tmp_path, caplog):
+def test_cli_sources(extract_corpus, tmp_path, caplog):
     """Kaldi wav.scp + utt2spk and the tree layouts name the same utterances; bad args -> 2."""
     from ray_jobs.extract.job import build_parser, collect, main
 
-    root, ckpt = corpus
+    root, ckpt = extract_corpus
     utts = scan_tree(root / "data")
     (tmp_path / "wav.scp").write_text(
         "".join(f"{u.speaker}-{u.utterance} {u.path}\n" for u in utts)

@@ -18,10 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import models
 from datasets.audio import load_audio, write_audio
 from datasets.manifests import scan_tree
-from datasets.synth import generate_corpus
 from models.pipelines.speaker import SpeakerEmbedder
 from ray_jobs.extract.core import (
     embed_rows,
@@ -40,22 +38,17 @@ from ray_jobs.extract.output import (
     aggregate_speakers,
     open_output,
 )
+from tests.ray_jobs.conftest import EXTRACT_FAILURES
 
 REPO = Path(__file__).resolve().parents[2]
 TOL = 1e-5  # batched vs one-at-a-time embeddings: exact grouping, float reordering only
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """4 speakers x 3 synthetic utterances, one corrupt and one empty file, a tiny checkpoint."""
-    root = tmp_path_factory.mktemp("extract_core")
-    generate_corpus(root / "data", num_speakers=4, utts_per_speaker=3, seconds=(0.6, 1.2))
-    (root / "data/synth/spk000/zz_corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEjunk" * 4)
-    (root / "data/synth/spk001/zz_empty.wav").write_bytes(b"")
-    torch.manual_seed(0)
-    ckpt = models.save_checkpoint(models.build_model("campplus-tiny").eval(), root / "model.pt")
-    utts = scan_tree(root / "data")
-    return root, utts, ckpt
+def corpus(extract_corpus):
+    """``(root, utterances, checkpoint)`` of the shared extraction corpus."""
+    root, ckpt = extract_corpus
+    return root, scan_tree(root / "data"), ckpt
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +164,7 @@ def test_outputs_match_baseline(corpus, embedder, full_run):
     _, utts, _ = corpus
     out, summary = full_run
     base = extract_baseline(utts, embedder)
-    assert set(base.failures) == {"synth_spk000_zz_corrupt", "synth_spk001_zz_empty"}
+    assert set(base.failures) == EXTRACT_FAILURES
 
     ut = pq.read_table(out / "utterances.parquet")
     assert ut.column_names == ["key", "dataset", "speaker_id", "utterance_id", "path",

@@ -7,7 +7,6 @@ differs from the reference.
 
 from __future__ import annotations
 
-import json
 import sys
 
 import pytest
@@ -17,15 +16,7 @@ sys.modules.setdefault("ray", None)
 
 from models import load_model, read_checkpoint  # noqa: E402
 from ray_jobs.import_checkpoint.core import main  # noqa: E402
-from tests.conftest import shared_root  # noqa: E402
-
-
-def reference() -> dict:
-    root = shared_root()
-    if root is None or not (root / "reference/3dspeaker_state_dicts.json").is_file():
-        pytest.skip("shared/reference/3dspeaker_state_dicts.json not found")
-    return json.loads((root / "reference/3dspeaker_state_dicts.json").read_text())
-
+from tests.conftest import reference_state_dicts  # noqa: E402
 
 ENTRIES = [
     "campplus_192",
@@ -56,7 +47,7 @@ def synth_state_dict(spec: dict, seed: int) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("arch", ENTRIES)
 def test_import_every_reference_entry(arch, tmp_path):
-    spec = reference()[arch]
+    spec = reference_state_dicts()[arch]
     state = synth_state_dict(spec, seed=len(arch))
     src = tmp_path / f"{arch}.bin"
     torch.save(state, src)
@@ -76,7 +67,7 @@ def test_import_every_reference_entry(arch, tmp_path):
 
 
 def test_wrapped_and_prefixed_state_dicts_import(tmp_path):
-    state = synth_state_dict(reference()["campplus_192"], seed=0)
+    state = synth_state_dict(reference_state_dicts()["campplus_192"], seed=0)
     src = tmp_path / "wrapped.ckpt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, src)
     assert (
@@ -86,7 +77,7 @@ def test_wrapped_and_prefixed_state_dicts_import(tmp_path):
 
 
 def test_bad_inputs_fail_clearly(tmp_path, caplog):
-    state = synth_state_dict(reference()["campplus_192"], seed=0)
+    state = synth_state_dict(reference_state_dicts()["campplus_192"], seed=0)
     src = tmp_path / "c.bin"
     torch.save(state, src)
     assert main(["--from", "3dspeaker", "--arch", "nope", str(src), str(tmp_path / "o.pt")]) == 2

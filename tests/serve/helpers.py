@@ -1,4 +1,5 @@
-"""Shared by the Serve test modules: a real app on a free loopback port, and request bodies."""
+"""Shared by the Serve test modules: a real app on a free loopback port, its arguments, request
+bodies, and the checks of an answer."""
 
 from __future__ import annotations
 
@@ -7,11 +8,49 @@ import contextlib
 import io
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import soundfile as sf
+
+ONE_REPLICA = {"min_replicas": 1, "max_replicas": 1}
+PRODUCT = {"num_cpus": 0, "autoscaling": ONE_REPLICA}  # an optional product deployment's settings
+
+
+def app_args(checkpoint: str | Path, root: Path, **overrides: Any) -> dict[str, Any]:
+    """``build_app`` arguments for the 2-CPU test cluster: one replica of each deployment at
+    ``num_cpus=0``, enrollments in ``<root>/speakers.db``, 0.5-5 s clips, 1 MB bodies;
+    ``overrides`` add products (``PRODUCT`` settings) or change the limits."""
+    return {
+        "checkpoint": str(checkpoint),
+        "db": str(root / "speakers.db"),
+        "min_seconds": 0.5,
+        "max_seconds": 5.0,
+        "max_request_mb": 1.0,
+        "autoscaling": ONE_REPLICA,
+        "model_num_cpus": 0,
+        "ingress_num_cpus": 0,
+        **overrides,
+    }
+
+
+def expect_ok(r: httpx.Response) -> dict:
+    """The JSON body of a 200 answer."""
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def expect_error(r: httpx.Response, status: int, code: str | None = None) -> str:
+    """A refused request: ``status``, the ``{"error": {"code", "message"}}`` body (with ``code``
+    when given); returns the message."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and body["error"]["message"], body
+    if code is not None:
+        assert body["error"]["code"] == code, body
+    return body["error"]["message"]
 
 
 def free_port() -> int:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from tests.serve.helpers import b64, free_port
+from tests.serve.helpers import app_args, b64, expect_error, expect_ok, free_port
 
 pytestmark = pytest.mark.ray
 
@@ -60,23 +60,17 @@ def files(tmp_path_factory):
 
 
 def _args(files) -> dict:
-    return {
-        "checkpoint": str(files["ckpt"]),
-        "models": {
+    return app_args(
+        files["ckpt"],
+        files["root"],
+        models={
             "alt": {"path": str(files["alt"])},
             "onnx": {"path": str(files["onnx"]), "backend": "onnx"},
         },
-        "db": str(files["root"] / "speakers.db"),
-        "threshold": 0.5,
-        "min_seconds": 0.5,
-        "max_seconds": 5.0,
-        "max_request_mb": 1.0,
-        "allowed_roots": [str(files["audio_root"])],
-        "autoscaling": {"min_replicas": 1, "max_replicas": 1},
-        "model_num_cpus": 0,
-        "ingress_num_cpus": 0,
-        "max_batch_size": 8,
-    }
+        threshold=0.5,
+        allowed_roots=[str(files["audio_root"])],
+        max_batch_size=8,
+    )
 
 
 def _start(files) -> None:
@@ -105,48 +99,34 @@ def clips():
     return {"a": _wav(1.2, 1), "b": _wav(1.0, 2), "c": _wav(1.5, 3)}
 
 
-def _ok(r: httpx.Response) -> dict:
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def _err(r: httpx.Response, status: int, code: str | None = None) -> str:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error"} and body["error"]["message"], body
-    if code is not None:
-        assert body["error"]["code"] == code, body
-    return body["error"]["message"]
-
-
 def test_health_docs_and_config_switch(client):
-    h = _ok(client.get("/health"))
+    h = expect_ok(client.get("/health"))
     assert h["status"] == "ok" and h["model"] == "default" and h["num_speakers"] == 0
     assert client.get("/docs").status_code == 200
-    paths = _ok(client.get("/openapi.json"))["paths"]
+    paths = expect_ok(client.get("/openapi.json"))["paths"]
     assert {"/verify", "/identify", "/speakers/import", "/galleries"} <= set(paths)
-    cfg = _ok(client.get("/config"))
+    cfg = expect_ok(client.get("/config"))
     assert cfg["model"]["backend"] == "torch" and cfg["model"]["name"] == "default"
     assert cfg["model"]["model_id"].startswith("campplus") and cfg["threshold"] == 0.5
     assert {m["name"] for m in cfg["models"]} == {"default", "alt", "onnx"}
     # Switching models while the database is empty is allowed, and changes the embeddings.
-    alt = _ok(client.post("/config", json={"model": "alt", "threshold": 0.3}))
+    alt = expect_ok(client.post("/config", json={"model": "alt", "threshold": 0.3}))
     assert alt["model"]["name"] == "alt" and alt["threshold"] == 0.3
     assert alt["model"]["model_id"].startswith("xvector")
-    back = _ok(client.post("/config", json={"model": "default", "threshold": 0.5}))
+    back = expect_ok(client.post("/config", json={"model": "default", "threshold": 0.5}))
     assert back["model"]["name"] == "default" and back["threshold"] == 0.5
-    _err(client.post("/config", json={"model": "nope"}), 422, "unknown_model")
-    _err(client.post("/config", json={"threshold": 7}), 422, "invalid_request")
+    expect_error(client.post("/config", json={"model": "nope"}), 422, "unknown_model")
+    expect_error(client.post("/config", json={"threshold": 7}), 422, "invalid_request")
 
 
 def test_verify_multipart_json_and_batch(client, clips):
-    same = _ok(
+    same = expect_ok(
         client.post(
             "/verify", files={"audio_a": ("a.wav", clips["a"]), "audio_b": ("a.wav", clips["a"])}
         )
     )
     assert same["score"] == pytest.approx(1.0, abs=1e-4) and same["same"] is True
-    diff = _ok(
+    diff = expect_ok(
         client.post(
             "/verify",
             json={
@@ -158,7 +138,7 @@ def test_verify_multipart_json_and_batch(client, clips):
     )
     assert diff["threshold"] == 0.9 and diff["same"] == (diff["score"] >= 0.9)
     assert -1.0 <= diff["score"] <= 1.0
-    batch = _ok(
+    batch = expect_ok(
         client.post(
             "/verify_batch",
             files=[
@@ -177,22 +157,24 @@ def test_verify_multipart_json_and_batch(client, clips):
 
 
 def test_extract_and_compare_embeddings(client, clips):
-    ea = _ok(client.post("/extract_embedding", files={"audio": ("a.wav", clips["a"])}))
-    eb = _ok(client.post("/extract_embedding", json={"audio": b64(clips["b"])}))
-    dim = _ok(client.get("/config"))["model"]["embed_dim"]
+    ea = expect_ok(client.post("/extract_embedding", files={"audio": ("a.wav", clips["a"])}))
+    eb = expect_ok(client.post("/extract_embedding", json={"audio": b64(clips["b"])}))
+    dim = expect_ok(client.get("/config"))["model"]["embed_dim"]
     assert ea["embed_dim"] == dim == len(ea["embedding"])
     assert np.linalg.norm(ea["embedding"]) == pytest.approx(1.0, abs=1e-4)
     assert ea["duration_s"] == pytest.approx(1.2, abs=0.01)
-    cmp = _ok(
+    cmp = expect_ok(
         client.post(
             "/compare_embeddings",
             json={"embedding_a": ea["embedding"], "embedding_b": eb["embedding"]},
         )
     )
-    ver = _ok(client.post("/verify", json={"audio_a": b64(clips["a"]), "audio_b": b64(clips["b"])}))
+    ver = expect_ok(
+        client.post("/verify", json={"audio_a": b64(clips["a"]), "audio_b": b64(clips["b"])})
+    )
     assert cmp["score"] == pytest.approx(ver["score"], abs=1e-4)
     assert cmp["same"] == (cmp["score"] >= cmp["threshold"])
-    msg = _err(
+    msg = expect_error(
         client.post(
             "/compare_embeddings",
             json={"embedding_a": ea["embedding"][:-1], "embedding_b": ea["embedding"]},
@@ -201,29 +183,33 @@ def test_extract_and_compare_embeddings(client, clips):
         "wrong_dimension",
     )
     assert str(dim) in msg
-    _err(client.post("/compare_embeddings", json={"embedding_a": [1.0]}), 422, "invalid_request")
+    expect_error(
+        client.post("/compare_embeddings", json={"embedding_a": [1.0]}), 422, "invalid_request"
+    )
 
 
 def test_onnx_backend_agrees_with_torch(client, clips):
     """The same checkpoint exported with ``ray_jobs.export`` and served by ONNX Runtime gives the
     torch backend's embeddings (same model id, so switching keeps the enrolled data valid)."""
-    torch_emb = _ok(client.post("/extract_embedding", json={"audio": b64(clips["c"])}))
-    torch_ver = _ok(
+    torch_emb = expect_ok(client.post("/extract_embedding", json={"audio": b64(clips["c"])}))
+    torch_ver = expect_ok(
         client.post("/verify", json={"audio_a": b64(clips["a"]), "audio_b": b64(clips["b"])})
     )
-    cfg = _ok(client.post("/config", json={"model": "onnx"}))
+    cfg = expect_ok(client.post("/config", json={"model": "onnx"}))
     try:
         assert cfg["model"]["backend"] == "onnx" and cfg["model"]["path"].endswith(".onnx")
         assert cfg["model"]["model_id"] == torch_emb["model_id"]
-        onnx_emb = _ok(client.post("/extract_embedding", files={"audio": ("c.wav", clips["c"])}))
-        onnx_ver = _ok(
+        onnx_emb = expect_ok(
+            client.post("/extract_embedding", files={"audio": ("c.wav", clips["c"])})
+        )
+        onnx_ver = expect_ok(
             client.post(
                 "/verify",
                 files={"audio_a": ("a.wav", clips["a"]), "audio_b": ("b.wav", clips["b"])},
             )
         )
     finally:
-        _ok(client.post("/config", json={"model": "default"}))
+        expect_ok(client.post("/config", json={"model": "default"}))
     a, b = np.asarray(torch_emb["embedding"]), np.asarray(onnx_emb["embedding"])
     assert a.shape == b.shape == (torch_emb["embed_dim"],)
     assert float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.9999
@@ -253,13 +239,15 @@ def test_bad_inputs_are_4xx_json(client, clips, files):
         (dict(content=b"{oops", headers={"content-type": "application/json"}), 400, "invalid_json"),
     ]
     for kwargs, status, code in cases:
-        msg = _err(client.post("/extract_embedding", **kwargs), status, code)
+        msg = expect_error(client.post("/extract_embedding", **kwargs), status, code)
         if status == 400 and "audio" in code:
             assert msg.startswith("audio: ")
     ok = client.post("/extract_embedding", json={"audio": {"path": "synth/spk000/utt000.wav"}})
     assert ok.status_code == 200, ok.text
-    _err(client.post("/verify", files={"audio_a": ("a.wav", clips["a"])}), 422, "invalid_request")
-    _err(client.get("/no/such/route"), 404, "not_found")
+    expect_error(
+        client.post("/verify", files={"audio_a": ("a.wav", clips["a"])}), 422, "invalid_request"
+    )
+    expect_error(client.get("/no/such/route"), 404, "not_found")
 
 
 def test_enroll_identify_groups_and_delete(client, clips):
@@ -271,62 +259,74 @@ def test_enroll_identify_groups_and_delete(client, clips):
     assert r.status_code == 200, r.text
     ann = r.json()
     assert ann["groups"] == ["g1", "g2"] and ann["num_embeddings"] == 1
-    bob = _ok(
+    bob = expect_ok(
         client.post("/speakers", json={"name": "Bob", "audio": [b64(clips["b"]), b64(clips["c"])]})
     )
     assert bob["groups"] == ["default"] and bob["num_embeddings"] == 2
     assert [
-        s["name"] for s in _ok(client.get("/speakers", params={"group": "g1"}))["speakers"]
+        s["name"] for s in expect_ok(client.get("/speakers", params={"group": "g1"}))["speakers"]
     ] == ["Ann"]
-    assert {s["id"] for s in _ok(client.get("/speakers"))["speakers"]} >= {ann["id"], bob["id"]}
+    assert {s["id"] for s in expect_ok(client.get("/speakers"))["speakers"]} >= {
+        ann["id"],
+        bob["id"],
+    }
 
-    found = _ok(client.post("/identify", files={"audio": ("a.wav", clips["a"])}))
+    found = expect_ok(client.post("/identify", files={"audio": ("a.wav", clips["a"])}))
     assert found["matches"][0]["speaker_id"] == ann["id"]
     assert found["matches"][0]["score"] == pytest.approx(1.0, abs=1e-4)
-    in_default = _ok(client.post("/identify", json={"audio": b64(clips["a"]), "group": "default"}))
+    in_default = expect_ok(
+        client.post("/identify", json={"audio": b64(clips["a"]), "group": "default"})
+    )
     assert all(m["speaker_id"] != ann["id"] for m in in_default["matches"])
-    unknown = _ok(
+    unknown = expect_ok(
         client.post("/identify", json={"audio": b64(clips["b"]), "group": "g1", "threshold": 1.0})
     )
     assert (
         unknown["matches"][0]["speaker_id"] is None and unknown["matches"][0]["name"] == "unknown"
     )
-    _err(client.post("/identify", json={"audio": b64(clips["a"]), "group": "nogroup"}), 404)
+    expect_error(client.post("/identify", json={"audio": b64(clips["a"]), "group": "nogroup"}), 404)
 
     # Groups as galleries: add, remove, list; unknown speaker or group -> 404.
     assert (
         "default"
-        in _ok(client.post(f"/speakers/{ann['id']}/groups", json={"group": "default"}))["groups"]
+        in expect_ok(client.post(f"/speakers/{ann['id']}/groups", json={"group": "default"}))[
+            "groups"
+        ]
     )
-    assert _ok(client.delete(f"/speakers/{ann['id']}/groups/g2"))["groups"] == ["default", "g1"]
-    groups = _ok(client.get("/groups"))["groups"]
+    assert expect_ok(client.delete(f"/speakers/{ann['id']}/groups/g2"))["groups"] == [
+        "default",
+        "g1",
+    ]
+    groups = expect_ok(client.get("/groups"))["groups"]
     assert groups and all(isinstance(g, dict) for g in groups)
-    _err(client.post("/speakers/nope/groups", json={"group": "g1"}), 404, "unknown_speaker")
-    _err(client.delete(f"/speakers/{ann['id']}/groups/nogroup"), 404)
+    expect_error(client.post("/speakers/nope/groups", json={"group": "g1"}), 404, "unknown_speaker")
+    expect_error(client.delete(f"/speakers/{ann['id']}/groups/nogroup"), 404)
 
     # Re-enroll by id adds the clips to that speaker; unknown id -> 404 and nothing changes.
-    re = _ok(
+    re = expect_ok(
         client.post(
             "/speakers", json={"name": "Bob", "audio": [b64(clips["b"])], "speaker_id": bob["id"]}
         )
     )
     assert re["id"] == bob["id"] and re["num_embeddings"] == 3 and re["groups"] == ["default"]
-    _err(
+    expect_error(
         client.post(
             "/speakers", json={"name": "X", "audio": [b64(clips["b"])], "speaker_id": "nope"}
         ),
         404,
     )
-    _err(client.post("/speakers", json={"name": "X", "audio": []}), 422)
-    _err(client.post("/speakers", files={"audio": ("a.wav", b"junk")}, data={"name": "X"}), 400)
+    expect_error(client.post("/speakers", json={"name": "X", "audio": []}), 422)
+    expect_error(
+        client.post("/speakers", files={"audio": ("a.wav", b"junk")}, data={"name": "X"}), 400
+    )
 
     # Switching models is refused while the database holds another model's embeddings.
-    _err(client.post("/config", json={"model": "alt"}), 409, "model_mismatch")
-    assert _ok(client.get("/config"))["model"]["name"] == "default"
+    expect_error(client.post("/config", json={"model": "alt"}), 409, "model_mismatch")
+    assert expect_ok(client.get("/config"))["model"]["name"] == "default"
 
     client.delete(f"/speakers/{bob['id']}").raise_for_status()
-    _err(client.delete(f"/speakers/{bob['id']}"), 404, "unknown_speaker")
-    assert bob["id"] not in {s["id"] for s in _ok(client.get("/speakers"))["speakers"]}
+    expect_error(client.delete(f"/speakers/{bob['id']}"), 404, "unknown_speaker")
+    assert bob["id"] not in {s["id"] for s in expect_ok(client.get("/speakers"))["speakers"]}
 
 
 def test_bulk_import_tree_and_gallery(client, files):
@@ -336,13 +336,13 @@ def test_bulk_import_tree_and_gallery(client, files):
     assert imp["source"] == "tree" and imp["num_speakers"] == 2 and not imp["skipped"]
     assert sorted(s["name"] for s in imp["speakers"]) == ["spk000", "spk001"]
     assert all(s["num_embeddings"] == 2 for s in imp["speakers"])
-    _err(
+    expect_error(
         client.post("/speakers/import", json={"path": str(files["root"])}), 403, "path_not_allowed"
     )
-    _err(client.post("/speakers/import", json={"path": "../"}), 403, "path_not_allowed")
+    expect_error(client.post("/speakers/import", json={"path": "../"}), 403, "path_not_allowed")
 
     # An extraction job's speakers.parquet (the columns ray_jobs/extract_output.py writes).
-    dim = _ok(client.get("/config"))["model"]["embed_dim"]
+    dim = expect_ok(client.get("/config"))["model"]["embed_dim"]
     rng = np.random.default_rng(0)
     table = pa.table(
         {
@@ -356,30 +356,32 @@ def test_bulk_import_tree_and_gallery(client, files):
         }
     )
     pq.write_table(table, files["audio_root"] / "speakers.parquet")
-    pqr = _ok(client.post("/speakers/import", json={"path": "speakers.parquet", "group": "job"}))
+    pqr = expect_ok(
+        client.post("/speakers/import", json={"path": "speakers.parquet", "group": "job"})
+    )
     assert pqr["source"] == "parquet" and [s["name"] for s in pqr["speakers"]] == ["p1", "p2"]
     (files["audio_root"] / "bad.parquet").write_bytes(b"not parquet")
-    _err(client.post("/speakers/import", json={"path": "bad.parquet"}), 400)
+    expect_error(client.post("/speakers/import", json={"path": "bad.parquet"}), 400)
 
     emb = rng.standard_normal((3, dim)).tolist()
-    gal = _ok(
+    gal = expect_ok(
         client.post(
             "/galleries", json={"group": "custom", "labels": ["x", "y", "z"], "embeddings": emb}
         )
     )
     assert gal["num_speakers"] == 3 and gal["source"] == "gallery"
-    hit = _ok(
+    hit = expect_ok(
         client.post("/compare_embeddings", json={"embedding_a": emb[1], "embedding_b": emb[1]})
     )
     assert hit["score"] == pytest.approx(1.0, abs=1e-5)
-    listed = _ok(client.get("/speakers", params={"group": "custom"}))["speakers"]
+    listed = expect_ok(client.get("/speakers", params={"group": "custom"}))["speakers"]
     assert sorted(s["name"] for s in listed) == ["x", "y", "z"]
-    _err(
+    expect_error(
         client.post("/galleries", json={"group": "c", "labels": ["x"], "embeddings": [[1.0, 2.0]]}),
         422,
         "wrong_dimension",
     )
-    _err(
+    expect_error(
         client.post("/galleries", json={"group": "c", "labels": ["x", "y"], "embeddings": emb[:1]}),
         422,
     )
@@ -388,15 +390,15 @@ def test_bulk_import_tree_and_gallery(client, files):
 def test_enrollments_survive_restart(client, clips, files):
     from ray import serve
 
-    before = _ok(client.get("/speakers"))["speakers"]
+    before = expect_ok(client.get("/speakers"))["speakers"]
     assert any(s["name"] == "Ann" for s in before)
     serve.delete(APP)
     _start(files)
     deadline = time.time() + 60
     while client.get("/health").status_code != 200 and time.time() < deadline:
         time.sleep(0.5)
-    after = _ok(client.get("/speakers"))["speakers"]
+    after = expect_ok(client.get("/speakers"))["speakers"]
     assert sorted(s["id"] for s in after) == sorted(s["id"] for s in before)
     ann = next(s for s in after if s["name"] == "Ann")
-    found = _ok(client.post("/identify", json={"audio": b64(clips["a"])}))
+    found = expect_ok(client.post("/identify", json={"audio": b64(clips["a"])}))
     assert found["matches"][0]["speaker_id"] == ann["id"]

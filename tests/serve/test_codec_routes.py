@@ -11,12 +11,11 @@ from __future__ import annotations
 import base64
 import io
 
-import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.serve.helpers import b64, noise_wav, running_app
+from tests.serve.helpers import PRODUCT, app_args, b64, expect_error, noise_wav, running_app
 
 pytestmark = pytest.mark.ray
 
@@ -48,29 +47,17 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(ray_cluster, files):
 
-    product = {"num_cpus": 0, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
-    args = {
-        "checkpoint": str(files["speaker"]),
-        "db": str(files["root"] / "speakers.db"),
-        "min_seconds": 0.5,
-        "max_seconds": 5.0,
-        "max_request_mb": 1.0,
-        "autoscaling": {"min_replicas": 1, "max_replicas": 1},
-        "model_num_cpus": 0,
-        "ingress_num_cpus": 0,
-        "codecs": {
-            "tiny": {"checkpoint": str(files["tiny"]), **product},
-            "other": {"checkpoint": str(files["other"]), **product},
+    args = app_args(
+        files["speaker"],
+        files["root"],
+        codecs={
+            "tiny": {"checkpoint": str(files["tiny"]), **PRODUCT},
+            "other": {"checkpoint": str(files["other"]), **PRODUCT},
         },
-        "classify": {"checkpoint": str(files["clf"]), **product},
-    }
+        classify={"checkpoint": str(files["clf"]), **PRODUCT},
+    )
     with running_app(args, APP, timeout=60) as c:
         yield c
-
-
-def _err(r: httpx.Response, status: int, code: str) -> None:
-    assert r.status_code == status, r.text
-    assert r.json()["error"]["code"] == code, r.text
 
 
 def test_encode_decode_round_trip(client):
@@ -113,18 +100,20 @@ def test_raw_bytes_and_multipart(client):
 def test_codec_errors(client):
     codes = client.post("/codec/encode", json={"audio": b64(noise_wav(0.5))}).json()["codes_base64"]
     raw = base64.b64decode(codes)
-    _err(client.post("/codec/decode", json={"codes": b64(raw[:-2])}), 400, "corrupt_codes")
-    _err(client.post("/codec/decode", json={"codes": b64(b"junk" * 10)}), 400, "corrupt_codes")
+    expect_error(client.post("/codec/decode", json={"codes": b64(raw[:-2])}), 400, "corrupt_codes")
+    expect_error(
+        client.post("/codec/decode", json={"codes": b64(b"junk" * 10)}), 400, "corrupt_codes"
+    )
     r = client.post("/codec/decode", json={"codes": codes, "model": "other"})
-    _err(r, 400, "codec_mismatch")
+    expect_error(r, 400, "codec_mismatch")
     r = client.post("/codec/encode", json={"audio": b64(noise_wav(0.5)), "model": "nope"})
-    _err(r, 422, "unknown_model")
+    expect_error(r, 422, "unknown_model")
     r = client.post("/codec/encode", json={"audio": b64(noise_wav(0.5)), "num_quantizers": 9})
-    _err(r, 422, "invalid_num_quantizers")
+    expect_error(r, 422, "invalid_num_quantizers")
     r = client.post("/codec/encode", json={"audio": b64(b"RIFF not a wav")})
     assert r.status_code == 400, r.text
     r = client.post("/codec/encode", json={"audio": b64(noise_wav(6.0))})  # max_seconds 5
-    _err(r, 400, "audio_too_long")
+    expect_error(r, 400, "audio_too_long")
     r = client.post("/codec/encode", json={"audio": b64(b"0" * (1 << 20) * 2)})
     assert r.status_code == 413, r.text
 
@@ -141,7 +130,7 @@ def test_classify_top_k(client):
     silent = io.BytesIO()
     sf.write(silent, np.zeros(20000), 20000, format="WAV")
     r = client.post("/classify", json={"audio": b64(silent.getvalue())})
-    _err(r, 400, "invalid_audio")
+    expect_error(r, 400, "invalid_audio")
 
 
 def test_disabled_product_is_404(tmp_path):

@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import io
 
-import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from tests.serve.helpers import b64, running_app
+from tests.conversations import SR, conversation_wav
+from tests.serve.helpers import PRODUCT, app_args, b64, expect_error, expect_ok, running_app
 
-SR = 16000
 APP = "voxray-diarize-test"
-
-
-def _conversation(seed: int = 0, n_turns: int = 4) -> bytes:
-    from datasets.synth import sample_voice, synthesize_utterance
-
-    rng = np.random.default_rng(seed)
-    voices = [sample_voice(rng) for _ in range(2)]
-    parts = [np.zeros(SR // 2, np.float32)]
-    for i in range(n_turns):
-        parts.append(synthesize_utterance(voices[i % 2], float(rng.uniform(2.0, 3.0)), SR, rng))
-        parts.append(np.zeros(int(rng.uniform(0.4, 0.8) * SR), np.float32))
-    buf = io.BytesIO()
-    sf.write(buf, np.concatenate(parts), SR, format="WAV")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -38,45 +23,28 @@ def client(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("diarize_serve")
     torch.manual_seed(0)
     ckpt = models.save_checkpoint(models.build_model("ecapa_tdnn-tiny").eval(), root / "m.pt")
-    args = {
-        "checkpoint": str(ckpt),
-        "db": str(root / "speakers.db"),
-        "min_seconds": 0.5,
-        "max_seconds": 5.0,
-        "max_request_mb": 4.0,
-        "autoscaling": {"min_replicas": 1, "max_replicas": 1},
-        "model_num_cpus": 0,
-        "ingress_num_cpus": 0,
-        "diarization": {
+    args = app_args(
+        ckpt,
+        root,
+        max_request_mb=4.0,
+        diarization={
             "max_seconds": 20.0,
-            "num_cpus": 0,
-            "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+            **PRODUCT,
             "config": {"clustering.max_speakers": 4},
         },
-    }
+    )
     with running_app(args, APP, timeout=120) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
 def conv() -> bytes:
-    return _conversation()
-
-
-def _ok(r: httpx.Response) -> dict:
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def _err(r: httpx.Response, status: int, code: str) -> str:
-    assert r.status_code == status, r.text
-    assert r.json()["error"]["code"] == code, r.text
-    return r.json()["error"]["message"]
+    return conversation_wav(0)
 
 
 @pytest.mark.ray
 def test_diarize_segments_rttm_and_forced_count(client, conv):
-    out = _ok(client.post("/diarize", json={"audio": b64(conv), "rttm": True, "uri": "c0"}))
+    out = expect_ok(client.post("/diarize", json={"audio": b64(conv), "rttm": True, "uri": "c0"}))
     segs = out["segments"]
     assert segs and out["num_speakers"] == len(out["speakers"]) >= 1
     assert 12.0 < out["duration"] < 16.0
@@ -89,9 +57,9 @@ def test_diarize_segments_rttm_and_forced_count(client, conv):
     assert out["named"] == {} and out["embeddings"] is None
     # forced counts, through JSON and through a multipart upload (form fields as text)
     for n in (2, 3):
-        forced = _ok(client.post("/diarize", json={"audio": b64(conv), "num_speakers": n}))
+        forced = expect_ok(client.post("/diarize", json={"audio": b64(conv), "num_speakers": n}))
         assert forced["num_speakers"] == n
-    multi = _ok(
+    multi = expect_ok(
         client.post(
             "/diarize",
             files={"audio": ("c.wav", conv, "audio/wav")},
@@ -103,13 +71,13 @@ def test_diarize_segments_rttm_and_forced_count(client, conv):
 
 @pytest.mark.ray
 def test_diarize_names_clusters_from_group(client, conv):
-    first = _ok(client.post("/diarize", json={"audio": b64(conv), "num_speakers": 2,
+    first = expect_ok(client.post("/diarize", json={"audio": b64(conv), "num_speakers": 2,
                                               "return_embeddings": True}))  # fmt: skip
     assert set(first["embeddings"]) == {"SPEAKER_00", "SPEAKER_01"}
     # Enroll the exact centroid of SPEAKER_00 as "alice" (deterministic with any model).
-    _ok(client.post("/galleries", json={"group": "team", "labels": ["alice"],
+    expect_ok(client.post("/galleries", json={"group": "team", "labels": ["alice"],
                                         "embeddings": [first["embeddings"]["SPEAKER_00"]]}))  # fmt: skip
-    named = _ok(client.post("/diarize", json={"audio": b64(conv), "num_speakers": 2,
+    named = expect_ok(client.post("/diarize", json={"audio": b64(conv), "num_speakers": 2,
                                               "group": "team"}))  # fmt: skip
     assert named["named"] == {"SPEAKER_00": "alice"} and named["group"] == "team"
     assert set(named["speakers"]) == {"alice", "SPEAKER_01"}  # open set: the other stays
@@ -117,7 +85,7 @@ def test_diarize_names_clusters_from_group(client, conv):
     assert named["segments"] == [
         {**s, "speaker": rename.get(s["speaker"], s["speaker"])} for s in first["segments"]
     ]
-    _err(client.post("/diarize", json={"audio": b64(conv), "group": "nobody"}), 404,
+    expect_error(client.post("/diarize", json={"audio": b64(conv), "group": "nobody"}), 404,
          "unknown_group")  # fmt: skip
 
 
@@ -125,9 +93,11 @@ def test_diarize_names_clusters_from_group(client, conv):
 def test_diarize_refuses_long_and_bad_audio(client):
     buf = io.BytesIO()
     sf.write(buf, np.zeros(25 * SR, np.float32), SR, format="WAV")  # over max_seconds (20 s)
-    msg = _err(client.post("/diarize", json={"audio": b64(buf.getvalue())}), 400,
+    msg = expect_error(client.post("/diarize", json={"audio": b64(buf.getvalue())}), 400,
                "audio_too_long")  # fmt: skip
     assert "20" in msg
-    _err(client.post("/diarize", json={"audio": b64(b"not audio at all")}), 400, "invalid_audio")
+    expect_error(
+        client.post("/diarize", json={"audio": b64(b"not audio at all")}), 400, "invalid_audio"
+    )
     r = client.post("/diarize", json={"audio": b64(b"x"), "min_speakers": 3, "max_speakers": 2})
     assert r.status_code in (400, 422)

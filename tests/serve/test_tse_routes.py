@@ -11,11 +11,10 @@ from __future__ import annotations
 import base64
 import io
 
-import httpx
 import pytest
 import soundfile as sf
 
-from tests.serve.helpers import b64, noise_wav, running_app
+from tests.serve.helpers import PRODUCT, app_args, b64, expect_error, noise_wav, running_app
 
 pytestmark = pytest.mark.ray
 
@@ -32,29 +31,15 @@ def client(ray_cluster, tmp_path_factory):
     torch.manual_seed(0)
     speaker = models.save_checkpoint(models.build_model("campplus-tiny"), root / "s.pt")
     tse = models.save_checkpoint(models.build_model("tse-tiny"), root / "tse.pt")
-    args = {
-        "checkpoint": str(speaker),
-        "db": str(root / "speakers.db"),
-        "min_seconds": 0.5,
-        "max_seconds": 3.0,
-        "max_request_mb": 1.0,
-        "autoscaling": {"min_replicas": 1, "max_replicas": 1},
-        "model_num_cpus": 0,
-        "ingress_num_cpus": 0,
-        "diarization": {"enabled": False},
-        "tse": {
-            "checkpoint": str(tse),
-            "num_cpus": 0,
-            "autoscaling": {"min_replicas": 1, "max_replicas": 1},
-        },
-    }
+    args = app_args(
+        speaker,
+        root,
+        max_seconds=3.0,
+        diarization={"enabled": False},
+        tse={"checkpoint": str(tse), **PRODUCT},
+    )
     with running_app(args, APP, timeout=120) as c:
         yield c
-
-
-def _err(r: httpx.Response, status: int, code: str) -> None:
-    assert r.status_code == status, r.text
-    assert r.json()["error"]["code"] == code, r.text
 
 
 def test_json_round_trip(client):
@@ -89,17 +74,17 @@ def test_multipart_in_raw_wav_out(client):
 
 def test_errors(client):
     ref = b64(noise_wav(1.0, seed=1))
-    _err(
+    expect_error(
         client.post("/extract_target", json={"mix": b64(b"junk" * 50), "ref": ref}),
         400,
         "invalid_audio",
     )
-    _err(
+    expect_error(
         client.post("/extract_target", json={"mix": b64(noise_wav(4.0)), "ref": ref}),
         400,
         "audio_too_long",
     )  # max_seconds = 3
-    _err(
+    expect_error(
         client.post(
             "/extract_target", json={"mix": b64(noise_wav(1.0)), "ref": b64(noise_wav(0.2))}
         ),

@@ -4,44 +4,20 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import yaml
 
 from models.config import ConfigError
-
-SR = 16000
-
-
-def _conversation(seed: int):
-    from datasets.synth import sample_voice, synthesize_utterance
-
-    rng = np.random.default_rng(seed)
-    voices = [sample_voice(rng) for _ in range(2)]
-    parts, truth = [np.zeros(SR // 2, np.float32)], []
-    for i in range(4):
-        t = sum(len(p) for p in parts) / SR
-        dur = float(rng.uniform(2.0, 3.0))
-        parts.append(synthesize_utterance(voices[i % 2], dur, SR, rng))
-        truth.append((t, t + dur, f"s{i % 2}"))
-        parts.append(np.zeros(int(rng.uniform(0.4, 0.8) * SR), np.float32))
-    return np.concatenate(parts), truth
+from tests.conversations import write_dev_set
 
 
 @pytest.fixture(scope="module")
 def devset(tmp_path_factory):
     import models
-    from datasets.rttm import write_rttm
 
     root = tmp_path_factory.mktemp("diar_sweep")
-    (root / "dev").mkdir()
-    (root / "ref").mkdir()
-    for k in range(2):
-        wav, truth = _conversation(10 + k)
-        sf.write(root / "dev" / f"d{k}.wav", wav, SR)
-        write_rttm(root / "ref" / f"d{k}.rttm", f"d{k}", truth)
+    write_dev_set(root / "dev", root / "ref", {"d0": 10, "d1": 11})
     torch.manual_seed(0)
     ckpt = models.save_checkpoint(models.build_model("ecapa_tdnn-tiny").eval(), root / "m.pt")
     return root, ckpt
