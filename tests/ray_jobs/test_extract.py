@@ -1,4 +1,4 @@
-"""ray_jobs.extract.job on the shared local Ray cluster: CLI, outputs vs baseline, resume, refusal."""
+"""ray_jobs.extract (cli.py, job.py) on the shared local Ray cluster: CLI, outputs vs baseline, resume, refusal."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cli_run(corpus, ray_cluster):
     """One run through the command line (pkl format, small batches and parts)."""
-    from ray_jobs.extract.job import main
+    from ray_jobs.extract.cli import main
 
     root, ckpt = corpus
     out = root / "out"
@@ -111,7 +111,7 @@ def test_resume_after_losing_parts(corpus, cli_run, tmp_path):
 
 
 def test_other_model_refused(corpus, cli_run, tmp_path, caplog):
-    from ray_jobs.extract.job import main
+    from ray_jobs.extract.cli import main
 
     root, _ = corpus
     torch.manual_seed(1)
@@ -126,7 +126,7 @@ def test_other_model_refused(corpus, cli_run, tmp_path, caplog):
 
 def test_cli_sources(corpus, tmp_path, caplog):
     """Kaldi wav.scp + utt2spk and the tree layouts name the same utterances; bad args -> 2."""
-    from ray_jobs.extract.job import build_parser, collect, main
+    from ray_jobs.extract.cli import build_parser, collect, main
 
     root, ckpt = corpus
     utts = scan_tree(root / "data")
