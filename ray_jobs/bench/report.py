@@ -200,22 +200,20 @@ def run(
         ref = section_reference(reference_root, settings, notes)
         if ref:
             sections.append(ref)
-        if ray_data:
-            rd = section_ray_data(quick, notes)
-            if rd:
-                sections.append(rd)
-        else:
-            notes.append("Ray Data ingest throughput: skipped (--no-ray-data).")
-        if ray_data:
-            ex = section_extraction(quick, notes)
-            if ex:
-                sections.append(ex)
-        if service:
-            svc = section_service(quick, notes)
-            if svc:
-                sections.append(svc)
-        else:
-            notes.append("Speaker service: skipped (--no-service).")
+        # (wanted, section, the note when not wanted): a section returns None with a note of
+        # its own when its code or inputs are absent.
+        optional = (
+            (ray_data, section_ray_data, "Ray Data ingest throughput: skipped (--no-ray-data)."),
+            (ray_data, section_extraction, None),
+            (service, section_service, "Speaker service: skipped (--no-service)."),
+        )
+        for wanted, section, skipped in optional:
+            if wanted:
+                text = section(quick, notes)
+                if text:
+                    sections.append(text)
+            elif skipped:
+                notes.append(skipped)
 
     elapsed = time.perf_counter() - started
     load = f", load average at end {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
