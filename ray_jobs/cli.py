@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 log = logging.getLogger("ray_jobs")
 
@@ -22,6 +23,15 @@ def configure_cli_logging(level: int = logging.INFO) -> None:
     unless the caller (a test, another job) configured logging already."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def existing_checkpoint(path: str | Path, hint: str = "") -> Path:
+    """``--checkpoint`` as a :class:`Path`, checked before any work starts: a ``FileNotFoundError``
+    naming it (and ``hint``, what to give instead) when it is not a file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist" + (f"; {hint}" if hint else ""))
+    return path
 
 
 def user_error(exc: BaseException | str) -> int:

@@ -69,6 +69,21 @@ VIOLATIONS = {
         {"ray_jobs/train/data/_planted.py": "from ray_jobs.evaluate.cli import speaker\n"},
         "ray_jobs.train.data._planted",
     ),
+    "a data builder imports a job's CLI": (
+        "train-not-cli",
+        {"ray_jobs/train/data/_planted.py": "from ray_jobs.train import cli\n"},
+        "ray_jobs.train.data._planted",
+    ),
+    "a job's core parses arguments": (
+        "argparse-in-cli",
+        {"ray_jobs/extract_target/core.py": "import argparse\n"},
+        "ray_jobs.extract_target.core",
+    ),
+    "a Ray adapter parses arguments": (
+        "argparse-in-cli",
+        {"ray_jobs/diarize/job.py": "from argparse import ArgumentParser\n"},
+        "ray_jobs.diarize.job",
+    ),
     "a module imports a __main__": (
         "no-main-imports",
         {"ray_jobs/train/_planted.py": "import ray_jobs.evaluate.__main__\n"},

@@ -1,9 +1,5 @@
 """``make bench``: measure every registered speaker preset and write BENCHMARKS.md.
 
-    uv run python -m ray_jobs.bench [--output BENCHMARKS.md] [--quick] [--families speaker]
-                                    [--reference-root PATH] [--threads 2] [--device cpu]
-                                    [--no-ray-data] [--no-service]
-
 Per speaker preset (from ``models.registry.list_presets()``; ``-tiny`` presets only with
 ``--quick``, which measures nothing else so that it finishes in well under a minute): parameters,
 GFLOPs per second of audio (``torch.utils.flop_counter.FlopCounterMode`` on 1 s and 3 s of fbank
@@ -19,18 +15,17 @@ first, then the median of repeated runs; things that are compared (fbank, batch 
 interleaved in the same rounds, so their ratios are measured side by side. Model measurement is
 in ``ray_jobs.bench.models``; the sections live beside it (``speaker``: model table, fbank,
 reference comparison; ``ingest``: Ray Data and bulk extraction; ``service``: the speaker service;
-``diarize``, ``tse``, ``codec``: the other families). This file measures the machine, assembles
-the document and is the CLI. No Ray here except through the ingest and service sections.
+``diarize``, ``tse``, ``codec``: the other families). This file measures the machine and
+assembles the document; the CLI is ``ray_jobs/bench/cli.py``. No Ray here except through the
+ingest and service sections.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import logging
 import os
 import platform
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -205,22 +200,20 @@ def run(
         ref = section_reference(reference_root, settings, notes)
         if ref:
             sections.append(ref)
-        if ray_data:
-            rd = section_ray_data(quick, notes)
-            if rd:
-                sections.append(rd)
-        else:
-            notes.append("Ray Data ingest throughput: skipped (--no-ray-data).")
-        if ray_data:
-            ex = section_extraction(quick, notes)
-            if ex:
-                sections.append(ex)
-        if service:
-            svc = section_service(quick, notes)
-            if svc:
-                sections.append(svc)
-        else:
-            notes.append("Speaker service: skipped (--no-service).")
+        # (wanted, section, the note when not wanted): a section returns None with a note of
+        # its own when its code or inputs are absent.
+        optional = (
+            (ray_data, section_ray_data, "Ray Data ingest throughput: skipped (--no-ray-data)."),
+            (ray_data, section_extraction, None),
+            (service, section_service, "Speaker service: skipped (--no-service)."),
+        )
+        for wanted, section, skipped in optional:
+            if wanted:
+                text = section(quick, notes)
+                if text:
+                    sections.append(text)
+            elif skipped:
+                notes.append(skipped)
 
     elapsed = time.perf_counter() - started
     load = f", load average at end {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
@@ -234,38 +227,3 @@ def run(
     output.write_text(doc)
     log.info("wrote %s", output.resolve())
     return output
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
-    parser.add_argument("--quick", action="store_true", help="-tiny presets only, few repeats")
-    parser.add_argument(
-        "--families",
-        default=",".join(SUPPORTED_FAMILIES),
-        help="comma-separated: " + ", ".join(SUPPORTED_FAMILIES),
-    )
-    parser.add_argument("--reference-root", type=Path, default=None, help="3D-Speaker checkout")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--no-ray-data", action="store_true", help="skip the Ray Data section")
-    parser.add_argument(
-        "--no-service", action="store_true", help="skip the speaker-service (Ray Serve) section"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error("--device cuda needs a CUDA GPU")
-    run(
-        args.output,
-        quick=args.quick,
-        families=[f.strip() for f in args.families.split(",") if f.strip()],
-        reference_root=args.reference_root,
-        threads=args.threads,
-        device=args.device,
-        ray_data=not args.no_ray_data,
-        service=not args.no_service,
-        argv=argv,
-    )
-    return 0

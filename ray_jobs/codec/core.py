@@ -1,15 +1,10 @@
-"""Command-line codec: audio files <-> compact ``.vxrc`` code files.
+"""Audio files <-> compact ``.vxrc`` code files, one file at a time (Ray-free; the CLI is
+``ray_jobs/codec/cli.py``).
 
-    python -m ray_jobs.codec encode --checkpoint CKPT IN.wav [IN2.wav | DIR ...] -o OUT
-        [--num-quantizers N] [--chunk-seconds S]
-    python -m ray_jobs.codec decode --checkpoint CKPT IN.vxrc [... | DIR] -o OUT
-
-With one input, ``-o`` is the output file; with several inputs (or a folder) ``-o`` is a folder
-that receives ``<stem>.vxrc`` / ``<stem>.wav``. Each file is handled on its own: a failure is
-logged and listed at the end and never blocks the others. Exit status: 0 when all succeeded,
-2 when any failed (unreadable audio, corrupt stream, codes of another model) or the checkpoint
-is unusable. Per file it logs the bitrate, input/output sizes and the real-time factor
-(processing time / audio duration; < 1 is faster than real time).
+Each file is handled on its own: a failure raises :class:`CodecCliError` with the reason, so the
+caller can list it and go on with the others. :class:`FileResult` holds the bitrate,
+input/output sizes and the real-time factor (processing time / audio duration; < 1 is faster
+than real time).
 
 The byte format and the model-id check are ``models/pipelines/codec.py``'s (SoundStream,
 Zeghidour et al. 2021, arXiv 2107.03312; container in the spirit of EnCodec's ``.ecdc``).
@@ -17,19 +12,13 @@ Zeghidour et al. 2021, arXiv 2107.03312; container in the spirit of EnCodec's ``
 
 from __future__ import annotations
 
-import argparse
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from datasets.audio import AudioError, load_audio, write_audio
-from models.checkpoint import CheckpointError
 from models.pipelines.codec import CodecFormatError, CodecPipeline, EncodedAudio
-from ray_jobs.cli import configure_cli_logging
-
-log = logging.getLogger("ray_jobs.codec.core")
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
 CODE_EXT = ".vxrc"
@@ -117,7 +106,8 @@ def decode_file(pipeline: CodecPipeline, src: Path, dst: Path) -> FileResult:
     )  # fmt: skip
 
 
-def _outputs(inputs: list[Path], output: str, ext: str, many: bool) -> list[Path]:
+def output_paths(inputs: list[Path], output: str, ext: str, many: bool) -> list[Path]:
+    """``output`` itself for one input, else ``output/<stem><ext>`` per input."""
     if not many:
         return [Path(output)]
     out_dir = Path(output)
@@ -127,58 +117,3 @@ def _outputs(inputs: list[Path], output: str, ext: str, many: bool) -> list[Path
         out_dir / (f"{n}{ext}" if names.count(n) == 1 else f"{n}_{i}{ext}")
         for i, n in enumerate(names)
     ]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ray_jobs.codec", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    for name, help_ in (("encode", "audio -> .vxrc"), ("decode", ".vxrc -> .wav")):
-        s = sub.add_parser(name, help=help_)
-        s.add_argument("--checkpoint", required=True, help="codec checkpoint (.pt)")
-        s.add_argument("inputs", nargs="+", help="files and/or folders")
-        s.add_argument("-o", "--output", required=True, help="file (one input) or folder")
-        if name == "encode":
-            s.add_argument("--num-quantizers", type=int, default=None, help="fewer = lower kbps")
-            s.add_argument("--chunk-seconds", type=float, default=None, help="streaming encode")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_cli_logging()
-    try:
-        pipeline = CodecPipeline.from_checkpoint(args.checkpoint)
-    except (FileNotFoundError, CheckpointError, KeyError, ValueError) as exc:
-        log.error("cannot load codec checkpoint %s: %s", args.checkpoint, exc)
-        return 2
-    encode = args.command == "encode"
-    inputs = expand_inputs(args.inputs, AUDIO_EXTS if encode else (CODE_EXT,))
-    if not inputs:
-        log.error("no input files in %s", ", ".join(args.inputs))
-        return 2
-    many = len(inputs) > 1 or any(Path(i).is_dir() for i in args.inputs)
-    outs = _outputs(inputs, args.output, CODE_EXT if encode else ".wav", many)
-    failures: list[str] = []
-    for src, dst in zip(inputs, outs, strict=True):
-        try:
-            if encode:
-                r = encode_file(
-                    pipeline, src, dst,
-                    num_quantizers=args.num_quantizers, chunk_seconds=args.chunk_seconds,
-                )  # fmt: skip
-            else:
-                r = decode_file(pipeline, src, dst)
-        except CodecCliError as exc:
-            log.error("%s", exc)
-            failures.append(f"{src}: {exc}")
-            continue
-        log.info(
-            "%s -> %s: %.2f s, %.2f kbps, %d -> %d bytes, RTF %.3f",
-            r.source, r.output, r.seconds, r.bitrate_kbps, r.in_bytes, r.out_bytes, r.rtf,
-        )  # fmt: skip
-    done = len(inputs) - len(failures)
-    log.info("%d of %d files %sd", done, len(inputs), args.command)
-    if failures:
-        log.error("failed (%d):\n  %s", len(failures), "\n  ".join(failures))
-        return 2
-    return 0

@@ -11,24 +11,14 @@ repeated runs, ours and the reference interleaved, with ``--threads`` intra-op t
 CPU time is reported because it is robust to other jobs sharing the machine, wall time is kept in
 the JSON).
 
-Usage (the reference checkout must not live inside this repository)::
-
-    git --git-dir=<3D-Speaker.git> archive HEAD speakerlab | tar -x -C /tmp/3D-Speaker
-    uv run python -m ray_jobs.compare_reference --reference-root /tmp/3D-Speaker
-    uv run python -m ray_jobs.compare_reference --reference-root /tmp/3D-Speaker \
-        --entries campplus_192,eres2net_192 --json
-
-Prints a Markdown table, or a JSON list of per-entry results with ``--json``. Only the reference's
+The command line (usage, output) is ``ray_jobs/compare_reference/cli.py``. Only the reference's
 model modules are imported (they need nothing beyond torch). No Ray is involved; this lives in
 ``ray_jobs/`` because it is an operator command, not library code.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import json
-import logging
 import math
 import os
 import statistics
@@ -43,9 +33,6 @@ from torch import nn
 from datasets.ray_env import REPO_ROOT
 from models.features import Fbank, FbankConfig
 from models.registry import build_model, list_presets
-from ray_jobs.cli import configure_cli_logging
-
-log = logging.getLogger("ray_jobs.compare_reference.core")
 
 SAMPLE_RATE = 16000
 SECONDS = 3.0
@@ -217,40 +204,3 @@ def markdown(results: list[dict[str, Any]]) -> str:
         f"torch threads: {', '.join(map(str, sorted(threads)))}."
     )
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference-root", type=Path, required=True, help="3D-Speaker checkout")
-    parser.add_argument("--entries", default="all", help="'all' or comma-separated entry names")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
-    parser.add_argument("--reference-json", type=Path, default=None, help="state-dict listing")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--repeats", type=int, default=10, help="timed runs at batch 1")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    configure_cli_logging()
-
-    path = args.reference_json or default_json_path()
-    if not path.is_file():
-        parser.error(f"{path} not found; pass --reference-json or set VOXRAY_SHARED")
-    specs = json.loads(path.read_text())
-    names = list(specs) if args.entries == "all" else args.entries.split(",")
-    unknown = [n for n in names if n not in specs]
-    if unknown:
-        parser.error(f"unknown entries {unknown}; known: {', '.join(specs)}")
-    torch.set_num_threads(args.threads)
-
-    results = []
-    for name in names:
-        res = compare_entry(name, specs[name], args.reference_root, args.repeats, args.seed)
-        if res["status"] != "ok":
-            log.warning("%s: %s", name, res["status"])
-        else:  # progress in the log (stderr): a full run takes minutes
-            log.info(
-                "%s: max abs diff %.2e, ratio b1 %.2f, b16 %.2f",
-                name, res["max_abs_diff"], res["b1_ratio"], res["b16_ratio"],
-            )  # fmt: skip
-        results.append(res)
-    print(json.dumps(results, indent=2) if args.json else markdown(results))
-    return 0

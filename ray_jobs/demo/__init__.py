@@ -2,5 +2,5 @@
 cluster, no data needed.
 
 Shape: core: ``ray_jobs.train`` (the demo adds no logic of its own); Ray adapter: ``run_training``
-of ``ray_jobs/train/job.py``; CLI ``job.py`` (``main``).
+of ``ray_jobs/train/job.py``; CLI ``cli.py``.
 """

@@ -1,9 +1,5 @@
-"""Bulk speaker-embedding extraction on Ray Data: ``python -m ray_jobs.extract``.
-
-    python -m ray_jobs.extract --data-root /data/vox --checkpoint runs/campplus/model.pt \\
-        --output emb/vox [--num-gpus 4] [--batch-size 64] [--format parquet|pkl] [--layout auto]
-    python -m ray_jobs.extract --wav-scp data/wav.scp --utt2spk data/utt2spk --checkpoint ... \\
-        --output ...
+"""The Ray adapter of bulk speaker-embedding extraction (``python -m ray_jobs.extract``, whose
+CLI is ``ray_jobs/extract/cli.py``): :func:`extract` on Ray Data.
 
 Runs on a local Ray cluster it starts, or unchanged through
 ``ray job submit --working-dir . -- python -m ray_jobs.extract ...`` (audio, checkpoint and output
@@ -17,15 +13,14 @@ and shipped to the actors). The pipeline, after the shape of Ray's batch-inferen
                                                                        same-length batching
                                        -> driver: parquet parts        resumable
 
-Every step is a function of ``ray_jobs/extract_core.py`` or ``ray_jobs/extract_output.py``
+Every step is a function of ``ray_jobs/extract/core.py`` or ``ray_jobs/extract/output.py``
 (Ray-free, tested without a cluster); this file only wires them to Ray Data. Outputs, resume
-and failure handling: see those modules and ``--help``. Rerunning the same command resumes; a different checkpoint is refused.
+and failure handling: see those modules and ``--help``. Rerunning the same command resumes; a
+different checkpoint is refused.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
 import statistics
@@ -38,20 +33,11 @@ from typing import Any
 
 import ray
 
-from datasets.audio import AudioError
-from datasets.manifests import (
-    FILENAME_PATTERNS,
-    TREE_LAYOUTS,
-    ManifestError,
-    Utterance,
-    read_kaldi,
-    scan_source,
-)
+from datasets.manifests import Utterance
 from datasets.ray_env import init_ray
-from models.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
+from models.checkpoint import model_from_checkpoint, read_checkpoint
 from models.features import FbankConfig
 from models.pipelines.speaker import SpeakerEmbedder
-from ray_jobs.cli import configure_cli_logging, user_error
 from ray_jobs.extract.core import (
     Stream,
     embed_rows,
@@ -59,7 +45,7 @@ from ray_jobs.extract.core import (
     featurize_rows,
     run_extraction,
 )
-from ray_jobs.extract.output import FORMATS, Batch, ExtractError, OutputState, open_output
+from ray_jobs.extract.output import Batch, ExtractError, OutputState, open_output
 
 log = logging.getLogger("ray_jobs.extract.job")
 
@@ -68,7 +54,6 @@ __all__ = [
     "benchmark_extraction",
     "extract",
     "extract_baseline",
-    "main",
     "ray_stream",
 ]
 
@@ -144,17 +129,6 @@ def ray_stream(
         yield from ds.iter_batches(batch_size=None, batch_format="numpy")
 
     return stream
-
-
-def collect(args: argparse.Namespace) -> list[Utterance]:
-    """The utterance list named by the command-line source arguments."""
-    if args.wav_scp or args.utt2spk:
-        if not (args.wav_scp and args.utt2spk):
-            raise ManifestError("--wav-scp and --utt2spk go together")
-        return read_kaldi(
-            Path(args.wav_scp).resolve(), Path(args.utt2spk).resolve(), args.dataset or "kaldi"
-        )
-    return scan_source(Path(args.data_root).resolve(), args.layout, dataset=args.dataset)
 
 
 def extract(
@@ -250,57 +224,3 @@ def benchmark_extraction(
         "ray_runs": ray_rates,
         "baseline_runs": base,
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m ray_jobs.extract",
-        description="Resumable bulk speaker-embedding extraction on Ray Data.",
-    )
-    p.add_argument("--data-root", help="audio tree (dataset/speaker/utt or speaker/utt)")
-    p.add_argument("--wav-scp", help="Kaldi wav.scp (with --utt2spk) instead of --data-root")
-    p.add_argument("--utt2spk", help="Kaldi utt2spk, with --wav-scp")
-    p.add_argument(
-        "--layout", default="auto",
-        help=f"with --data-root: {', '.join(TREE_LAYOUTS)} or a file-name pattern name "
-        f"({', '.join(FILENAME_PATTERNS)})",
-    )  # fmt: skip
-    p.add_argument("--dataset", help="dataset name for --wav-scp or a file-name pattern")
-    p.add_argument("--checkpoint", required=True, help="voxray speaker-model checkpoint")
-    p.add_argument("--output", required=True, help="output folder (rerun to resume)")
-    p.add_argument("--num-gpus", type=int, default=0, help="GPU model actors (0: CPU actors)")
-    p.add_argument("--num-actors", type=int, default=1, help="CPU model actors when --num-gpus 0")
-    p.add_argument(
-        "--cpus-per-actor", type=float, default=1.0, help="CPUs (torch threads) per actor"
-    )
-    p.add_argument("--batch-size", type=int, default=32, help="rows per featurize/model batch")
-    p.add_argument("--format", choices=FORMATS, default="parquet",
-                   help="pkl: also write {key: embedding} pickles for older pipelines")  # fmt: skip
-    p.add_argument("--part-rows", type=int, default=1024, help="rows per resumable part file")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_cli_logging()
-    if bool(args.data_root) == bool(args.wav_scp):
-        return user_error("give either --data-root or --wav-scp/--utt2spk")
-    formats = ("parquet",) if args.format == "parquet" else ("parquet", "pkl")
-    try:
-        utts = collect(args)
-        summary = extract(
-            utts, args.checkpoint, args.output, formats=formats, batch_size=args.batch_size,
-            num_gpus=args.num_gpus, num_actors=args.num_actors,
-            cpus_per_actor=args.cpus_per_actor, part_rows=args.part_rows,
-        )  # fmt: skip
-    except KeyboardInterrupt:
-        log.warning("interrupted: rerun the same command to resume")
-        return 130
-    except (AudioError, ManifestError, ExtractError, CheckpointError, FileNotFoundError) as exc:
-        return user_error(exc)
-    print(json.dumps(summary, indent=2))
-    return 0 if summary["num_embedded"] else 1

@@ -1,6 +1,5 @@
-"""Convert a published checkpoint into a voxray checkpoint.
-
-    python -m ray_jobs.import_checkpoint --from 3dspeaker --arch campplus_192 IN.bin OUT.pt
+"""Convert a published checkpoint into a voxray checkpoint (Ray-free; the CLI is
+``ray_jobs/import_checkpoint/cli.py``).
 
 3D-Speaker publishes plain state dicts (``.bin``/``.ckpt``); their layout is the reference
 listed in ``shared/reference/3dspeaker_state_dicts.json``. Each entry name maps to our preset
@@ -10,18 +9,13 @@ listed in ``shared/reference/3dspeaker_state_dicts.json``. Each entry name maps 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from models import build_model, list_presets, save_checkpoint
-from ray_jobs.cli import configure_cli_logging, user_error
-
-log = logging.getLogger("ray_jobs.import_checkpoint.core")
 
 SOURCES = ("3dspeaker",)
 
@@ -37,6 +31,7 @@ def _unwrap(obj: Any) -> dict[str, torch.Tensor]:
 
 
 def import_3dspeaker(arch: str, src: str | Path, dst: str | Path) -> Path:
+    """3D-Speaker state dict ``src`` -> voxray checkpoint ``dst`` of preset ``3dspeaker/<arch>``."""
     preset = f"3dspeaker/{arch}"
     known = [p.split("/", 1)[1] for p in list_presets() if p.startswith("3dspeaker/")]
     if preset not in list_presets():
@@ -57,21 +52,3 @@ def import_3dspeaker(arch: str, src: str | Path, dst: str | Path) -> Path:
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
     meta = {"source": "3dspeaker", "arch": arch, "source_file": src.name, "source_sha256": digest}
     return save_checkpoint(model.eval(), dst, meta=meta)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m ray_jobs.import_checkpoint", description=__doc__.split("\n")[1]
-    )
-    p.add_argument("--from", dest="source", choices=SOURCES, required=True)
-    p.add_argument("--arch", required=True, help="reference entry, e.g. campplus_192")
-    p.add_argument("input", help="the published state dict (.bin/.ckpt/.pt)")
-    p.add_argument("output", help="voxray checkpoint to write (.pt)")
-    args = p.parse_args(argv)
-    configure_cli_logging()
-    try:
-        out = import_3dspeaker(args.arch, args.input, args.output)
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        return user_error(exc)
-    log.info("wrote %s", out)
-    return 0

@@ -2,5 +2,5 @@
 
 Shape: core ``experiment.py`` (the one experiment loader), ``loop.py``, ``prepare.py`` (Ray-free);
 Ray adapter ``job.py`` (``run_training``: ``TorchTrainer``), ``worker.py`` and ``data/`` (one
-builder per task, ``data/<task>.py``, found by name); CLI ``job.py`` (``main``).
+builder per task, ``data/<task>.py``, found by name); CLI ``cli.py``.
 """

@@ -1,7 +1,6 @@
-"""The one training entry point: ``python -m ray_jobs.train --config CONFIG.yaml``.
-
-    python -m ray_jobs.train --config ray_jobs/configs/campplus.yaml \
-        --data-root /data/vox --output runs/campplus [--set optim.lr=3e-4 ...] [--max-minutes 60]
+"""The Ray adapter of the one training entry point (``python -m ray_jobs.train``, whose CLI is
+``ray_jobs/train/cli.py``): :func:`run_training` prepares the data, fits a ``TorchTrainer`` and
+evaluates; :func:`run_cross_validation` runs it once per fold.
 
 Runs on the local Ray cluster it starts (the default) or, unchanged, on a cluster through
 ``ray job submit --working-dir . -- python -m ray_jobs.train ...``. Data is packed to HDF5 shards
@@ -13,7 +12,6 @@ final model is copied to ``<output>/model.pt`` and scored by EER on held-out spe
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -26,11 +24,9 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from datasets.ray_env import REPO_ROOT
 from models.config import ConfigError
-from ray_jobs.cli import USER_ERRORS, configure_cli_logging, user_error
 from ray_jobs.train.data import build_train_data
-from ray_jobs.train.experiment import ExperimentConfig, experiment_from_dict, load_experiment
+from ray_jobs.train.experiment import ExperimentConfig, experiment_from_dict
 from ray_jobs.train.worker import train_loop_per_worker
 
 log = logging.getLogger("ray_jobs.train.job")
@@ -152,59 +148,3 @@ def run_cross_validation(
     }
     (output / "cv.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ray_jobs.train", description=__doc__.split("\n")[0])
-    p.add_argument("--config", required=True, help="experiment YAML (ray_jobs/configs/*.yaml)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value by dotted key, e.g. optim.lr=3e-4 (repeatable)",
-    )
-    p.add_argument("--data-root", help="audio tree or packed shard manifest (sets data.train)")
-    p.add_argument(
-        "--val-root",
-        "--eval-root",  # the earlier name, kept for existing scripts
-        dest="val_root",
-        help="labelled tree held out of training for the val metrics and report (sets data.val)",
-    )
-    p.add_argument("--output", help="output directory (default runs/<name>)")
-    p.add_argument(
-        "--max-minutes", type=float, help="wall-clock training budget (train.max_minutes)"
-    )
-    p.add_argument("--num-workers", type=int, help="Ray Train workers (train.num_workers)")
-    p.add_argument(
-        "--cv",
-        action="store_true",
-        help="classify task: one run per predefined fold (k-fold cross-validation)",
-    )
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    configure_cli_logging()
-    try:
-        exp = load_experiment(
-            args.config,
-            args.overrides,
-            flags={
-                "data.train": args.data_root,
-                "data.val": args.val_root,
-                "train.max_minutes": args.max_minutes,
-                "train.num_workers": args.num_workers,
-            },
-        )
-    except USER_ERRORS as exc:  # unknown keys, names or values: ConfigError is a ValueError
-        return user_error(exc)
-    output = Path(args.output or REPO_ROOT / "runs" / exp.name)
-    try:
-        report = run_cross_validation(exp, output) if args.cv else run_training(exp, output)
-    except (ValueError, FileNotFoundError) as exc:  # bad data; a KeyError here is a bug
-        return user_error(exc)
-    print(json.dumps(report, indent=2))
-    return 0

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models.registry import get_entry, get_preset, list_presets
-from ray_jobs.bench import ingest, report, speaker
+from ray_jobs.bench import cli, ingest, report, speaker
 from ray_jobs.bench.models import Settings, fmt, interleaved
 
 
@@ -44,7 +44,7 @@ def test_quick_run_writes_every_tiny_speaker_preset(tmp_path):
     assert tiny, "no -tiny speaker preset registered"
     out = tmp_path / "BENCHMARKS.md"
     argv = ["--quick", "--no-ray-data", "--families", "speaker", "--output", str(out)]
-    assert report.main(argv) == 0
+    assert cli.main(argv) == 0
     doc = out.read_text()
 
     assert "## How it was measured" in doc
@@ -121,7 +121,7 @@ def test_quick_run_of_the_product_sections(tmp_path, real_data):
     """Diarization, TSE and codec sections in --quick mode: each writes its tables with numbers."""
     out = tmp_path / "BENCHMARKS.md"
     argv = ["--quick", "--no-ray-data", "--families", "diarization,tse,codec", "--output", str(out)]
-    assert report.main(argv) == 0
+    assert cli.main(argv) == 0
     doc = out.read_text()
     for title in ("## Diarization", "## Target speaker extraction", "## Codec"):
         assert title in doc, title

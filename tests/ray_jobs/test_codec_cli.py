@@ -11,7 +11,7 @@ import torch  # noqa: E402
 
 from models import build_model, save_checkpoint  # noqa: E402
 from models.pipelines.codec import EncodedAudio  # noqa: E402
-from ray_jobs.codec.core import main  # noqa: E402
+from ray_jobs.codec.cli import main  # noqa: E402
 
 torch.set_num_threads(2)
 

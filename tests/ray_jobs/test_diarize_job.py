@@ -77,7 +77,7 @@ def test_der_total_from_summed_seconds():
 
 @pytest.mark.ray
 def test_job_writes_rttm_failures_and_der(ray_cluster, corpus, tmp_path):
-    from ray_jobs.diarize.job import main
+    from ray_jobs.diarize.cli import main
 
     out = tmp_path / "out"
     rc = main(
@@ -109,7 +109,7 @@ def test_job_writes_rttm_failures_and_der(ray_cluster, corpus, tmp_path):
 
 @pytest.mark.ray
 def test_job_forced_speakers_and_exit_codes(ray_cluster, corpus, tmp_path):
-    from ray_jobs.diarize.job import main
+    from ray_jobs.diarize.cli import main
 
     lst = tmp_path / "list.txt"
     lst.write_text(f"{corpus['audio'] / 'conv0.wav'}\n{corpus['audio'] / 'conv1.wav'}\n")

@@ -1,4 +1,4 @@
-"""ray_jobs.extract.job on the shared local Ray cluster: CLI, outputs vs baseline, resume, refusal."""
+"""ray_jobs.extract (cli.py, job.py) on the shared local Ray cluster: CLI, outputs vs baseline, resume, refusal."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ TOL = 1e-5  # exact same-length batching: batched equals one-at-a-time up to flo
 @pytest.fixture(scope="module")
 def cli_run(extract_corpus, ray_cluster):
     """One run through the command line (pkl format, small batches and parts)."""
-    from ray_jobs.extract.job import main
+    from ray_jobs.extract.cli import main
 
     root, ckpt = extract_corpus
     out = root / "out"
@@ -99,7 +99,7 @@ def test_resume_after_losing_parts(extract_corpus, cli_run, tmp_path):
 
 
 def test_other_model_refused(extract_corpus, cli_run, tmp_path, caplog):
-    from ray_jobs.extract.job import main
+    from ray_jobs.extract.cli import main
 
     root, _ = extract_corpus
     torch.manual_seed(1)
@@ -114,7 +114,7 @@ def test_other_model_refused(extract_corpus, cli_run, tmp_path, caplog):
 
 def test_cli_sources(extract_corpus, tmp_path, caplog):
     """Kaldi wav.scp + utt2spk and the tree layouts name the same utterances; bad args -> 2."""
-    from ray_jobs.extract.job import build_parser, collect, main
+    from ray_jobs.extract.cli import build_parser, collect, main
 
     root, ckpt = extract_corpus
     utts = scan_tree(root / "data")

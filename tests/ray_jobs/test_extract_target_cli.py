@@ -17,7 +17,7 @@ import torch  # noqa: E402
 
 from models import build_model  # noqa: E402
 from models.checkpoint import save_checkpoint  # noqa: E402
-from ray_jobs.extract_target.core import main  # noqa: E402
+from ray_jobs.extract_target.cli import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import torch
 sys.modules.setdefault("ray", None)
 
 from models import load_model, read_checkpoint  # noqa: E402
-from ray_jobs.import_checkpoint.core import main  # noqa: E402
+from ray_jobs.import_checkpoint.cli import main  # noqa: E402
 from tests.conftest import reference_state_dicts  # noqa: E402
 
 ENTRIES = [

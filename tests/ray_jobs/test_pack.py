@@ -1,4 +1,4 @@
-"""ray_jobs.pack.core CLI: sources, kinds, exit codes (Ray is not needed)."""
+"""ray_jobs.pack.cli: sources, kinds, exit codes (Ray is not needed)."""
 
 # ruff: noqa: E402  (imports follow the sys.modules['ray'] = None guard on purpose)
 
@@ -17,7 +17,7 @@ import pytest
 from datasets.audio import write_audio
 from datasets.hdf5_shards import load_manifest, read_all
 from datasets.manifests import scan_tree, write_manifest_csv
-from ray_jobs.pack.core import main
+from ray_jobs.pack.cli import main
 from tests.conftest import real_data_root
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from models.checkpoint import read_checkpoint
 from models.registry import get_entry
-from ray_jobs.cli import USER_ERRORS, configure_cli_logging, user_error
+from ray_jobs.cli import USER_ERRORS, configure_cli_logging, existing_checkpoint, user_error
 from ray_jobs.families import family_module
 
 PACKAGE = "ray_jobs.evaluate.cli"
@@ -41,9 +41,7 @@ def onnx_family(path: str | Path) -> str:
 
 def checkpoint_family(path: str | Path) -> str:
     """``speaker`` / ``tse`` / ``codec`` / ``classify`` ... of a voxray checkpoint or ONNX file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    path = existing_checkpoint(path)
     if path.suffix == ".onnx":
         return onnx_family(path)
     return get_entry(read_checkpoint(path)["model_name"]).family

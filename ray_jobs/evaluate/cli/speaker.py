@@ -17,12 +17,11 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from datasets.manifests import scan_source
 from models.pipelines.speaker import SpeakerEmbedder
-from ray_jobs.cli import USER_ERRORS, configure_cli_logging, user_error
+from ray_jobs.cli import USER_ERRORS, configure_cli_logging, existing_checkpoint, user_error
 from ray_jobs.evaluate.speaker import DEFAULT_MAX_TRIALS, evaluate_tree, read_trials
 
 log = logging.getLogger("ray_jobs.evaluate.cli.speaker")
@@ -79,9 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_cli_logging()
     try:
-        ckpt = Path(args.checkpoint)
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
+        ckpt = existing_checkpoint(args.checkpoint)
         if ckpt.suffix == ".onnx":  # an exported model (ray_jobs.export), FP32 or INT8
             from models.pipelines.onnx_backend import OnnxSpeakerEmbedder
 

@@ -20,7 +20,7 @@ from datasets.augment import load_bank
 from datasets.mixing import DynamicMixer, make_eval_set
 from datasets.mixing_config import MixConfig
 from models.pipelines.tse import TargetExtractor
-from ray_jobs.cli import USER_ERRORS, configure_cli_logging, user_error
+from ray_jobs.cli import USER_ERRORS, configure_cli_logging, existing_checkpoint, user_error
 from ray_jobs.evaluate.tse import evaluate_samples, load_pool
 
 log = logging.getLogger("ray_jobs.evaluate.cli.tse")
@@ -78,9 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.num_mixes < 1:
             raise ValueError(f"--num-mixes must be >= 1, got {args.num_mixes}")
-        ckpt = Path(args.checkpoint)
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
+        ckpt = existing_checkpoint(args.checkpoint)
         if not Path(args.data_root.split(",")[0].partition("@")[0]).exists():
             raise FileNotFoundError(f"--data-root {args.data_root} does not exist")
         extractor = TargetExtractor.from_checkpoint(ckpt, device=args.device)

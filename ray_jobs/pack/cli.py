@@ -8,7 +8,9 @@
 
 Ray-free on purpose: packing is file I/O bound and resumable, so it runs the same on a laptop or
 as ``ray job submit --working-dir . -- python -m ray_jobs.pack ...`` on a cluster node. Rerunning
-after an interruption keeps finished shards (``--no-resume`` rewrites them).
+after an interruption keeps finished shards (``--no-resume`` rewrites them). The job has no
+core of its own: this CLI picks the utterance source (``datasets.manifests``) and reports; the
+packing is ``datasets.hdf5_shards.pack_shards``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from datasets.manifests import (
 )
 from ray_jobs.cli import configure_cli_logging, user_error
 
-log = logging.getLogger("ray_jobs.pack.core")
+log = logging.getLogger("ray_jobs.pack.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from ray_jobs.cli import configure_cli_logging, user_error
 from ray_jobs.train.experiment import load_experiment
 from ray_jobs.train.job import run_training
 
-log = logging.getLogger("ray_jobs.demo.job")
+log = logging.getLogger("ray_jobs.demo.cli")
 DEMO_CONFIG = REPO_ROOT / "ray_jobs" / "configs" / "tiny" / "demo.yaml"
 
 
