@@ -17,16 +17,20 @@ autoscaling), reached through a ``DeploymentHandle``:
 - classify (``POST /classify``): ``ClassifyModel`` (batched), enabled by ``classify``.
 
 Products whose models are not configured answer 404 ``endpoint_disabled`` saying which
-argument enables them. Adding a product: its deployment module (with a ``Product``), its route
-module, its ``AppArgs`` field, and one entry in ``ROUTES`` and ``PRODUCTS`` below.
+argument enables them. Adding a product: its deployment module (declaring ``PRODUCT``), its
+route module (declaring ``ROUTES``, the mixin class) and its ``AppArgs`` field; both modules are
+found by discovery, so this file does not change.
 """
 
 # No ``from __future__ import annotations`` here: Serve's ``@serve.ingress`` rebuilds the route
 # methods, and FastAPI then cannot resolve string annotations such as ``request: Request``.
 
+import importlib
 import logging
+import pkgutil
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import ray.cloudpickle
@@ -34,33 +38,33 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from serve import deployments
+from serve import deployments, routes
 from serve import schemas as S
 from serve.context import ServeContext
-from serve.deployments import classify as classify_deployment
-from serve.deployments import codec as codec_deployment
-from serve.deployments import diarize as diarize_deployment
-from serve.deployments import tse as tse_deployment
 from serve.deployments.speaker import bind_embedding
 from serve.http import app
-from serve.routes import classify, codec, diarize, speaker, tse
 
 log = logging.getLogger(__name__)
 
-# The registry: the route mixins of the ingress, and the optional deployments behind them.
-ROUTES = (
-    speaker.SpeakerRoutes,
-    diarize.DiarizeRoutes,
-    tse.TSERoutes,
-    codec.CodecRoutes,
-    classify.ClassifyRoutes,
-)
-PRODUCTS: tuple[deployments.Product, ...] = (
-    diarize_deployment.PRODUCT,
-    tse_deployment.PRODUCT,
-    codec_deployment.PRODUCT,
-    classify_deployment.PRODUCT,
-)
+
+def declared(package: ModuleType, attr: str) -> tuple[Any, ...]:
+    """``attr`` of every module of ``package`` that declares it, in module-name order.
+
+    The registry of the ingress: ``serve/routes/<product>.py`` declares ``ROUTES`` (its mixin)
+    and ``serve/deployments/<product>.py`` declares ``PRODUCT`` (its optional deployment), so a
+    new product is found without an edit here. Importing a route module registers its routes
+    on the FastAPI app of ``serve/http.py``.
+    """
+    found = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        if hasattr(module, attr):
+            found.append(getattr(module, attr))
+    return tuple(found)
+
+
+ROUTES: tuple[type, ...] = declared(routes, "ROUTES")
+PRODUCTS: tuple[deployments.Product, ...] = declared(deployments, "PRODUCT")
 
 # Serve ships the ingress class by value with the FastAPI app it rewrote (route methods get
 # ``self`` injected through their ``__signature__``). Methods of a mixin that lives in another

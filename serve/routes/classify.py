@@ -60,3 +60,6 @@ class ClassifyRoutes:
             labels=[LabelScore(label=lab, probability=p) for lab, p in out],
             duration_s=wav.size / limits.sample_rate,
         )
+
+
+ROUTES = ClassifyRoutes  # found by serve.app.declared

@@ -190,3 +190,6 @@ class CodecRoutes:
             model=name,
             model_id=enc.model_id,
         )
+
+
+ROUTES = CodecRoutes  # found by serve.app.declared

@@ -157,3 +157,6 @@ class DiarizeRoutes:
                 else None
             ),
         )
+
+
+ROUTES = DiarizeRoutes  # found by serve.app.declared

@@ -417,3 +417,6 @@ class SpeakerRoutes:
             req.labels, emb, group=req.group, model_id=model_id
         )
         return _import_response(req.group, "gallery", speakers)
+
+
+ROUTES = SpeakerRoutes  # found by serve.app.declared

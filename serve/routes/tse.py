@@ -95,3 +95,6 @@ class TSERoutes:
             total_seconds=total,
             real_time_factor=rtf,
         )
+
+
+ROUTES = TSERoutes  # found by serve.app.declared
