@@ -1,4 +1,4 @@
-"""One registry for every model family (speaker, TSE, codec, classifier).
+"""One registry for every model family (speaker, tse, codec, classify).
 
 ``@register_model("campplus", CAMPPlusConfig)`` fills one dict; ``build_model(name, cfg)`` builds
 from a registered name or a preset name. Presets are named config instances

@@ -144,7 +144,7 @@ class WaveformEmbedder:
         would need every architecture to support masks, and cropping to a bucket length changes
         the embedding; exact grouping costs little in practice: large corpora have many clips per
         frame count (10 ms resolution), and callers feeding duration-sorted chunks (as
-        ``ray_jobs/evaluate.py`` does) get full batches. Groups are split so that
+        ``ray_jobs/evaluate/speaker.py`` does) get full batches. Groups are split so that
         ``batch * frames <= max_batch_frames``. Raises ``AudioError`` naming the index of
         the first unusable clip.
         """
@@ -199,7 +199,7 @@ class WaveformEmbedder:
         """Same speaker? -> ``{"score": cosine, "same": score >= threshold, "threshold": ...}``.
 
         ``threshold`` is a tunable operating point, e.g. the ``eer_threshold`` that
-        ``ray_jobs/evaluate.py`` reports for this model.
+        ``ray_jobs/evaluate/speaker.py`` reports for this model.
         """
         emb = self.embed_batch([wav_a, wav_b], sample_rate)
         s = self.score(emb[0], emb[1])

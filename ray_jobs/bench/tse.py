@@ -17,7 +17,7 @@ Three questions the TSE training and serving plans depend on:
    cross-fade, reference encoded once) on a longer mixture: time and peak cost of the one-pass
    alternative, whose full-band self-attention grows with the square of the length.
 
-``tse_section(quick)`` returns the Markdown; ``ray_jobs/bench.py`` appends it.
+``tse_section(quick)`` returns the Markdown; ``ray_jobs/bench/report.py`` appends it.
 """
 
 from __future__ import annotations

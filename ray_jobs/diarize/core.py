@@ -1,4 +1,4 @@
-"""Ray-free core of batch diarization (``ray_jobs/diarize.py`` is the Ray Data glue).
+"""Ray-free core of batch diarization (``ray_jobs/diarize/job.py`` is the Ray Data glue).
 
 Plain functions over lists of rows, tested without a cluster:
 

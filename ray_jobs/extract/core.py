@@ -13,7 +13,7 @@ batches (``dict[str, np.ndarray]``, Ray Data's ``batch_format="numpy"``):
   embedding equals ``SpeakerEmbedder.embed`` of the same file up to float reordering in batched
   kernels: tolerance 0 in exact arithmetic, ``|diff| <= 1e-5`` in float32 (tests check it);
 - persistence (part files, the output folder's model binding, final outputs) lives in
-  ``ray_jobs/extract_output.py``;
+  ``ray_jobs/extract/output.py``;
 - :func:`run_extraction`: the driver loop (resume bookkeeping, progress logging) over any
   ``stream`` of embedded batches: Ray Data's in ``extract.py``, :func:`local_stream` in tests;
 - :func:`extract_baseline`: the plain single-process loop (``load_audio`` -> ``embed``) used as

@@ -161,7 +161,7 @@ def extract(
 
 
 # ---------------------------------------------------------------------------------------------
-# Benchmark (wired into `make bench` by ray_jobs/bench.py)
+# Benchmark (wired into `make bench` by ray_jobs/bench/ingest.py)
 
 
 def benchmark_extraction(

@@ -1,6 +1,6 @@
 """Persistence of bulk extraction: part files, the output folder's state, final outputs.
 
-Split from ``ray_jobs/extract_core.py`` (which plans, featurizes and embeds):
+Split from ``ray_jobs/extract/core.py`` (which plans, featurizes and embeds):
 
 - :class:`PartStore`: finished rows persisted as parquet part files under ``OUT/parts/``
   (temp file + rename, so a crash never leaves half a part), which is what makes a rerun resume;

@@ -1,4 +1,4 @@
-"""``train_loop_per_worker``: the thin Ray Train adapter around ``ray_jobs.loop.TrainLoop``.
+"""``train_loop_per_worker``: the thin Ray Train adapter around ``ray_jobs.train.loop.TrainLoop``.
 
 Everything here is Ray plumbing: the dataset shard, the device and DDP wrapper Ray Train
 prepares (gloo on CPU, NCCL on GPU, chosen by Ray, never hard-coded), ``ray.train.report`` with a

@@ -312,7 +312,7 @@ class SpeakerStore(Database):
         if missing:
             raise StoreError(
                 f"{path} lacks columns {sorted(missing)}; expected the speakers.parquet "
-                "written by ray_jobs/extract.py"
+                "written by ray_jobs.extract"
             )
         data = table.select(sorted(need)).to_pydict()
         if not data["embedding"]:

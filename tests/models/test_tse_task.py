@@ -24,7 +24,7 @@ SR = 48000
 
 
 class FakeContext:
-    """The loop's StepContext without AMP/accumulation (ray_jobs/loop.py ``_Context``)."""
+    """The loop's StepContext without AMP/accumulation (ray_jobs/train/loop.py ``_Context``)."""
 
     def __init__(self, task: TSETask, lr: float = 1e-3) -> None:
         self.task = task

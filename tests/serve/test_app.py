@@ -341,7 +341,7 @@ def test_bulk_import_tree_and_gallery(client, files):
     )
     expect_error(client.post("/speakers/import", json={"path": "../"}), 403, "path_not_allowed")
 
-    # An extraction job's speakers.parquet (the columns ray_jobs/extract_output.py writes).
+    # An extraction job's speakers.parquet (the columns ray_jobs/extract/output.py writes).
     dim = expect_ok(client.get("/config"))["model"]["embed_dim"]
     rng = np.random.default_rng(0)
     table = pa.table(
