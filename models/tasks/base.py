@@ -12,7 +12,10 @@ and the parts only training needs (margin heads, discriminators). The one traini
 - ``eval_step(batch)``: metrics without gradients;
 - ``on_step(step)``: schedules that live in the task (margin warm-up, curriculum);
 - ``train_state()`` / ``load_train_state()``: the training-only parts, saved in the checkpoint's
-  ``train_state`` entry that ``load_model`` ignores;
+  ``train_state`` entry that ``load_model`` ignores; ``train_state_mismatch(state)`` says why a
+  saved one does not fit (fine-tuning refuses it rather than silently starting those parts fresh);
+- ``label_meta_keys``: the checkpoint ``meta`` entries that say what the training-only parts'
+  class ids mean (a speaker head's speakers and speed factors), compared by fine-tuning;
 - ``sweep_metric``: the reported metric and mode (``"min"``/``"max"``) a sweep ranks trials by
   unless told otherwise, so a new task brings its own and ``tune/`` keeps no per-task table.
 """
@@ -41,6 +44,7 @@ class StepContext(Protocol):
 class Task(nn.Module):
     model: nn.Module
     sweep_metric: tuple[str, str] = ("train_loss", "min")
+    label_meta_keys: tuple[str, ...] = ()
 
     def param_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         return {"main": [p for p in self.parameters() if p.requires_grad]}
@@ -67,6 +71,16 @@ class Task(nn.Module):
         return {
             k: v.detach().cpu() for k, v in self.state_dict().items() if not k.startswith("model.")
         }
+
+    def train_state_mismatch(self, state: dict[str, Any]) -> list[str]:
+        """Why ``state`` cannot load into this task's training-only parts; empty when it can."""
+        own = {k: v for k, v in self.state_dict().items() if not k.startswith("model.")}
+        problems = [f"{k} is missing" for k in sorted(set(own) - set(state))]
+        for k, v in own.items():
+            saved = state.get(k)
+            if isinstance(saved, torch.Tensor) and saved.shape != v.shape:
+                problems.append(f"{k} is {tuple(saved.shape)}, this run's {tuple(v.shape)}")
+        return problems
 
     def load_train_state(self, state: dict[str, Any]) -> None:
         own = {k: v for k, v in self.state_dict().items() if not k.startswith("model.")}

@@ -124,7 +124,13 @@ class TrainConfig:
     max_failures: int = 2  # worker-group restarts from the last checkpoint
     log_every: int = 20  # steps between progress log lines
     max_minutes: float = 0.0  # wall-clock budget; 0 = none. Stops cleanly with a checkpoint.
-    init_from: str = ""  # voxray checkpoint to start from (fine-tuning); train state not restored
+    # voxray checkpoint to start from (fine-tuning): the model's weights and, with `init_head`,
+    # its training-only parts (the margin head); optimizer state and counters start fresh.
+    init_from: str = ""
+    # With `init_from`: true continues the checkpoint's head, and a head that does not fit (other
+    # class count or embed dim, other speakers or speed factors) raises ConfigError; false starts
+    # a fresh head on purpose (e.g. fine-tuning on other speakers), with a warning in the log.
+    init_head: bool = True
     num_checkpoints: int = 2  # checkpoints kept by Ray Train
     seed: int = 0
 

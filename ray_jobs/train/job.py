@@ -22,12 +22,14 @@ from typing import Any
 
 import ray
 import ray.train
+import torch
 from ray.train.torch import TorchTrainer
 
 from models.config import ConfigError
 from ray_jobs.train.data import build_train_data
 from ray_jobs.train.experiment import ExperimentConfig, experiment_from_dict
-from ray_jobs.train.worker import train_loop_per_worker
+from ray_jobs.train.loop import TrainLoop
+from ray_jobs.train.worker import build_task, train_loop_per_worker
 
 log = logging.getLogger("ray_jobs.train.job")
 
@@ -54,6 +56,11 @@ def run_training(
         exp_dict = exp.to_dict()
         exp_dict["task"]["config"].update(data.task_config)
         exp = experiment_from_dict(exp_dict)
+    if exp.train.init_from:  # a head that does not fit fails here, before any worker starts
+        task = build_task(exp.to_dict())[1]
+        TrainLoop(task, exp, device=torch.device("cpu"), total_steps=1, meta=data.meta).init_from(
+            exp.train.init_from
+        )
     per_worker = data.rows_per_epoch // max(1, exp.train.num_workers)
     steps_per_epoch = max(1, per_worker // exp.train.batch_size // exp.train.grad_accum)
     log.info(

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from models.checkpoint import read_checkpoint, save_checkpoint
+from models.config import ConfigError
 from models.tasks.base import Task
 from ray_jobs.train.experiment import ExperimentConfig, OptimConfig
 
@@ -270,16 +271,60 @@ class TrainLoop:
         log.info("resumed from %s at epoch %d, step %d", path, self.state.epoch, self.state.step)
 
     def init_from(self, path: str | os.PathLike) -> None:
-        """Fine-tuning start: model weights (and a matching head when present), fresh state."""
+        """Fine-tuning start (``train.init_from``): the model's weights and, unless
+        ``train.init_head`` is false, the training-only parts (margin head) from the checkpoint's
+        ``train_state``; optimizers, schedules and counters start fresh.
+
+        Raises ``ConfigError`` when those parts do not fit this run (other shapes, or class ids
+        that mean something else): never a silently re-initialised head.
+        """
         ckpt = read_checkpoint(path)
+        state = None
+        if self.exp.train.init_head:
+            state = (ckpt.get("train_state") or {}).get("task")
+            if state is None:
+                raise ConfigError(
+                    f"train.init_from={path} holds no training-only parts (train_state), so "
+                    "there is no trained head to continue: it was not written by ray_jobs.train "
+                    "(an import or a stripped copy?). Set train.init_head=false to train a "
+                    "fresh head on its weights."
+                )
+            problems = self.task.train_state_mismatch(state)
+            problems += self._label_meta_mismatch(ckpt.get("meta") or {})
+            if problems:
+                raise ConfigError(
+                    f"train.init_from={path}: its trained head does not fit this run: "
+                    + "; ".join(problems)
+                    + ". Fine-tune in the label space of the run that wrote it (same training "
+                    "speakers and data.augment.speed_factors, as campplus_lm.yaml keeps "
+                    "campplus.yaml's), or set train.init_head=false to start a fresh head and "
+                    "discard the trained one."
+                )
         self.task.model.load_state_dict(ckpt["state_dict"])
-        ts = ckpt.get("train_state") or {}
-        try:
-            if ts:
-                self.task.load_train_state(ts["task"])
-        except (KeyError, RuntimeError) as exc:  # e.g. a different number of classes
-            log.warning("init_from %s: training-only parts not reused (%s)", path, exc)
-        log.info("initialised model weights from %s", path)
+        if state is not None:
+            self.task.load_train_state(state)
+            log.info("initialised model weights and training-only parts from %s", path)
+        else:
+            log.warning(
+                "init_from %s: model weights only; train.init_head is false, so the "
+                "training-only parts (margin head) start fresh",
+                path,
+            )
+
+    def _label_meta_mismatch(self, saved: dict[str, Any]) -> list[str]:
+        """The ``task.label_meta_keys`` entries of the checkpoint's meta that differ from this
+        run's: equal shapes whose class ids mean other speakers or speed factors."""
+        problems = []
+        for key in self.task.label_meta_keys:
+            if key in saved and key in self.meta and list(saved[key]) != list(self.meta[key]):
+                ours, theirs = list(self.meta[key]), list(saved[key])
+                shown = (
+                    f"{theirs} vs this run's {ours}"
+                    if len(ours) + len(theirs) <= 16
+                    else f"{len(theirs)} entries vs this run's {len(ours)}, not the same list"
+                )
+                problems.append(f"its meta {key!r} differs ({shown})")
+        return problems
 
     # -- the loop --------------------------------------------------------------------------
     @torch.no_grad()
