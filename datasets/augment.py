@@ -38,6 +38,10 @@ class AugmentConfig:
     # Speed factors, each a new set of speaker classes; must contain 1.0 (e.g. [0.9, 1.0, 1.1]).
     # Internally 1.0 comes first (see ordered_speed_factors) so factor index 0 is "unperturbed".
     speed_factors: tuple[float, ...] = (1.0,)
+    # False keeps the speed factors' label space (the head's classes) but draws no perturbed
+    # copies: large-margin fine-tuning continues a head trained with speed classes on unperturbed
+    # audio, as WeSpeaker's LM stage does.
+    speed_perturb: bool = True
     specaug: bool = True  # SpecAugment on the fbank features (training only)
     freq_masks: int = 2  # number of frequency masks per utterance
     freq_mask_width: int = 10  # each frequency mask covers 0..this many bins
@@ -218,8 +222,11 @@ class Augmenter:
         return len(self.speed_factors)
 
     def choose_speed(self, rng: np.random.Generator) -> int:
-        """A speed factor index drawn uniformly (always 0 with a single factor)."""
-        return int(rng.integers(0, len(self.speed_factors))) if len(self.speed_factors) > 1 else 0
+        """A speed factor index drawn uniformly (always 0 with a single factor, or when
+        ``cfg.speed_perturb`` is off)."""
+        if len(self.speed_factors) == 1 or not self.cfg.speed_perturb:
+            return 0
+        return int(rng.integers(0, len(self.speed_factors)))
 
     def __call__(
         self, wav: np.ndarray, rng: np.random.Generator, speed_index: int = 0

@@ -37,6 +37,7 @@ class CropSpec:
     crops_per_utterance: int = 1
     sample_rate: int = 16000
     speed_factors: tuple[float, ...] = (1.0,)  # first must be 1.0 (unperturbed labels)
+    speed_perturb: bool = True  # False: the factors' label space, but only unperturbed crops
     seed: int | None = None  # None: fresh entropy per shard read (training); int: reproducible
 
     def __post_init__(self) -> None:
@@ -78,7 +79,7 @@ def crop_shard(row: dict, spec: CropSpec) -> Iterator[dict]:
                 f"{spec.sample_rate} Hz; repack with --sample-rate {spec.sample_rate}"
             )
         for _ in range(spec.crops_per_utterance):
-            k = int(rng.integers(len(spec.speed_factors)))
+            k = int(rng.integers(len(spec.speed_factors))) if spec.speed_perturb else 0
             wav = utt["audio"]
             if spec.speed_factors[k] != 1.0:
                 wav = speed_perturb(wav, spec.speed_factors[k])

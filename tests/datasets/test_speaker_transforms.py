@@ -50,6 +50,38 @@ def test_speed_perturbation_adds_label_sets(packed):
         CropSpec(speakers=speakers, speed_factors=(0.9, 1.0))
 
 
+def test_speed_perturb_off_keeps_the_label_space_but_draws_no_perturbed_copies(packed):
+    utts, shards = packed
+    speakers = tuple(sorted({u.speaker for u in utts}))
+    kw = dict(speakers=speakers, crops_per_utterance=8, speed_factors=(1.0, 0.9, 1.1), seed=0)
+    spec = CropSpec(**kw, speed_perturb=False)
+    rows = [r for s in shards for r in crop_shard({"shard": s}, spec)]
+    assert spec.num_classes == 12  # the head keeps its speed classes
+    assert {r["label"] for r in rows} <= set(range(len(speakers)))  # only unperturbed labels
+    perturbing = CropSpec(**kw)  # same seed, perturbation on: perturbed labels do occur
+    labels = {r["label"] for s in shards for r in crop_shard({"shard": s}, perturbing)}
+    assert max(labels) >= len(speakers)
+
+
+def test_augmenter_draws_speed_only_when_perturbing():
+    from datasets.augment import Augmenter
+
+    on = Augmenter(
+        AugmentConfig(speed_factors=(1.0, 0.9, 1.1), noise_prob=0, reverb_prob=0), [], []
+    )
+    off = Augmenter(
+        AugmentConfig(
+            speed_factors=(1.0, 0.9, 1.1), speed_perturb=False, noise_prob=0, reverb_prob=0
+        ),
+        [],
+        [],
+    )
+    rng = np.random.default_rng(0)
+    assert {on.choose_speed(rng) for _ in range(50)} == {0, 1, 2}
+    assert {off.choose_speed(rng) for _ in range(50)} == {0}
+    assert off.num_speed_factors == 3
+
+
 def test_held_out_speakers_are_never_yielded(packed):
     utts, shards = packed
     speakers = tuple(sorted({u.speaker for u in utts}))[:2]

@@ -65,6 +65,8 @@ def test_recipes_share_the_label_space():
     assert lm.model == base.model
     assert lm.task.config["head"]["margin"] > base.task.config["head"]["margin"]
     assert lm.train.init_head
+    # the fine-tune keeps the speed classes but trains on unperturbed audio (WeSpeaker's LM)
+    assert base.data.augment.speed_perturb and not lm.data.augment.speed_perturb
 
 
 def test_lm_recipe_continues_the_trained_head(base_run):

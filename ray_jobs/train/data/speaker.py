@@ -31,6 +31,7 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
         crops_per_utterance=exp.data.crops_per_utterance,
         sample_rate=exp.data.sample_rate,
         speed_factors=speed,
+        speed_perturb=exp.data.augment.speed_perturb,
     )
     features = FeatureSpec(
         fbank=exp.data.fbank, augment=exp.data.augment, noise=exp.data.noise, rir=exp.data.rir
