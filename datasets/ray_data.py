@@ -1,4 +1,4 @@
-"""Ray Data pipelines over packed HDF5 shards (the only Ray file in ``datasets/``).
+"""Ray Data pipelines over packed HDF5 shards, and ``init_ray`` (the only Ray file in ``datasets/``).
 
 Ray Data has no HDF5 reader, so a dataset starts from the list of shard paths and each shard is
 opened with h5py inside a ``flat_map`` task (the pattern of Ray's ``data_ingest_torch_new.py``:
@@ -13,12 +13,14 @@ single-machine cluster, a shared filesystem or a mounted bucket on a real one.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
 import numpy as np
 import ray
 
+from datasets.ray_env import REPO_ROOT
 from datasets.speaker_transforms import CropSpec, FeatureSpec, crop_shard, featurize_batch
 from datasets.tse_transforms import MixerSpec, mix_rows
 
@@ -162,3 +164,23 @@ def benchmark_throughput(
         "crop_seconds": crop.crop_seconds,
         "augment": features.augment is not None,
     }
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Connect to the cluster of a submitted job (``RAY_ADDRESS``) or start a local one.
+
+    Call it after Ray-free preparation (packing uses a process pool, which should not fork a
+    driver that already runs Ray's threads). The uv opt-out is set by the entry packages
+    (``datasets.ray_env``), before this module's ``import ray``.
+    """
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        return
+    # A local cluster started from the repository root: workers import models/ datasets/ from it.
+    ray.init(
+        num_cpus=num_cpus,
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
+        log_to_driver=True,
+    )

@@ -1,9 +1,9 @@
-"""Where Ray runs our code: the repository root, the worker environment, the cluster connection.
+"""Where Ray runs our code: the repository root and the worker environment (Ray-free).
 
-Ray-free at import (``ray`` is imported inside :func:`init_ray` only), so every entry package
-(``ray_jobs``, ``serve``, ``tune``, the tests) calls :func:`keep_workers_on_this_environment`
-before anything imports Ray. Shared by ``ray_jobs/`` and ``serve/``, which may not import each
-other, so it lives in the lowest layer that both use.
+Every entry package (``ray_jobs``, ``serve``, ``tune``, the tests) calls
+:func:`keep_workers_on_this_environment` before anything imports Ray, so this module must not
+import it; the cluster connection, ``init_ray``, lives in ``datasets/ray_data.py``. Shared by
+``ray_jobs/`` and ``serve/``, which may not import each other.
 """
 
 from __future__ import annotations
@@ -27,25 +27,3 @@ def keep_workers_on_this_environment() -> None:
     to 1 to get Ray's behaviour back.
     """
     os.environ.setdefault(_UV_RUNTIME_ENV, "0")
-
-
-def init_ray(num_cpus: int | None = None) -> None:
-    """Connect to the cluster of a submitted job (``RAY_ADDRESS``) or start a local one.
-
-    Call it after Ray-free preparation (packing uses a process pool, which should not fork a
-    driver that already runs Ray's threads).
-    """
-    keep_workers_on_this_environment()
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-        return
-    # A local cluster started from the repository root: workers import models/ datasets/ from it.
-    ray.init(
-        num_cpus=num_cpus,
-        runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
-        log_to_driver=True,
-    )

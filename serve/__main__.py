@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     ns, args = parse_args(argv)
     from ray import serve
 
-    from datasets.ray_env import init_ray
+    from datasets.ray_data import init_ray
     from serve.app import build_app
 
     app = build_app(args)  # validates paths and args before starting anything

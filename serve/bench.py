@@ -140,7 +140,7 @@ def benchmark_service(
     import ray
     from ray import serve
 
-    from datasets.ray_env import init_ray
+    from datasets.ray_data import init_ray
     from serve.app import build_app
 
     checkpoint = str(checkpoint)

@@ -28,7 +28,7 @@ import yaml
 from ray import tune
 
 from datasets.audio import load_audio
-from datasets.ray_env import init_ray
+from datasets.ray_data import init_ray
 from models.checkpoint import model_from_checkpoint, read_checkpoint
 from models.config import ConfigError
 from models.pipelines.diarize import Diarizer, diarization_config

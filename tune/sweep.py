@@ -32,7 +32,8 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from datasets.ray_env import REPO_ROOT, init_ray
+from datasets.ray_data import init_ray
+from datasets.ray_env import REPO_ROOT
 from models.config import ConfigError
 from models.registry import resolve_task
 from ray_jobs.cli import USER_ERRORS, configure_cli_logging, run_main, user_error

@@ -1,7 +1,7 @@
 """BENCHMARKS.md sections on data at scale: Ray Data ingest throughput and bulk embedding
 extraction (the Ray Data job against a single-process loop).
 
-Each section starts a local Ray cluster (``datasets.ray_env.init_ray``) and returns None with a
+Each section starts a local Ray cluster (``datasets.ray_data.init_ray``) and returns None with a
 note when Ray is not importable; ``ray_jobs.bench.report`` assembles the document.
 """
 
@@ -30,8 +30,7 @@ def section_ray_data(quick: bool, notes: list[str] | None = None) -> str | None:
     from datasets.synth import generate_corpus
 
     try:
-        from datasets.ray_data import benchmark_throughput
-        from datasets.ray_env import init_ray
+        from datasets.ray_data import benchmark_throughput, init_ray
     except ImportError as exc:
         notes.append(f"Ray Data ingest throughput: Ray not importable ({exc}).")
         return None

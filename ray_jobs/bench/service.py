@@ -19,7 +19,7 @@ def section_service(quick: bool, notes: list[str] | None = None) -> str | None:
 
     Saves a random-weight ``3dspeaker/campplus_192`` checkpoint (the real model's compute;
     ``campplus-tiny`` with ``quick``) to a temporary folder, serves it on a local Ray cluster
-    (``datasets.ray_env.init_ray``) with ``serve.bench.benchmark_service`` (which shuts Serve down
+    (``datasets.ray_data.init_ray``) with ``serve.bench.benchmark_service`` (which shuts Serve down
     afterwards) and renders each endpoint and concurrency next to the bare model's batched
     throughput.
     """
@@ -27,7 +27,7 @@ def section_service(quick: bool, notes: list[str] | None = None) -> str | None:
     import tempfile
 
     try:
-        from datasets.ray_env import init_ray
+        from datasets.ray_data import init_ray
         from serve.bench import benchmark_service
     except ImportError as exc:
         notes.append(f"Speaker service: Ray Serve not importable ({exc}).")

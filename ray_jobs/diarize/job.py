@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from datasets.ray_env import init_ray
+from datasets.ray_data import init_ray
 from models.checkpoint import model_from_checkpoint, read_checkpoint
 from models.config import to_dict
 from models.pipelines.diarize import DiarizationConfig, Diarizer, diarization_config

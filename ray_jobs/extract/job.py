@@ -34,7 +34,7 @@ from typing import Any
 import ray
 
 from datasets.manifests import Utterance
-from datasets.ray_env import init_ray
+from datasets.ray_data import init_ray
 from models.checkpoint import model_from_checkpoint, read_checkpoint
 from models.features import FbankConfig
 from models.pipelines.speaker import SpeakerEmbedder

@@ -18,8 +18,7 @@ from datasets.esc50 import (
     read_esc50,
     training_rows,
 )
-from datasets.ray_data import clips_dataset
-from datasets.ray_env import init_ray
+from datasets.ray_data import clips_dataset, init_ray
 from models.pipelines.classify import SoundClassifier
 from ray_jobs.evaluate.classify import evaluate_clips
 from ray_jobs.train.data import TrainData, check_sample_rate

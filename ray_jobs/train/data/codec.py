@@ -16,8 +16,7 @@ import numpy as np
 import ray.data
 
 from datasets.audio import AudioError, crop_or_pad, load_audio
-from datasets.ray_data import waveform_crops_dataset
-from datasets.ray_env import init_ray
+from datasets.ray_data import init_ray, waveform_crops_dataset
 from datasets.speaker_transforms import CropSpec
 from models.pipelines.codec import CodecPipeline
 from ray_jobs.evaluate.codec import evaluate_files

@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from datasets.ray_data import speaker_training_dataset
-from datasets.ray_env import init_ray
+from datasets.ray_data import init_ray, speaker_training_dataset
 from datasets.speaker_transforms import CropSpec, FeatureSpec
 from models.pipelines.speaker import SpeakerEmbedder
 from ray_jobs.evaluate.speaker import evaluate_tree

@@ -17,8 +17,7 @@ import ray.data
 
 from datasets.hdf5_shards import pack_shards
 from datasets.mixing import make_eval_set
-from datasets.ray_data import tse_training_dataset
-from datasets.ray_env import init_ray
+from datasets.ray_data import init_ray, tse_training_dataset
 from datasets.tse_transforms import MixerSpec, build_mixer
 from models.config import ConfigError, to_dict
 from models.pipelines.tse import TargetExtractor
