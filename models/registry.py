@@ -9,6 +9,7 @@ from a registered name or a preset name. Presets are named config instances
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
@@ -72,20 +73,23 @@ def register_preset(name: str, model_name: str, config: Any, description: str = 
 _NOT_FAMILIES = frozenset({"layers", "losses", "pipelines", "tasks"})
 
 
-def import_submodules(package: str) -> list[str]:
+@functools.cache
+def import_submodules(package: str) -> tuple[str, ...]:
     """Import every module below ``package`` (running its ``@register_*`` decorators).
 
     Registration is by discovery: a new model file, family package or task module registers
-    itself by existing, with no import list to extend.
+    itself by existing, with no import list to extend. Cached: the package tree is walked once
+    per process, not on every ``build_model`` / ``get_entry``.
     """
     pkg = importlib.import_module(package)
     names = [package]
     for info in pkgutil.walk_packages(pkg.__path__, prefix=package + "."):
         importlib.import_module(info.name)
         names.append(info.name)
-    return names
+    return tuple(names)
 
 
+@functools.cache
 def _ensure_loaded() -> None:
     import models
 
