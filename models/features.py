@@ -25,6 +25,18 @@ class FbankConfig:
     # Our waveforms are floats in [-1, 1], so it is scaled by 1/32768 before kaldi.fbank.
     dither: float = 0.0
     mean_norm: bool = True  # subtract the per-utterance mean of each bin (CMN)
+    # Kaldi window: "povey" (3D-Speaker, Kaldi's default) or "hamming" (WeSpeaker's inference).
+    window_type: str = "povey"
+    # Multiply the [-1, 1] waveform by this before the fbank: 32768 feeds int16 units, as
+    # WeSpeaker does (torchaudio.load(normalize=False)). Only the log floor of near-silent bins
+    # notices it once the mean is subtracted.
+    waveform_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.window_type not in ("povey", "hamming", "hanning", "rectangular", "blackman"):
+            raise ValueError(f"unknown Kaldi window_type {self.window_type!r}")
+        if self.waveform_scale <= 0:
+            raise ValueError(f"waveform_scale must be > 0, got {self.waveform_scale}")
 
 
 def num_frames(num_samples: int, cfg: FbankConfig = FbankConfig()) -> int:
@@ -60,13 +72,13 @@ class Fbank(torch.nn.Module):
             )
         feats = [
             kaldi.fbank(
-                row.unsqueeze(0).float(),
+                row.unsqueeze(0).float() * self.cfg.waveform_scale,
                 num_mel_bins=self.cfg.num_mel_bins,
                 frame_length=self.cfg.frame_length,
                 frame_shift=self.cfg.frame_shift,
-                dither=self.cfg.dither / 32768.0,
+                dither=self.cfg.dither * self.cfg.waveform_scale / 32768.0,
                 sample_frequency=float(self.cfg.sample_rate),
-                window_type="povey",
+                window_type=self.cfg.window_type,
             )
             for row in wav
         ]
@@ -74,3 +86,15 @@ class Fbank(torch.nn.Module):
         if self.cfg.mean_norm:
             out = out - out.mean(dim=1, keepdim=True)
         return out
+
+
+def checkpoint_fbank(ckpt: dict) -> FbankConfig:
+    """The front end a checkpoint was trained with: ``meta["fbank"]`` (an imported model's, e.g.
+    WeSpeaker's hamming window), else the default Kaldi fbank with ``config["feat_dim"]`` bins."""
+    from models.config import from_dict
+
+    meta = ckpt.get("meta") or {}
+    if meta.get("fbank"):
+        return from_dict(FbankConfig, dict(meta["fbank"]), path="meta.fbank")
+    feat_dim = (ckpt.get("config") or {}).get("feat_dim")
+    return FbankConfig() if feat_dim is None else FbankConfig(num_mel_bins=int(feat_dim))
