@@ -232,7 +232,7 @@ def _ms_fetch(f: HubFile, staging: Path) -> tuple[Path, str | None]:
             fh.write(chunk)
             n += len(chunk)
     if size is not None and n != int(size):
-        raise HubError(f"cut download of {f}: {n} of {size} bytes; nothing was cached")
+        raise ConnectionError(f"the connection closed after {n} of {size} bytes")
     return out, expected
 
 
