@@ -99,10 +99,13 @@ def match_preset(
     return None
 
 
-def load_into_preset(state: dict[str, torch.Tensor], preset: str, what: str) -> nn.Module:
-    """``build_model(preset)`` with ``state`` loaded strictly, in eval mode; a ``ValueError``
-    that names ``what`` (the publisher's arch) when keys or shapes differ."""
-    model = build_model(preset)
+def load_into_preset(
+    state: dict[str, torch.Tensor], preset: str, what: str, cfg: Any = None
+) -> nn.Module:
+    """``build_model(preset, cfg)`` (a preset or model name, ``cfg`` overrides as in
+    ``build_model``) with ``state`` loaded strictly, in eval mode; a ``ValueError`` that names
+    ``what`` (the publisher's arch) when keys or shapes differ."""
+    model = build_model(preset, cfg)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
