@@ -172,3 +172,28 @@ def test_bad_specs_fail_clearly(tmp_path):
         resolve_checkpoint("hf:not-a-repo")
     with pytest.raises(KeyError, match="no importer ships weights"):
         resolve_checkpoint("pip:no_such_package")
+
+
+@pytest.mark.parametrize(
+    ("spec", "served", "layout", "window"),
+    [
+        ("hf:Wespeaker/wespeaker-voxceleb-resnet34-LM", "avg_model.pt", "wespeaker", "hamming"),
+        ("hf:pyannote/wespeaker-voxceleb-resnet34-LM", "pytorch_model.bin", "wespeaker", "hamming"),
+    ],
+)
+def test_known_hf_repos_take_their_layout_and_front_end(hub, spec, served, layout, window):
+    """A named repo needs no file or layout: the table gives both, and the converted checkpoint
+    carries the publisher's front end."""
+    from models.pipelines.speaker import SpeakerEmbedder
+
+    state = synth_state_dict(reference_state_dicts()["resnet34_256"], seed=1)
+    wes = {k: v for k, v in state.items() if not k.startswith(("seg_bn_1", "seg_2"))}
+    if served == "pytorch_model.bin":  # pyannote's Lightning packaging
+        wes = {"state_dict": {f"resnet.{k}": v for k, v in wes.items()}}
+    buf = io.BytesIO()
+    torch.save(wes, buf)
+    hub.state.files[("hf", spec.removeprefix("hf:"), "main", served)] = buf.getvalue()
+    embedder = SpeakerEmbedder.from_checkpoint(spec)
+    meta = read_checkpoint(spec)["meta"]
+    assert meta["source"] == layout and meta["arch"] == "resnet34_256"
+    assert embedder.fbank_cfg.window_type == window

@@ -102,3 +102,43 @@ def test_layouts_are_told_apart(golden):
         wespeaker.convert(bottleneck)
     with pytest.raises(ValueError, match="not a WeSpeaker"):
         wespeaker.convert({"fc.weight": torch.zeros(2, 2)})
+
+
+def test_speechbrain_ecapa_matches_speechbrain_itself(golden, tmp_path):
+    """SpeechBrain is a dev dependency: its own Fbank, InputNormalization and ECAPA_TDNN run
+    side by side with ours on the same random weights (BN statistics too) and input."""
+    sb_models = pytest.importorskip("speechbrain.lobes.models.ECAPA_TDNN")
+    sb_features = pytest.importorskip("speechbrain.lobes.features")
+    sb_norm = pytest.importorskip("speechbrain.processing.features")
+    from models.hub.importers import speechbrain
+
+    ref = sb_models.ECAPA_TDNN(
+        input_size=80,
+        channels=[1024, 1024, 1024, 1024, 3072],
+        kernel_sizes=[5, 3, 3, 3, 1],
+        dilations=[1, 2, 3, 4, 1],
+        attention_channels=128,
+        lin_neurons=192,
+    )  # fmt: skip  (spkrec-ecapa-voxceleb's hyperparams.yaml)
+    spec = {"state_dict": {k: list(v.shape) for k, v in ref.state_dict().items()}}
+    state = synth_state_dict(spec, seed=7)
+    ref.load_state_dict(state)
+    ref.eval()
+    src = tmp_path / "embedding_model.ckpt"
+    torch.save(state, src)
+    out = convert_file(None, src, tmp_path / "sb.pt")  # ambiguous with 3D-Speaker's ECAPA keys
+    assert read_checkpoint(out)["meta"]["source"] == "3dspeaker"
+    out = convert_file("speechbrain", src, tmp_path / "sb.pt")
+    embedder = SpeakerEmbedder.from_checkpoint(out)
+    assert embedder.fbank_cfg.kind == "speechbrain"
+    wav = torch.from_numpy(golden["wave_int16"].astype(np.float32) / 32768.0)[None]
+    with torch.no_grad():
+        ref_feats = sb_norm.InputNormalization(norm_type="sentence", std_norm=False)(
+            sb_features.Fbank(n_mels=80)(wav), torch.ones(1)
+        )
+        ours_feats = Fbank(speechbrain.FBANK)(wav)
+        np.testing.assert_allclose(ours_feats.numpy(), ref_feats.numpy(), atol=2e-3, rtol=0)
+        ref_emb = ref(ref_feats, torch.ones(1))[:, 0]
+        ours_emb = embedder.model(ours_feats)
+    np.testing.assert_allclose(ours_emb.numpy(), ref_emb.numpy(), atol=1e-4, rtol=0)
+    assert float(ref_emb.abs().max()) > 0.05  # not a degenerate all-zero comparison
