@@ -9,7 +9,7 @@
 
 A named model is downloaded into the cache (``models/hub/download.py``), converted by its
 layout's importer (``models/hub/importers/``) and the converted voxray checkpoint is cached as
-``$VOXRAY_CACHE/checkpoints/<source>-<sha256 of the published file>.pt``, so the second
+``$VOXRAY_CACHE/checkpoints/<source>-<sha256 of the published file>-<CONVERSION>.pt``, so the second
 resolve of a name reads two small files and makes no network request.
 
 The schemes are one table, ``SCHEMES`` (scheme -> parser of the rest of the spec into a
@@ -35,6 +35,10 @@ from models.hub.download import HubFile, cache_root, fetch, sha256_file
 from models.hub.importers import importer, layouts, unwrap_state_dict
 
 log = logging.getLogger("models.hub.resolve")
+
+# Part of every converted checkpoint's cache name: bump it when an importer's output changes
+# (a fixed mapping, a new front-end field), so caches made by older code are not reused.
+CONVERSION = "c1"
 
 # 3D-Speaker's published models, as the model table of its ``speakerlab/bin/infer_sv.py``
 # (modelscope/3D-Speaker @ 8f16ab0) maps them: id -> (revision, file, our ``3dspeaker/<entry>``).
@@ -214,7 +218,7 @@ def convert_source(source: Source) -> Path:
         if not local.is_file():
             raise FileNotFoundError(f"{local} (the weights of {source.key}) does not exist")
         digest = sha256_file(local)
-    out = cache_root() / "checkpoints" / f"{source.key}-{digest[:16]}.pt"
+    out = cache_root() / "checkpoints" / f"{source.key}-{digest[:16]}-{CONVERSION}.pt"
     if out.is_file():
         return out
     meta = {**source.meta, "source_sha256": digest}

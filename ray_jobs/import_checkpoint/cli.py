@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -54,7 +55,10 @@ def _convert(layout: str | None, src: str | None, dst: Path, arch: str | None) -
     elif parse_spec(src) is not None:  # a model by name: resolved (and cached) by models.hub
         if layout is not None or arch is not None:
             raise ValueError(f"{src} names its own layout and arch; drop --from/--arch")
+        # the cached checkpoint, copied under a temporary name and renamed: never a partial OUT
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(resolve_checkpoint(src), dst)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(resolve_checkpoint(src), tmp)
+        os.replace(tmp, dst)
         return dst
     return convert_file(layout, src, dst, arch=arch)
