@@ -106,14 +106,10 @@ MODELSCOPE_MODELS: dict[str, tuple[str, str, str]] = {
 # Hugging Face repositories we know: repo -> (default weights file, layout). Any other repo
 # works with an explicit ``/file``; its layout is then detected from the state dict.
 HF_MODELS: dict[str, tuple[str, str]] = {
+    # WeSpeaker's model folders hold avg_model.pt + config.yaml (its cli's load_model_pt).
     "Wespeaker/wespeaker-voxceleb-resnet34-LM": ("avg_model.pt", "wespeaker"),
     "Wespeaker/wespeaker-voxceleb-resnet34": ("avg_model.pt", "wespeaker"),
-    "Wespeaker/wespeaker-cnceleb-resnet34-LM": ("avg_model.pt", "wespeaker"),
-    "Wespeaker/wespeaker-cnceleb-resnet34": ("avg_model.pt", "wespeaker"),
-    "Wespeaker/wespeaker-voxceleb-ECAPA512-LM": ("avg_model.pt", "wespeaker"),
-    "Wespeaker/wespeaker-voxceleb-ECAPA512": ("avg_model.pt", "wespeaker"),
     "Wespeaker/wespeaker-voxceleb-campplus-LM": ("avg_model.pt", "wespeaker"),
-    "Wespeaker/wespeaker-voxceleb-campplus": ("avg_model.pt", "wespeaker"),
     "pyannote/wespeaker-voxceleb-resnet34-LM": ("pytorch_model.bin", "wespeaker"),
     "speechbrain/spkrec-ecapa-voxceleb": ("embedding_model.ckpt", "speechbrain"),
 }
