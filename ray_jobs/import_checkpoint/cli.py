@@ -27,11 +27,18 @@ log = logging.getLogger("ray_jobs.import_checkpoint.cli")
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m ray_jobs.import_checkpoint", description=__doc__.split("\n")[0]
+        prog="python -m ray_jobs.import_checkpoint",
+        usage="%(prog)s [--from LAYOUT] [--arch ARCH] [IN] OUT",
+        description=__doc__.split("\n")[0],
     )
     p.add_argument("--from", dest="layout", choices=sorted(layouts()), help="published layout")
     p.add_argument("--arch", help="the publisher's architecture, e.g. campplus_192 (detected)")
-    p.add_argument("paths", nargs="+", metavar="[IN] OUT", help="published file or name; output")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="[IN] OUT: a published file or model name, and the voxray checkpoint to write",
+    )
     args = p.parse_args(argv)
     if len(args.paths) > 2:
         p.error("give at most IN and OUT")
