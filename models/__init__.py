@@ -1,4 +1,5 @@
-"""voxray models: plain PyTorch, no Ray, no I/O beyond checkpoint files."""
+"""voxray models: plain PyTorch, no Ray, no I/O beyond checkpoint files (and ``models/hub``,
+which fetches published models by name into the cache: see its docstring)."""
 
 from __future__ import annotations
 

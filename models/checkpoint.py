@@ -79,9 +79,13 @@ def save_checkpoint(
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    """The checkpoint dict of ``path``: a voxray checkpoint file, or a published model by name
+    (``modelscope:...``, ``hf:...``, ``pip:...``; downloaded and converted once, see
+    ``models.hub.resolve_checkpoint``)."""
+    # Imported here: models.hub builds on this module (it saves the checkpoints it converts).
+    from models.hub.resolve import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt/truncated/pickled-object files
@@ -91,7 +95,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         if isinstance(ckpt, dict) and "format" not in ckpt:
             hint = (
                 " It looks like a plain state dict; convert it with "
-                "`python -m ray_jobs.import_checkpoint --from 3dspeaker --arch NAME IN OUT`."
+                "`python -m ray_jobs.import_checkpoint [--from LAYOUT] [--arch NAME] IN OUT`."
             )
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint.{hint}")
     return ckpt
@@ -110,5 +114,6 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
 
 
 def load_model(path: str | os.PathLike) -> nn.Module:
-    """Rebuild the model stored in a voxray checkpoint, in eval mode, on CPU."""
+    """Rebuild the model stored in a voxray checkpoint (a path or a model name, see
+    ``read_checkpoint``), in eval mode, on CPU."""
     return model_from_checkpoint(read_checkpoint(path))

@@ -1,10 +1,20 @@
-"""Front ends: Kaldi-compatible log-mel filterbanks.
+"""Front ends: Kaldi-compatible log-mel filterbanks, and SpeechBrain's.
 
 The speaker models of 3D-Speaker and WeSpeaker are trained on Kaldi fbank features computed by
 ``torchaudio.compliance.kaldi.fbank`` (80 bins, 25 ms window, 10 ms shift, povey window,
 pre-emphasis 0.97, DC removal) followed by per-utterance mean normalisation; we use the same
 function so their checkpoints see the features they were trained on. 3D-Speaker feeds the
 waveform as float in [-1, 1] (no int16 rescaling), and so do we.
+
+``FbankConfig(kind="speechbrain")`` is SpeechBrain's ``speechbrain.lobes.features.Fbank`` as its
+ECAPA-TDNN recipes use it (``spkrec-ecapa-voxceleb``), followed by its sentence-level
+``InputNormalization`` (mean only): a centred ``torch.stft`` (25 ms hamming window, 10 ms hop,
+400-point FFT) power spectrum, SpeechBrain's triangular mel filters (centres equally spaced on
+the 2595*log10(1 + f/700) mel scale, each as wide on both sides as the gap to the filter
+below it), ``10*log10`` floored at 1e-10 and at 80 dB below the utterance's peak, then the
+per-utterance mean of each bin subtracted. The reference is ``speechbrain/processing/features.py``
+(``STFT``, ``spectral_magnitude``, ``Filterbank``); ``tests/models/test_hub_importers.py`` checks
+ours against it.
 """
 
 from __future__ import annotations
@@ -17,6 +27,9 @@ import torchaudio.compliance.kaldi as kaldi
 
 @dataclass(frozen=True)
 class FbankConfig:
+    # "kaldi": torchaudio's Kaldi fbank (3D-Speaker, WeSpeaker); "speechbrain": SpeechBrain's
+    # STFT + mel filterbank (window_type, dither and waveform_scale do not apply to it).
+    kind: str = "kaldi"
     sample_rate: int = 16000  # Hz; input waveforms must already be at this rate
     num_mel_bins: int = 80
     frame_length: float = 25.0  # ms
@@ -25,12 +38,29 @@ class FbankConfig:
     # Our waveforms are floats in [-1, 1], so it is scaled by 1/32768 before kaldi.fbank.
     dither: float = 0.0
     mean_norm: bool = True  # subtract the per-utterance mean of each bin (CMN)
+    # Kaldi window: "povey" (3D-Speaker, Kaldi's default) or "hamming" (WeSpeaker's inference).
+    window_type: str = "povey"
+    # Multiply the [-1, 1] waveform by this before the fbank: 32768 feeds int16 units, as
+    # WeSpeaker does (torchaudio.load(normalize=False)). Only the log floor of near-silent bins
+    # notices it once the mean is subtracted.
+    waveform_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("kaldi", "speechbrain"):
+            raise ValueError(f"unknown fbank kind {self.kind!r}; use 'kaldi' or 'speechbrain'")
+        if self.window_type not in ("povey", "hamming", "hanning", "rectangular", "blackman"):
+            raise ValueError(f"unknown Kaldi window_type {self.window_type!r}")
+        if self.waveform_scale <= 0:
+            raise ValueError(f"waveform_scale must be > 0, got {self.waveform_scale}")
 
 
 def num_frames(num_samples: int, cfg: FbankConfig = FbankConfig()) -> int:
-    """Frames kaldi.fbank produces for ``num_samples`` (snip_edges=True)."""
+    """Frames the front end produces for ``num_samples`` (kaldi: snip_edges=True; speechbrain:
+    a centred STFT)."""
     win = int(cfg.sample_rate * cfg.frame_length / 1000)
     hop = int(cfg.sample_rate * cfg.frame_shift / 1000)
+    if cfg.kind == "speechbrain":
+        return 0 if num_samples < win else 1 + num_samples // hop
     return 0 if num_samples < win else 1 + (num_samples - win) // hop
 
 
@@ -58,15 +88,17 @@ class Fbank(torch.nn.Module):
                 f"audio of {wav.shape[-1]} samples is shorter than one "
                 f"{self.cfg.frame_length} ms frame at {self.cfg.sample_rate} Hz"
             )
+        if self.cfg.kind == "speechbrain":
+            return speechbrain_fbank(wav.float(), self.cfg)
         feats = [
             kaldi.fbank(
-                row.unsqueeze(0).float(),
+                row.unsqueeze(0).float() * self.cfg.waveform_scale,
                 num_mel_bins=self.cfg.num_mel_bins,
                 frame_length=self.cfg.frame_length,
                 frame_shift=self.cfg.frame_shift,
-                dither=self.cfg.dither / 32768.0,
+                dither=self.cfg.dither * self.cfg.waveform_scale / 32768.0,
                 sample_frequency=float(self.cfg.sample_rate),
-                window_type="povey",
+                window_type=self.cfg.window_type,
             )
             for row in wav
         ]
@@ -74,3 +106,58 @@ class Fbank(torch.nn.Module):
         if self.cfg.mean_norm:
             out = out - out.mean(dim=1, keepdim=True)
         return out
+
+
+def _mel(hz: torch.Tensor) -> torch.Tensor:
+    return 2595.0 * torch.log10(1.0 + hz / 700.0)
+
+
+def _hz(mel: torch.Tensor) -> torch.Tensor:
+    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+
+
+def speechbrain_mel_filters(cfg: FbankConfig) -> torch.Tensor:
+    """``(n_fft // 2 + 1, num_mel_bins)`` triangular filters, SpeechBrain's shape: symmetric
+    triangles centred on mel-spaced frequencies, half-width the gap to the previous centre."""
+    n_fft = int(cfg.sample_rate * cfg.frame_length / 1000)
+    nyquist = cfg.sample_rate // 2
+    edges = _hz(
+        torch.linspace(
+            float(_mel(torch.tensor(0.0))),
+            float(_mel(torch.tensor(float(nyquist)))),
+            cfg.num_mel_bins + 2,
+        )
+    )
+    centre = edges[1:-1]  # (M,)
+    band = (edges[1:] - edges[:-1])[:-1]  # (M,): the gap below each centre
+    freqs = torch.linspace(0, nyquist, n_fft // 2 + 1)  # (K,)
+    slope = (freqs[None, :] - centre[:, None]) / band[:, None]  # (M, K)
+    return torch.clamp(torch.minimum(1.0 + slope, 1.0 - slope), min=0.0).T  # (K, M)
+
+
+def speechbrain_fbank(wav: torch.Tensor, cfg: FbankConfig) -> torch.Tensor:
+    """``wav: (B, T)`` -> ``(B, 1 + T // hop, num_mel_bins)``: see the module docstring."""
+    win = int(cfg.sample_rate * cfg.frame_length / 1000)
+    hop = int(cfg.sample_rate * cfg.frame_shift / 1000)
+    spec = torch.stft(
+        wav, n_fft=win, hop_length=hop, win_length=win, window=torch.hamming_window(win),
+        center=True, pad_mode="constant", normalized=False, onesided=True, return_complex=True,
+    )  # fmt: skip
+    power = spec.real.square() + spec.imag.square()  # (B, K, frames)
+    mels = power.transpose(1, 2) @ speechbrain_mel_filters(cfg)  # (B, frames, M)
+    db = 10.0 * torch.log10(torch.clamp(mels, min=1e-10))
+    floor = db.amax(dim=(1, 2), keepdim=True) - 80.0  # top_db per utterance
+    db = torch.maximum(db, floor)
+    return db - db.mean(dim=1, keepdim=True) if cfg.mean_norm else db
+
+
+def checkpoint_fbank(ckpt: dict) -> FbankConfig:
+    """The front end a checkpoint was trained with: ``meta["fbank"]`` (an imported model's, e.g.
+    WeSpeaker's hamming window), else the default Kaldi fbank with ``config["feat_dim"]`` bins."""
+    from models.config import from_dict
+
+    meta = ckpt.get("meta") or {}
+    if meta.get("fbank"):
+        return from_dict(FbankConfig, dict(meta["fbank"]), path="meta.fbank")
+    feat_dim = (ckpt.get("config") or {}).get("feat_dim")
+    return FbankConfig() if feat_dim is None else FbankConfig(num_mel_bins=int(feat_dim))

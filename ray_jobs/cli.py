@@ -11,6 +11,8 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from models.hub import resolve_checkpoint
+
 log = logging.getLogger("ray_jobs")
 
 # What a user can cause: a missing file, a bad value or config, an unknown name. ValueError
@@ -26,12 +28,15 @@ def configure_cli_logging(level: int = logging.INFO) -> None:
 
 
 def existing_checkpoint(path: str | Path, hint: str = "") -> Path:
-    """``--checkpoint`` as a :class:`Path`, checked before any work starts: a ``FileNotFoundError``
-    naming it (and ``hint``, what to give instead) when it is not a file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist" + (f"; {hint}" if hint else ""))
-    return path
+    """``--checkpoint`` as the :class:`Path` of a voxray checkpoint, checked before any work
+    starts: a file, or a published model by name (``modelscope:``, ``hf:``, ``pip:``), which is
+    downloaded and converted here, once (``models.hub``). A ``FileNotFoundError`` naming it (and
+    ``hint``, what to give instead) when it is neither; a ``HubError`` (a ``ValueError``) when a
+    named model cannot be fetched."""
+    try:
+        return resolve_checkpoint(path)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc}" + (f"; {hint}" if hint else "")) from exc
 
 
 def user_error(exc: BaseException | str) -> int:

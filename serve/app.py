@@ -38,6 +38,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from models.hub import resolve_checkpoint
 from serve import deployments, routes
 from serve import schemas as S
 from serve.context import ServeContext
@@ -97,7 +98,15 @@ def build_app(args: dict[str, Any]) -> Application:
     """
     cfg = args if isinstance(args, S.AppArgs) else S.AppArgs.model_validate(args)
     for name, spec in cfg.models.items():
-        if not Path(spec.path).is_file():
+        if spec.backend == "torch":
+            # A file, or a published model by name: fetched and converted here, once, into the
+            # cache, so a replica on this machine finds it there (another node resolves the
+            # same name into its own cache).
+            try:
+                resolve_checkpoint(spec.path)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"model {name!r}: {exc}") from exc
+        elif not Path(spec.path).is_file():
             raise FileNotFoundError(f"model {name!r}: no such file {spec.path}")
     for root in cfg.allowed_roots:
         if not Path(root).is_dir():

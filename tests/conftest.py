@@ -51,6 +51,21 @@ def reference_state_dicts() -> dict:
     return _read_json(path)
 
 
+def synth_state_dict(spec: dict, seed: int) -> dict[str, torch.Tensor]:
+    """Random tensors in the layout of a ``reference_state_dicts()`` entry (every key with its
+    shape): a published checkpoint as its publisher would ship it, with small random weights."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, shape in spec["state_dict"].items():
+        if key.endswith("num_batches_tracked"):
+            out[key] = torch.tensor(7)
+        elif key.endswith("running_var"):
+            out[key] = torch.rand(shape, generator=g) + 0.5
+        else:
+            out[key] = 0.05 * torch.randn(shape, generator=g)
+    return out
+
+
 def assert_reference_layout(model: torch.nn.Module, spec: dict) -> None:
     """``model``'s state dict has exactly the keys and shapes of the 3D-Speaker entry ``spec``
     (one of ``reference_state_dicts()``), as many parameters, and a reference-shaped state dict

@@ -31,6 +31,7 @@ from datasets.audio import load_audio
 from datasets.ray_data import init_ray
 from models.checkpoint import model_from_checkpoint, read_checkpoint
 from models.config import ConfigError
+from models.features import checkpoint_fbank
 from models.pipelines.diarize import Diarizer, diarization_config
 from models.pipelines.speaker import SpeakerEmbedder
 from models.pipelines.vad import SileroVAD
@@ -116,7 +117,9 @@ def diarization_trial(
     import torch
 
     torch.set_num_threads(1)
-    embedder = SpeakerEmbedder(model_from_checkpoint(checkpoint))
+    embedder = SpeakerEmbedder(
+        model_from_checkpoint(checkpoint), fbank=checkpoint_fbank(checkpoint)
+    )
     metrics = evaluate_config(embedder, files, {**base, **config}, collar=collar, regions=regions)
     tune.report(metrics)
 
@@ -147,9 +150,7 @@ def run_diarization_sweep(
         raise ConfigError(f"search space does not fit DiarizationConfig: {exc}") from exc
     if metric not in ("der", "missed", "false_alarm", "confusion"):
         raise ValueError(f"metric {metric!r}: use der, missed, false_alarm or confusion")
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
-    ckpt = read_checkpoint(checkpoint)
+    ckpt = read_checkpoint(checkpoint)  # a file or a published model by name
     sample_rate = SpeakerEmbedder(model_from_checkpoint(ckpt)).sample_rate
     files = load_dev_set(dev, reference_rttm, sample_rate)
     regions = None

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.checkpoint import load_model
-from models.features import Fbank, FbankConfig, min_samples, num_frames
+from models.checkpoint import model_from_checkpoint, read_checkpoint
+from models.features import Fbank, FbankConfig, checkpoint_fbank, min_samples, num_frames
+from models.hub import resolve_checkpoint
 from models.pipelines.scoring import cosine
 from models.waveform import AudioError, mono_float32, resample
 
@@ -245,10 +246,13 @@ class SpeakerEmbedder(WaveformEmbedder):
     def from_checkpoint(
         cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any
     ) -> SpeakerEmbedder:
-        """Load a voxray checkpoint (``models.load_model``); ``model_id`` is
+        """Load a voxray checkpoint (a file or a model name, ``models.hub.resolve_checkpoint``)
+        with the front end it records (``models.features.checkpoint_fbank``); ``model_id`` is
         ``"<model name>:<first 12 hex digits of the file's sha256>"``."""
-        path = Path(path)
-        model = load_model(path)
+        path = resolve_checkpoint(path)
+        ckpt = read_checkpoint(path)
+        model = model_from_checkpoint(ckpt)
+        kwargs.setdefault("fbank", checkpoint_fbank(ckpt))
         kwargs.setdefault("model_id", checkpoint_model_id(path, model))
         return cls(model, device=device, **kwargs)
 

@@ -40,6 +40,7 @@ class CAMPPlusConfig:
     block_dilations: tuple[int, ...] = (1, 2, 2)  # CAM conv dilation per block
     cam_reduction: int = 2  # squeeze ratio of the CAM context branch
     seg_len: int = 100  # frames per segment for the CAM segment-level context (1 s at 10 ms)
+    stats_eps: float = 0.0  # added to the pooled variance: 0 (3D-Speaker), 1e-7 (WeSpeaker)
 
     def __post_init__(self) -> None:
         n = len(self.block_layers)
@@ -289,10 +290,18 @@ class TransitLayer(nn.Module):
 class StatsPool(nn.Module):
     """Mean and unbiased std over time: ``(B, C, T)`` -> ``(B, 2C)``.
 
-    No epsilon inside the sqrt, like the reference, so 3D-Speaker weights give the same numbers.
+    ``eps`` is added to the variance inside the sqrt: 0 in 3D-Speaker (so its weights give the
+    same numbers), 1e-7 in WeSpeaker's TSTP.
     """
 
+    def __init__(self, eps: float = 0.0) -> None:
+        super().__init__()
+        self.eps = eps
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.eps:
+            var, mean = torch.var_mean(x, dim=-1, unbiased=True)
+            return torch.cat([mean, torch.sqrt(var + self.eps)], dim=-1)
         std, mean = torch.std_mean(x, dim=-1, unbiased=True)
         return torch.cat([mean, std], dim=-1)
 
@@ -351,7 +360,7 @@ class CAMPPlus(nn.Module):
             trunk[f"transit{i}"] = TransitLayer(in_channels=channels, out_channels=channels // 2)
             channels //= 2
         trunk["out_nonlinear"] = _bn_relu(channels)
-        trunk["stats"] = StatsPool()
+        trunk["stats"] = StatsPool(eps=cfg.stats_eps)
         trunk["dense"] = DenseLayer(in_channels=2 * channels, out_channels=cfg.embed_dim)
         self.xvector = nn.Sequential(trunk)
         self._init_weights()

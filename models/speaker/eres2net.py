@@ -334,3 +334,29 @@ register_preset(
     "3D-Speaker ERes2NetV2(feat_dim=80, embedding_size=192, baseWidth=26, scale=2, "
     "expansion=2) checkpoint layout",
 )
+# The rest of the model table of 3D-Speaker's ``speakerlab/bin/infer_sv.py`` (modelscope ids
+# ``iic/speech_eres2net_sv_zh-cn_16k-common``, ``..._large_sv_zh-cn_3dspeaker_16k``,
+# ``iic/speech_eres2netv2w24s4ep4_sv_zh-cn_16k-common``). ERes2Net-huge is the reference's
+# ``ERes2Net_huge.ERes2Net``: the same network with 64 stem channels, base width 24, 3 groups
+# and expansion 4.
+register_preset(
+    "3dspeaker/eres2net_huge_192",
+    "eres2net",
+    ERes2NetConfig(feat_dim=80, embed_dim=192, m_channels=64, base_width=24, scale=3, expansion=4),
+    "3D-Speaker ERes2Net_huge.ERes2Net(feat_dim=80, embedding_size=192) checkpoint layout",
+)
+register_preset(
+    "3dspeaker/eres2net_large_512",
+    "eres2net",
+    ERes2NetConfig(feat_dim=80, embed_dim=512, m_channels=64),
+    "3D-Speaker ERes2Net(feat_dim=80, embedding_size=512, m_channels=64) checkpoint layout",
+)
+register_preset(
+    "3dspeaker/eres2netv2_w24s4ep4_192",
+    "eres2netv2",
+    ERes2NetV2Config(
+        feat_dim=80, embed_dim=192, m_channels=64, base_width=24, scale=4, expansion=4
+    ),
+    "3D-Speaker ERes2NetV2(feat_dim=80, embedding_size=192, baseWidth=24, scale=4, "
+    "expansion=4) checkpoint layout",
+)

@@ -44,6 +44,7 @@ class ResNetConfig:
     num_clusters: int = 8  # netvlad/ghostvlad: clusters in the output (Xie et al.: 8)
     ghost_clusters: int = 2  # ghostvlad only: clusters dropped from the output (Xie et al.: 2)
     two_emb_layer: bool = True  # Linear -> ReLU -> BN -> Linear head (3D-Speaker); else 1 Linear
+    pool_eps: float = 1e-8  # tstp: added to the variance (3D-Speaker 1e-8, WeSpeaker 1e-7)
 
     def __post_init__(self) -> None:
         if len(self.num_blocks) != 4 or min(self.num_blocks) < 1:
@@ -151,7 +152,7 @@ class ResNet(nn.Module):
             frame_dim = in_ch * freq  # the pooling flattens (C, F') channel-major
 
         if cfg.pooling == "tstp":
-            self.pool: nn.Module = TSTP(frame_dim)
+            self.pool: nn.Module = TSTP(frame_dim, eps=cfg.pool_eps)
         elif cfg.pooling == "netvlad":
             self.pool = NetVLAD(frame_dim, num_clusters=cfg.num_clusters, ghost_clusters=0)
         else:

@@ -25,6 +25,8 @@ import ray
 from datasets.ray_data import init_ray
 from models.checkpoint import model_from_checkpoint, read_checkpoint
 from models.config import to_dict
+from models.features import checkpoint_fbank
+from models.hub import resolve_checkpoint
 from models.pipelines.diarize import DiarizationConfig, Diarizer, diarization_config
 from models.pipelines.speaker import SpeakerEmbedder
 from ray_jobs.diarize.core import (
@@ -56,7 +58,9 @@ class DiarizeActor:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        embedder = SpeakerEmbedder(model_from_checkpoint(checkpoint), model_id=model_id)
+        embedder = SpeakerEmbedder(
+            model_from_checkpoint(checkpoint), fbank=checkpoint_fbank(checkpoint), model_id=model_id
+        )
         self.diarizer = Diarizer(embedder, cfg=diarization_config(base=config))
         self.bounds = bounds
 
@@ -83,11 +87,10 @@ def diarize(
 ) -> dict[str, Any]:
     """Diarize ``rows`` (from :func:`diarize_core.list_inputs`) on the Ray cluster into
     ``output``; returns the summary (counts, failures, and the DER totals with references)."""
-    if not Path(checkpoint).is_file():
-        raise DiarizeJobError(
-            f"--checkpoint {checkpoint}: no such file; give a voxray speaker-model checkpoint "
-            f"(this job never downloads models)"
-        )
+    try:  # a file, or a published model by name (fetched once, here in the driver)
+        checkpoint = resolve_checkpoint(checkpoint)
+    except FileNotFoundError as exc:
+        raise DiarizeJobError(f"--checkpoint: {exc}") from exc
     bounds = speaker_bounds(num_speakers, min_speakers, max_speakers)
     if reference_rttm is not None:
         load_references(reference_rttm)  # a bad reference fails before the job, not after

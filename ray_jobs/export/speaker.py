@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.features import FbankConfig
+from models.features import checkpoint_fbank
 from ray_jobs.export.onnx import OnnxGraph
 
 INPUT_NAME = "feats"
@@ -32,7 +32,7 @@ EXAMPLE_FRAMES = 200
 def graph(model: nn.Module, meta: dict[str, Any]) -> OnnxGraph:
     """The embedder on fbank features, with its front-end settings as metadata."""
     cfg = model.cfg
-    fbank = FbankConfig(num_mel_bins=cfg.feat_dim)
+    fbank = checkpoint_fbank({"meta": meta, "config": {"feat_dim": cfg.feat_dim}})
     return OnnxGraph(
         module=model,
         example=torch.randn(2, EXAMPLE_FRAMES, cfg.feat_dim),

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from models.hub import resolve_checkpoint
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,10 @@ class Product:
             if pa is None:
                 continue
             key = self.key if name is None else f"{self.key}:{name}"
-            if not Path(pa.checkpoint).is_file():
-                raise FileNotFoundError(f"{key}: no such checkpoint {pa.checkpoint}")
+            try:  # a file or a published model by name (fetched into the cache here, once)
+                resolve_checkpoint(pa.checkpoint)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"{key}: {exc}") from exc
             kwargs: dict[str, Any] = {"torch_threads": pa.torch_threads}
             if self.batched:
                 kwargs.update(

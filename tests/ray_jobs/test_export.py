@@ -104,3 +104,19 @@ def test_cli_errors_exit_2(tmp_path, caplog, capsys):
         main(["--checkpoint", "a.pt"])
     assert exc.value.code == 2
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_onnx_metadata_carries_an_imported_models_front_end():
+    """An imported WeSpeaker/SpeechBrain model's front end (meta['fbank']) reaches the ONNX
+    metadata that OnnxSpeakerEmbedder computes its features with."""
+    from dataclasses import asdict
+
+    from models.features import FbankConfig
+    from ray_jobs.export.speaker import graph
+
+    model = models.build_model("resnet-tiny")
+    default = json.loads(graph(model, {}).metadata["fbank"])
+    assert default["window_type"] == "povey" and default["kind"] == "kaldi"
+    sb = FbankConfig(kind="speechbrain")
+    got = json.loads(graph(model, {"fbank": asdict(sb)}).metadata["fbank"])
+    assert FbankConfig(**got) == sb

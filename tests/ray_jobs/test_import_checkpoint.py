@@ -16,7 +16,7 @@ sys.modules.setdefault("ray", None)
 
 from models import load_model, read_checkpoint  # noqa: E402
 from ray_jobs.import_checkpoint.cli import main  # noqa: E402
-from tests.conftest import reference_state_dicts  # noqa: E402
+from tests.conftest import reference_state_dicts, synth_state_dict  # noqa: E402
 
 ENTRIES = [
     "campplus_192",
@@ -27,22 +27,6 @@ ENTRIES = [
     "ecapa_tdnn_c1024_192",
     "resnet34_256",
 ]
-
-
-def synth_state_dict(spec: dict, seed: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, shape in spec["state_dict"].items():
-        if key.endswith("num_batches_tracked"):
-            out[key] = torch.tensor(7)
-        elif key.endswith("running_var"):
-            out[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            out[key] = 0.05 * torch.randn(shape, generator=g)
-    assert (
-        sum(v.numel() for k, v in out.items() if "running" not in k and "num_batches" not in k) > 0
-    )
-    return out
 
 
 @pytest.mark.parametrize("arch", ENTRIES)
@@ -95,3 +79,37 @@ def test_bad_inputs_fail_clearly(tmp_path, caplog):
     )
     assert "not a readable" in caplog.text
     assert not (tmp_path / "o.pt").exists()
+
+
+def test_arch_is_detected_when_left_out(tmp_path):
+    state = synth_state_dict(reference_state_dicts()["eres2net_192"], seed=1)
+    src = tmp_path / "e.ckpt"
+    torch.save(state, src)
+    assert main([str(src), str(tmp_path / "o.pt")]) == 0  # layout and arch both detected
+    meta = read_checkpoint(tmp_path / "o.pt")["meta"]
+    assert meta["source"] == "3dspeaker" and meta["arch"] == "eres2net_192"
+
+
+def test_a_model_name_imports_and_every_checkpoint_flag_takes_it(tmp_path, monkeypatch):
+    from ray_jobs.cli import existing_checkpoint
+    from tests.hub_server import HubServer
+
+    spec = reference_state_dicts()["campplus_192"]
+    src = tmp_path / "c.bin"
+    torch.save(synth_state_dict(spec, seed=5), src)
+    monkeypatch.setenv("VOXRAY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("VOXRAY_OFFLINE", raising=False)
+    name = "modelscope:iic/speech_campplus_sv_zh-cn_16k-common"
+    with HubServer() as hub:
+        monkeypatch.setenv("MODELSCOPE_DOMAIN", hub.url)
+        key = ("modelscope", name.split(":", 1)[1], "v1.0.0", "campplus_cn_common.bin")
+        hub.state.files[key] = src.read_bytes()
+        assert main([name, str(tmp_path / "named.pt")]) == 0
+        assert hub.state.total > 0
+        hub.state.requests.clear()
+        resolved = existing_checkpoint(name)
+        assert hub.state.total == 0
+    assert read_checkpoint(resolved)["meta"]["arch"] == "campplus_192"
+    assert (tmp_path / "named.pt").read_bytes() == resolved.read_bytes()
+    with pytest.raises(FileNotFoundError, match="give a TSE"):
+        existing_checkpoint(tmp_path / "missing.pt", "give a TSE .pt file")

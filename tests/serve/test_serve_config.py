@@ -22,3 +22,31 @@ def test_shipped_config_passes_serves_deploy_schema_and_app_args():
     assert app["import_path"] == "serve.app:build_app"
     assert app["runtime_env"]["working_dir"].startswith("local:///")
     AppArgs.model_validate(app["args"])
+
+
+def test_build_app_takes_a_model_name_and_fetches_it_in_the_driver(tmp_path, monkeypatch):
+    """``checkpoint: hf:...`` in the Serve config: build_app resolves it before any replica
+    starts (binding needs no cluster), so a bad name fails at deploy time."""
+    import io
+
+    import torch
+
+    pytest.importorskip("ray")
+    from serve.app import build_app
+    from tests.conftest import reference_state_dicts, synth_state_dict
+    from tests.hub_server import HubServer
+
+    state = synth_state_dict(reference_state_dicts()["resnet34_256"], seed=1)
+    buf = io.BytesIO()
+    torch.save({k: v for k, v in state.items() if not k.startswith(("seg_bn_1", "seg_2"))}, buf)
+    monkeypatch.setenv("VOXRAY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("VOXRAY_OFFLINE", raising=False)
+    repo = "Wespeaker/wespeaker-voxceleb-resnet34-LM"
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        hub.state.files[("hf", repo, "main", "avg_model.pt")] = buf.getvalue()
+        build_app({"checkpoint": f"hf:{repo}", "db": str(tmp_path / "s.db")})
+        assert hub.state.total > 0
+        assert list((tmp_path / "cache" / "checkpoints").glob("*.pt"))
+    with pytest.raises(FileNotFoundError, match="model name"):
+        build_app({"checkpoint": str(tmp_path / "missing.pt"), "db": str(tmp_path / "s.db")})
