@@ -81,8 +81,14 @@ def prepare_bank(path: str, kind: str, sample_rate: int, pack_root: str | Path) 
         raise AudioError(f"{path}: not a folder of audio files nor a shard manifest")
     digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:10]
     out = Path(pack_root) / "banks" / f"{kind}-{digest}"
+    files = scan_files(folder)
+    if is_packed(out):  # reuse as is: concurrent trials must not rewrite a manifest in use
+        m = load_manifest(out)
+        done = {u["key"] for u in m["utterances"]} | {f["key"] for f in m["failures"]}
+        if (m["kind"], m["sample_rate"]) == (kind, sample_rate) and done == {u.key for u in files}:
+            return str(out / "manifest.json")
     log.info("packing the %s bank %s into %s (once; reused by later runs)", kind, folder, out)
-    return str(pack_shards(scan_files(folder), out, sample_rate=sample_rate, kind=kind))
+    return str(pack_shards(files, out, sample_rate=sample_rate, kind=kind))
 
 
 def _is_manifest(path: Path) -> bool:
