@@ -35,21 +35,27 @@ _MAX_READ_BLOCKS = 2000  # Ray blocks of task ids: enough parallelism, bounded p
 
 
 def _random_crops(
-    manifest: str | Path, crop: CropSpec, epochs: int, seed: int, num_cpus: float
+    manifest: str | Path,
+    crop: CropSpec,
+    epochs: int,
+    seed: int,
+    num_cpus: float,
+    first_epoch: int = 0,
 ) -> ray.data.Dataset:
-    """``{"audio", "label"}`` crops of ``epochs`` epochs, read in one pass.
+    """``{"audio", "label"}`` crops of epochs ``first_epoch .. epochs - 1``, read in one pass.
 
-    Row ``i`` of ``ray.data.range`` is read task ``i % T`` of epoch ``i // T`` of the plan
-    (``T`` tasks per epoch), so each epoch is its own seeded global shuffle and the stream is
-    deterministic by ``seed``: the trainer takes an epoch's worth of batches at a time
-    (``TrainData.single_pass``).
+    Row ``i`` of ``ray.data.range`` is read task ``i % T`` of epoch ``first_epoch + i // T`` of
+    the plan (``T`` tasks per epoch), so each epoch is its own seeded global shuffle and the
+    stream is deterministic by ``seed``: the trainer takes an epoch's worth of batches at a
+    time (``TrainData.single_pass``), and a run resumed at epoch ``e`` reads what it would have.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if not 0 <= first_epoch < epochs:
+        raise ValueError(f"need 0 <= first_epoch < epochs, got {first_epoch} and {epochs}")
     plan = ReadPlan.from_manifest(manifest, seed=seed, repeats=crop.crops_per_utterance)
-    total = epochs * plan.num_tasks
+    total = (epochs - first_epoch) * plan.num_tasks
     ds = ray.data.range(total, override_num_blocks=min(total, _MAX_READ_BLOCKS))
-    return ds.flat_map(crop_task, fn_kwargs={"spec": crop, "plan": plan}, num_cpus=num_cpus)
+    kwargs = {"spec": crop, "plan": plan, "offset": first_epoch * plan.num_tasks}
+    return ds.flat_map(crop_task, fn_kwargs=kwargs, num_cpus=num_cpus)
 
 
 def speaker_training_dataset(
@@ -59,11 +65,12 @@ def speaker_training_dataset(
     *,
     epochs: int = 1,
     seed: int = 0,
+    first_epoch: int = 0,
     num_cpus_per_task: float = 1.0,
     batch_size: int = 32,
 ) -> ray.data.Dataset:
-    """Stream ``{"feats": (T, n_mels) float32, "label": int64}`` rows of ``epochs`` epochs from
-    the packed shards of ``manifest``.
+    """Stream ``{"feats": (T, n_mels) float32, "label": int64}`` rows of epochs
+    ``first_epoch .. epochs - 1`` from the packed shards of ``manifest``.
 
     Each read task reads a random sample of the corpus (``datasets.shard_order``: a global
     shuffle per epoch, seeded by ``(seed, epoch)``), so a batch holds about as many speakers
@@ -71,7 +78,7 @@ def speaker_training_dataset(
     augmentation, fbank and SpecAugment in ``map_batches`` CPU tasks, so feature extraction
     scales on CPU nodes apart from the trainers.
     """
-    ds = _random_crops(manifest, crop, epochs, seed, num_cpus_per_task)
+    ds = _random_crops(manifest, crop, epochs, seed, num_cpus_per_task, first_epoch)
     return ds.map_batches(
         featurize_batch,
         fn_kwargs={"spec": features},
@@ -92,12 +99,13 @@ def waveform_crops_dataset(
     *,
     epochs: int = 1,
     seed: int = 0,
+    first_epoch: int = 0,
     num_cpus_per_task: float = 1.0,
     batch_size: int = 32,
 ) -> ray.data.Dataset:
     """Random waveform crops ``{"wav": (T,) float32}`` of ``epochs`` epochs from packed shards
     (codec training), in the order of :func:`speaker_training_dataset`."""
-    ds = _random_crops(manifest, crop, epochs, seed, num_cpus_per_task)
+    ds = _random_crops(manifest, crop, epochs, seed, num_cpus_per_task, first_epoch)
     return ds.map_batches(
         _audio_to_wav, batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus_per_task
     )

@@ -66,10 +66,10 @@ def _rng(seed: int | None, *salt: object) -> np.random.Generator:
     return np.random.default_rng([seed, *(abs(hash(s)) % (2**32) for s in salt)])
 
 
-def crop_task(row: dict, spec: CropSpec, plan: ReadPlan) -> Iterator[dict]:
-    """``{"id": i}`` -> rows ``{"audio": (N,) float32, "label": int}`` of read task
-    ``i % plan.num_tasks`` of epoch ``i // plan.num_tasks``, one crop per planned row."""
-    epoch, task = divmod(int(row["id"]), plan.num_tasks)
+def crop_task(row: dict, spec: CropSpec, plan: ReadPlan, offset: int = 0) -> Iterator[dict]:
+    """``{"id": i}`` -> rows ``{"audio": (N,) float32, "label": int}`` of read task ``j % T``
+    of epoch ``j // T`` (``j = i + offset``, ``T = plan.num_tasks``), one crop per planned row."""
+    epoch, task = divmod(int(row["id"]) + offset, plan.num_tasks)
     index = {spk: i for i, spk in enumerate(spec.speakers)}
     num = int(round(spec.crop_seconds * spec.sample_rate))
     rng = _rng(spec.seed, epoch, task)

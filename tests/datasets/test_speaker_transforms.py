@@ -49,6 +49,12 @@ def test_crops_have_fixed_length_and_right_labels(packed):
     nxt = _crops(shards, spec, epoch=1)
     assert sorted(r["label"] for r in nxt) == sorted(r["label"] for r in rows)
     assert [r["label"] for r in nxt] != [r["label"] for r in rows]
+    # a stream resumed at epoch 1 (ids offset by one epoch of tasks) reads epoch 1's crops
+    plan = ReadPlan.from_manifest(shards, repeats=2, rows_per_task=4)
+    resumed = list(crop_task({"id": 0}, spec, plan, offset=plan.num_tasks))
+    assert resumed and all(
+        np.array_equal(a["audio"], b["audio"]) for a, b in zip(resumed, nxt, strict=False)
+    )
 
 
 def test_speed_perturbation_adds_label_sets(packed):
