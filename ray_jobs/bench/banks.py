@@ -68,19 +68,31 @@ def make_noise_bank(
     return root
 
 
+def _status_mb(field: str) -> float | None:
+    """A memory line of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in MB; None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    """Restart the process's peak RSS (VmHWM) from its current RSS (Linux >= 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def _peak_mb() -> float:
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _rss_mb() -> float:
-    """Resident memory now (Linux ``/proc``; the peak where it is missing)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return _peak_mb()
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure_in_process(
@@ -112,7 +124,11 @@ def measure_in_process(
     for mode in modes:
         if mode not in ("on_demand", "in_memory"):
             raise ValueError(f"mode must be on_demand or in_memory, got {mode!r}")
-        base = _rss_mb()  # growth is measured from here to the peak
+        # Growth is from the RSS here to the peak after; the peak restarts here, so a transient
+        # of the imports (or of an earlier mode) cannot count.
+        if not _reset_peak():
+            log.warning("cannot reset the peak RSS here: growth may include earlier peaks")
+        base = _status_mb("VmRSS") or _peak_mb()
         noises = open_bank(noise, sample_rate, in_memory=mode == "in_memory")
         rirs = open_bank(rir, sample_rate, in_memory=mode == "in_memory")
         if "speaker" in paths:

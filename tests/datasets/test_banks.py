@@ -91,5 +91,5 @@ def test_worker_memory_stays_flat_as_the_bank_grows(tmp_path):
     assert (lazy["mode"], whole["mode"]) == ("on_demand", "in_memory")
     bank = lazy["bank_mb_float32"]
     assert bank == pytest.approx(192, rel=0.02)
-    assert lazy["growth_mb"] < bank / 4, lazy  # measured: 15-25 MB whatever the bank size
+    assert lazy["growth_mb"] < bank / 10, lazy  # measured: 3 MB (6 MB with a 3 GB bank)
     assert whole["growth_mb"] > 0.9 * bank, whole
