@@ -18,13 +18,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.signal import fftconvolve
 
-from datasets.audio import AudioError, crop_or_pad, load_audio
+from datasets.audio import crop_or_pad
+from datasets.banks import Bank, as_bank
 from models.waveform import resample
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,8 @@ def spec_augment(
 
 
 class Augmenter:
-    """Waveform augmentation from a config and in-memory noise / RIR banks.
+    """Waveform augmentation from a config and noise / RIR banks (``datasets.banks``: read on
+    demand from packed shards, or lists of arrays).
 
     ``__call__(wav, rng, speed_index=0)`` applies, in order: the speed factor
     ``cfg.ordered_speed_factors[speed_index]`` (index 0 = none; the length changes by
@@ -206,11 +207,14 @@ class Augmenter:
     """
 
     def __init__(
-        self, cfg: AugmentConfig, noises: list[np.ndarray], rirs: list[np.ndarray]
+        self,
+        cfg: AugmentConfig,
+        noises: Bank | list[np.ndarray] | None,
+        rirs: Bank | list[np.ndarray] | None,
     ) -> None:
         self.cfg = cfg
-        self.noises = [np.asarray(n, dtype=np.float32) for n in noises if len(n) > 0]
-        self.rirs = [np.asarray(r, dtype=np.float32) for r in rirs if len(r) > 0]
+        self.noises = as_bank(noises)
+        self.rirs = as_bank(rirs)
         self.speed_factors = cfg.ordered_speed_factors
         if cfg.noise_prob > 0 and not self.noises:
             log.warning("noise_prob=%g but the noise bank is empty: no noise added", cfg.noise_prob)
@@ -235,11 +239,12 @@ class Augmenter:
         if speed_index:
             out = speed_perturb(out, self.speed_factors[speed_index])
         if self.rirs and rng.random() < self.cfg.reverb_prob:
-            out = reverberate(out, self.rirs[int(rng.integers(len(self.rirs)))])
+            out = reverberate(out, self.rirs.load(int(rng.integers(len(self.rirs)))))
         if self.noises and rng.random() < self.cfg.noise_prob:
-            noise = self.noises[int(rng.integers(len(self.noises)))]
+            i = int(rng.integers(len(self.noises)))
             snr = float(rng.uniform(*self.cfg.snr_db))
-            out = add_noise(out, noise, snr, rng)
+            # Only the crop is read (same draws as add_noise cropping the whole noise).
+            out = add_noise(out, self.noises.crop(i, out.shape[-1], rng), snr, rng)
         return out.astype(np.float32, copy=False)
 
     def augment_labelled(
@@ -264,30 +269,3 @@ class Augmenter:
             time_masks=c.time_masks,
             time_mask_width=c.time_mask_width,
         )
-
-
-def load_bank(path: str | Path, sample_rate: int) -> list[np.ndarray]:
-    """Noise or RIR bank at ``sample_rate``: from a packed shard manifest (file or its folder)
-    or from a folder of audio files (recursive). Undecodable files are skipped with a warning."""
-    from datasets.hdf5_shards import MANIFEST_NAME, read_all
-    from datasets.manifests import scan_files
-
-    p = Path(path)
-    bank: list[np.ndarray] = []
-    if p.is_file() and p.suffix == ".json" or (p.is_dir() and (p / MANIFEST_NAME).is_file()):
-        for row in read_all(p):
-            audio = row["audio"]
-            if row["sample_rate"] != sample_rate:
-                audio = resample(audio, row["sample_rate"], sample_rate)
-            bank.append(audio)
-    elif p.is_dir():
-        for u in scan_files(p):
-            try:
-                bank.append(load_audio(u.path, sample_rate)[0])
-            except AudioError as exc:
-                log.warning("bank %s: skipping %s", p, exc)
-    else:
-        raise AudioError(f"{p}: not a folder of audio files nor a shard manifest")
-    if not bank:
-        raise AudioError(f"{p}: the bank is empty; point it at noise/RIR audio files")
-    return bank

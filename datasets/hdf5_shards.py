@@ -7,12 +7,21 @@ container). Layout of ``out_dir``::
 
     shard-00000.h5      one HDF5 dataset per utterance, named by its key; audio already
     shard-00001.h5      mono and at ``sample_rate``: int16 PCM (speech, noise) or float32 (rir);
-    ...                 attrs speaker / dataset / utterance / sample_rate / path
-    manifest.json       {"format": "voxray.shards/1", "kind", "sample_rate", "shards", ...}
+    ...                 attrs speaker / dataset / utterance / sample_rate / path; file attr
+                        ``rows``: the keys in row order
+    manifest.json       {"format": "voxray.shards/1", "kind", "sample_rate", "order", "shards", ...}
 
-Shard assignment is a pure function of the sorted utterance list, and each shard is written to
-a temporary file that is renamed when complete, so an interrupted run (Ctrl-C, preemption) can
-be rerun: finished shards are kept and the result is byte-identical to an uninterrupted run.
+Row order is speaker-interleaved (``order: "interleaved"``, :func:`interleave_speakers`): each
+speaker's utterances are spread evenly over the corpus under a seed, so every shard, and every
+run of consecutive rows in it, holds as many different speakers as the corpus allows; a
+speaker-sorted order would give shards of a dozen speakers and batches to match. Packs from
+before this order (no ``order`` in the manifest, or ``order_seed=None``) read as ``"sorted"``;
+``datasets.shard_order`` still mixes them, row by row.
+
+Shard assignment is a pure function of the utterance list and the order seed, and each shard is
+written to a temporary file that is renamed when complete, so an interrupted run (Ctrl-C,
+preemption) can be rerun: finished shards are kept and the result is byte-identical to an
+uninterrupted run (a sorted pack from an older version is a different plan: it is rewritten).
 Files that fail to decode are listed under ``failures`` in the manifest instead of aborting.
 """
 
@@ -22,6 +31,7 @@ import json
 import logging
 import os
 import re
+from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -53,14 +63,59 @@ def _to_storage(wav: np.ndarray, kind: str) -> np.ndarray:
     return np.clip(np.round(wav * 32768.0), -32768, 32767).astype(np.int16)
 
 
-def _from_storage(data: np.ndarray) -> np.ndarray:
+def from_storage(data: np.ndarray) -> np.ndarray:
+    """Stored samples (int16 PCM or float32) -> float32 in [-1, 1]."""
     if data.dtype == np.int16:
         return data.astype(np.float32) / 32768.0
     return data.astype(np.float32, copy=False)
 
 
+def shard_rows(f: h5py.File) -> list[str]:
+    """The utterance keys of an open shard in row order (key order for packs older than the
+    ``rows`` attribute)."""
+    if "rows" in f.attrs:
+        return json.loads(str(f.attrs["rows"]))
+    return sorted(f.keys())
+
+
+def interleave_speakers(utts: list[Utterance], seed: int) -> list[Utterance]:
+    """A seeded order that spreads each speaker's utterances evenly over the list.
+
+    Speaker ``s`` with ``n`` utterances (in a random order) puts its ``j``-th at a random point
+    of the ``j``-th of ``n`` equal strata of ``[0, 1)`` (jittered stratification); sorting by
+    position interleaves the speakers, so a speaker's utterances sit about ``N / n`` rows
+    apart, never more than ``2 N / n``, and a run of consecutive rows holds as many speakers
+    as it has rows until it nears that spacing. Every stratum's order is drawn afresh, so no two
+    runs of rows repeat the same speakers.
+    """
+    rng = np.random.default_rng([int(seed), 0x5B1D])
+    by_speaker: dict[str, list[Utterance]] = defaultdict(list)
+    for u in sorted(utts, key=lambda u: u.key):
+        by_speaker[u.speaker].append(u)
+    placed = []
+    for spk in sorted(by_speaker):
+        group = by_speaker[spk]
+        n = len(group)
+        jitter = rng.random(n)
+        for j, i in enumerate(rng.permutation(n)):
+            placed.append(((j + jitter[j]) / n, group[i].key, group[i]))
+    placed.sort(key=lambda t: t[:2])
+    return [u for _, _, u in placed]
+
+
+def plan_shards(
+    utts: list[Utterance], utts_per_shard: int, order_seed: int | None = 0
+) -> list[list[Utterance]]:
+    """The utterances of each shard, in row order: key order, speaker-interleaved under
+    ``order_seed`` (``None``: left in key order), cut every ``utts_per_shard`` rows."""
+    utts = sorted(utts, key=lambda u: u.key)
+    if order_seed is not None:
+        utts = interleave_speakers(utts, order_seed)
+    return [utts[i : i + utts_per_shard] for i in range(0, len(utts), utts_per_shard)]
+
+
 def _shard_summary(path: Path) -> dict[str, Any]:
-    """Per-utterance metadata and recorded failures of a finished shard."""
+    """Per-utterance metadata (in row order) and recorded failures of a finished shard."""
     with h5py.File(path, "r") as f:
         sr = int(f.attrs["sample_rate"])
         utts = [
@@ -70,7 +125,7 @@ def _shard_summary(path: Path) -> dict[str, Any]:
                 "dataset": str(f[key].attrs["dataset"]),
                 "duration": f[key].shape[0] / sr,
             }
-            for key in sorted(f.keys())
+            for key in shard_rows(f)
         ]
         failures = json.loads(str(f.attrs["failures"]))
     return {"utterances": utts, "failures": failures}
@@ -93,6 +148,7 @@ def _write_shard(
 ) -> dict[str, Any]:
     tmp = path.with_name(path.name + ".partial")
     failures = []
+    rows = []
     # track_times=False and a fixed insertion order keep the bytes reproducible.
     with h5py.File(tmp, "w", libver="earliest") as f:
         f.attrs["format"] = FORMAT
@@ -112,9 +168,11 @@ def _write_shard(
                 d.attrs["utterance"] = u.utterance
                 d.attrs["sample_rate"] = sample_rate
                 d.attrs["path"] = u.path
+                rows.append(u.key)
             if pbar is not None:
                 pbar.update(1)
         f.attrs["failures"] = json.dumps(failures)
+        f.attrs["rows"] = json.dumps(rows)
     os.replace(tmp, path)
     return _shard_summary(path)
 
@@ -133,12 +191,15 @@ def pack_shards(
     resume: bool = True,
     progress: bool = True,
     workers: int = 1,
+    order_seed: int | None = 0,
 ) -> Path:
     """Pack ``utts`` into ``out_dir/shard-NNNNN.h5`` + ``manifest.json``; returns the manifest path.
 
-    Audio is decoded, down-mixed and resampled to ``sample_rate`` once, here. With ``resume``
-    (default) shards finished by an earlier run of the same plan are kept; ``resume=False``
-    rewrites everything. ``workers > 1`` writes shards in that many processes.
+    Audio is decoded, down-mixed and resampled to ``sample_rate`` once, here. Rows are in the
+    speaker-interleaved order of :func:`interleave_speakers` under ``order_seed`` (``None``: key
+    order, as older versions packed). With ``resume`` (default) shards finished by an earlier
+    run of the same plan are kept; ``resume=False`` rewrites everything. ``workers > 1`` writes
+    shards in that many processes.
     """
     if kind not in ("speech", "noise", "rir"):
         raise ShardError(f"kind must be speech, noise or rir, got {kind!r}")
@@ -156,7 +217,7 @@ def pack_shards(
         raise ShardError(f"utterance key {bad[0]!r} cannot name an HDF5 dataset (contains '/')")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    chunks = [utts[i : i + utts_per_shard] for i in range(0, len(utts), utts_per_shard)]
+    chunks = plan_shards(utts, utts_per_shard, order_seed)
     names = [f"shard-{i:05d}.h5" for i in range(len(chunks))]
 
     # Leftovers from other plans would confuse anyone globbing the folder.
@@ -217,6 +278,8 @@ def pack_shards(
         "format": FORMAT,
         "kind": kind,
         "sample_rate": sample_rate,
+        "order": "sorted" if order_seed is None else "interleaved",
+        "order_seed": order_seed,
         "shards": shards,
         "speakers": sorted({u["speaker"] for u in entries}),
         "utterances": entries,
@@ -237,6 +300,58 @@ def pack_shards(
         len(failures),
     )
     return path
+
+
+class ShardFiles:
+    """Read-only h5py handles of shard files, opened on first use in each process.
+
+    Handles do not pickle and must not cross a fork, so they are dropped in ``__getstate__``
+    and reopened after a fork: an object holding this can be shipped to Ray workers.
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = list(paths)
+        self._files: dict[int, h5py.File] = {}
+        self._pid = os.getpid()
+
+    @classmethod
+    def of_manifest(cls, manifest_path: str | Path) -> ShardFiles:
+        """The shards listed in a manifest (file or folder)."""
+        return cls(shard_paths(manifest_path))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def rows(self, i: int) -> list[str]:
+        """Keys of shard ``i`` in row order."""
+        return shard_rows(self[i])
+
+    def read(self, i: int, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Samples ``[start, stop)`` of utterance ``key`` of shard ``i`` as float32."""
+        return from_storage(self[i][key][start:stop])
+
+    def __getitem__(self, i: int) -> h5py.File:
+        if self._pid != os.getpid():  # forked: the parent's handles are not ours to use
+            self._files, self._pid = {}, os.getpid()
+        f = self._files.get(i)
+        if f is None:
+            try:
+                f = self._files[i] = h5py.File(self.paths[i], "r")
+            except OSError as exc:
+                raise ShardError(
+                    f"{self.paths[i]} is not a readable HDF5 shard ({exc}); repack it"
+                ) from exc
+        return f
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_files"] = {}  # reopened lazily by the receiver
+        return state
 
 
 def _manifest_file(path_or_dir: str | Path) -> Path:
@@ -280,19 +395,19 @@ def shard_paths(manifest_path: str | Path) -> list[str]:
 
 def iter_shard(path: str | Path) -> Iterator[dict[str, Any]]:
     """Yield ``{"key", "speaker", "dataset", "audio": float32 (T,), "sample_rate"}`` per utterance,
-    in key order."""
+    in row order."""
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
         raise ShardError(f"{path} is not a readable HDF5 shard ({exc}); repack it") from exc
     with f:
-        for key in sorted(f.keys()):
+        for key in shard_rows(f):
             d = f[key]
             yield {
                 "key": key,
                 "speaker": str(d.attrs["speaker"]),
                 "dataset": str(d.attrs["dataset"]),
-                "audio": _from_storage(d[()]),
+                "audio": from_storage(d[()]),
                 "sample_rate": int(d.attrs["sample_rate"]),
             }
 

@@ -47,10 +47,11 @@ from typing import Any
 import numpy as np
 import scipy.fft
 
-from datasets.audio import crop_or_pad
+from datasets.banks import Bank, as_bank
 from datasets.mixing_config import MixConfig, MixingError
 from datasets.mixing_signal import (
     SILENT_POWER,
+    Rir,
     StageClock,
     mean_power,
     perturbed_length,
@@ -65,7 +66,7 @@ log = logging.getLogger(__name__)
 _SALT = 0x7E5E  # separates the mixer's random stream from other users of the same seed
 _EVAL_SALT = 0xE7A1
 _SPEED_STEP = 100  # speed factors are multiples of 1/100: short polyphase filters
-_SPECTRUM_CACHE = 64  # RIR spectra kept per mixer (about 1 MB each at 48 kHz)
+_SPECTRUM_CACHE = 64  # RIR spectra (about 1 MB each at 48 kHz) and prepared RIRs kept per mixer
 
 
 @dataclass
@@ -89,16 +90,17 @@ class MixSample:
 
 
 class DynamicMixer:
-    """Seeded TSE mixtures from a speech pool and noise / RIR banks (lists of (N,) arrays at
-    ``cfg.sample_rate``, e.g. from :func:`datasets.augment.load_bank`). Either bank may be empty
-    (no noise, resp. no reverberation). See the module docstring for the recipe."""
+    """Seeded TSE mixtures from a speech pool and noise / RIR banks at ``cfg.sample_rate``
+    (``datasets.banks``: packed banks are read on demand, a noise crop or one RIR at a time;
+    lists of (N,) arrays work too). Either bank may be empty or None (no noise, resp. no
+    reverberation). See the module docstring for the recipe."""
 
     def __init__(
         self,
         cfg: MixConfig,
         speech: SpeechPool,
-        noise: list[np.ndarray],
-        rirs: list[np.ndarray],
+        noise: Bank | list[np.ndarray] | None,
+        rirs: Bank | list[np.ndarray] | None,
     ) -> None:
         self.cfg = cfg
         self.speech = speech
@@ -127,9 +129,10 @@ class DynamicMixer:
                 f"({cfg.min_ref_seconds} s), so no separate reference can be cut, e.g. "
                 f"{short[0]!r}; drop them from the pool or lower min_ref_seconds"
             )
-        self.noise = [np.asarray(n, np.float32).reshape(-1) for n in noise if np.size(n) > 0]
-        early = int(round(cfg.early_reflection_ms * cfg.sample_rate / 1000))
-        self.rirs = [prepare_rir(r, early, cfg.sample_rate) for r in rirs if np.size(r) > 0]
+        self.noise = as_bank(noise)
+        self.rirs = as_bank(rirs)
+        self._early = int(round(cfg.early_reflection_ms * cfg.sample_rate / 1000))
+        self._prepared: dict[int, Rir] = {}  # bounded cache of prepared RIRs (see rir())
         if cfg.rir_prob > 0 and not self.rirs:
             log.warning("rir_prob=%g but the RIR bank is empty: mixtures are dry", cfg.rir_prob)
         if not self.noise:
@@ -139,8 +142,21 @@ class DynamicMixer:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_spectra"] = {}  # a cache: rebuilt by the receiver, not worth shipping
+        state["_spectra"] = {}  # caches: rebuilt by the receiver, not worth shipping
+        state["_prepared"] = {}
         return state
+
+    def rir(self, idx: int) -> Rir:
+        """RIR ``idx`` of the bank, prepared (direct path, early part, trimmed tail); read and
+        prepared on first use and kept in a bounded cache, so a large bank is never held."""
+        r = self._prepared.get(idx)
+        if r is None:
+            if len(self._prepared) >= _SPECTRUM_CACHE:
+                self._prepared.pop(next(iter(self._prepared)))
+            r = self._prepared[idx] = prepare_rir(
+                self.rirs.load(idx), self._early, self.cfg.sample_rate
+            )
+        return r
 
     # -- one source ---------------------------------------------------------------------------
     def _spectrum(self, idx: int, nfft: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +167,7 @@ class DynamicMixer:
         if key not in self._spectra:
             if len(self._spectra) >= _SPECTRUM_CACHE:
                 self._spectra.pop(next(iter(self._spectra)))
-            r = self.rirs[idx]
+            r = self.rir(idx)
             self._spectra[key] = (scipy.fft.rfft(r.full, nfft), scipy.fft.rfft(r.early, nfft))
         return self._spectra[key]
 
@@ -170,7 +186,7 @@ class DynamicMixer:
             with self.clock("speed+read"):
                 y = read_perturbed(read, src["n"], src["speed"], start, start + length)
             return y, y, y
-        rir = self.rirs[rir_idx]
+        rir = self.rir(rir_idx)
         L, pk = rir.full.size, rir.peak
         with self.clock("speed+read"):  # y: (length + L - 1,), all the input the crop hears
             y = read_perturbed(
@@ -283,7 +299,7 @@ class DynamicMixer:
         p_s = mean_power(speech)
         noise = zeros
         if self.noise:
-            seg = crop_or_pad(self.noise[noise_idx], T, rng)
+            seg = self.noise.crop(noise_idx, T, rng)
             p_n = mean_power(seg)
             # A noise-only mixture gets its noise at the nominal level.
             ref_p = p_s if p_s > SILENT_POWER else 1.0
@@ -361,7 +377,7 @@ class DynamicMixer:
         noisy = bool(u < c.ref_noisy_prob(progress))
         ref = self._render(src, start, R, rir if noisy else None, early=False)[1]
         if noisy and self.noise:
-            seg = crop_or_pad(self.noise[noise_idx], R, rng)
+            seg = self.noise.crop(noise_idx, R, rng)
             p_r, p_n = mean_power(ref), mean_power(seg)
             if p_n > SILENT_POWER and p_r > SILENT_POWER:
                 ref = ref + seg * float(np.sqrt(p_r / (p_n * 10 ** (snr / 10))))

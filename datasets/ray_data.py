@@ -1,7 +1,9 @@
 """Ray Data pipelines over packed HDF5 shards, and ``init_ray`` (the only Ray file in ``datasets/``).
 
-Ray Data has no HDF5 reader, so a dataset starts from the list of shard paths and each shard is
-opened with h5py inside a ``flat_map`` task (the pattern of Ray's ``data_ingest_torch_new.py``:
+Ray Data has no HDF5 reader, so a dataset starts from the read tasks of a
+:class:`~datasets.shard_order.ReadPlan` (a seeded global shuffle of row blocks of every shard, new
+each epoch) and each task reads its rows with h5py inside a ``flat_map`` (the pattern of Ray's
+``data_ingest_torch_new.py``:
 read + transform as Ray Data operators, consumed by ``TorchTrainer`` workers through
 ``ray.train.get_dataset_shard``). Every transform is a plain function from
 ``datasets.speaker_transforms`` that is tested without Ray; this file only wires them up.
@@ -15,44 +17,68 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
 
 from datasets.ray_env import REPO_ROOT
-from datasets.speaker_transforms import CropSpec, FeatureSpec, crop_shard, featurize_batch
+from datasets.shard_order import ReadPlan
+from datasets.speaker_transforms import CropSpec, FeatureSpec, crop_task, featurize_batch
 from datasets.tse_transforms import MixerSpec, mix_rows
 
 log = logging.getLogger(__name__)
 
 
-def _random_crops(shard_paths: list[str], crop: CropSpec, num_cpus: float) -> ray.data.Dataset:
-    """``{"audio", "label"}`` crops: one read task per shard, shard order shuffled per epoch."""
-    if not shard_paths:
-        raise ValueError("no shard paths given: pack the training data first (ray_jobs.pack)")
-    ds = ray.data.from_items(
-        [{"shard": p} for p in shard_paths], override_num_blocks=len(shard_paths)
-    )
-    ds = ds.randomize_block_order()
-    return ds.flat_map(crop_shard, fn_kwargs={"spec": crop}, num_cpus=num_cpus)
+_MAX_READ_BLOCKS = 2000  # Ray blocks of task ids: enough parallelism, bounded plan metadata
+
+
+def _random_crops(
+    manifest: str | Path,
+    crop: CropSpec,
+    epochs: int,
+    seed: int,
+    num_cpus: float,
+    first_epoch: int = 0,
+) -> ray.data.Dataset:
+    """``{"audio", "label"}`` crops of epochs ``first_epoch .. epochs - 1``, read in one pass.
+
+    Row ``i`` of ``ray.data.range`` is read task ``i % T`` of epoch ``first_epoch + i // T`` of
+    the plan (``T`` tasks per epoch), so each epoch is its own seeded global shuffle and the
+    stream is deterministic by ``seed``: the trainer takes an epoch's worth of batches at a
+    time (``TrainData.single_pass``), and a run resumed at epoch ``e`` reads what it would have.
+    """
+    if not 0 <= first_epoch < epochs:
+        raise ValueError(f"need 0 <= first_epoch < epochs, got {first_epoch} and {epochs}")
+    plan = ReadPlan.from_manifest(manifest, seed=seed, repeats=crop.crops_per_utterance)
+    total = (epochs - first_epoch) * plan.num_tasks
+    ds = ray.data.range(total, override_num_blocks=min(total, _MAX_READ_BLOCKS))
+    kwargs = {"spec": crop, "plan": plan, "offset": first_epoch * plan.num_tasks}
+    return ds.flat_map(crop_task, fn_kwargs=kwargs, num_cpus=num_cpus)
 
 
 def speaker_training_dataset(
-    shard_paths: list[str],
+    manifest: str | Path,
     crop: CropSpec,
     features: FeatureSpec,
     *,
+    epochs: int = 1,
+    seed: int = 0,
+    first_epoch: int = 0,
     num_cpus_per_task: float = 1.0,
     batch_size: int = 32,
 ) -> ray.data.Dataset:
-    """Stream ``{"feats": (T, n_mels) float32, "label": int64}`` rows from packed shards.
+    """Stream ``{"feats": (T, n_mels) float32, "label": int64}`` rows of epochs
+    ``first_epoch .. epochs - 1`` from the packed shards of ``manifest``.
 
-    One read task per shard (shard order is shuffled per epoch); random crops, speed
-    perturbation (as new labels) in the read; noise/RIR augmentation, fbank and SpecAugment in
-    ``map_batches`` CPU tasks, so feature extraction scales on CPU nodes apart from the trainers.
+    Each read task reads a random sample of the corpus (``datasets.shard_order``: a global
+    shuffle per epoch, seeded by ``(seed, epoch)``), so a batch holds about as many speakers
+    as it has rows; random crops, speed perturbation (as new labels) in the read; noise/RIR
+    augmentation, fbank and SpecAugment in ``map_batches`` CPU tasks, so feature extraction
+    scales on CPU nodes apart from the trainers.
     """
-    ds = _random_crops(shard_paths, crop, num_cpus_per_task)
+    ds = _random_crops(manifest, crop, epochs, seed, num_cpus_per_task, first_epoch)
     return ds.map_batches(
         featurize_batch,
         fn_kwargs={"spec": features},
@@ -68,14 +94,18 @@ def _audio_to_wav(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def waveform_crops_dataset(
-    shard_paths: list[str],
+    manifest: str | Path,
     crop: CropSpec,
     *,
+    epochs: int = 1,
+    seed: int = 0,
+    first_epoch: int = 0,
     num_cpus_per_task: float = 1.0,
     batch_size: int = 32,
 ) -> ray.data.Dataset:
-    """Random waveform crops ``{"wav": (T,) float32}`` from packed shards (codec training)."""
-    ds = _random_crops(shard_paths, crop, num_cpus_per_task)
+    """Random waveform crops ``{"wav": (T,) float32}`` of ``epochs`` epochs from packed shards
+    (codec training), in the order of :func:`speaker_training_dataset`."""
+    ds = _random_crops(manifest, crop, epochs, seed, num_cpus_per_task, first_epoch)
     return ds.map_batches(
         _audio_to_wav, batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus_per_task
     )
@@ -133,7 +163,7 @@ def clips_dataset(
 
 
 def benchmark_throughput(
-    shard_paths: list[str],
+    manifest: str | Path,
     crop: CropSpec,
     features: FeatureSpec,
     *,
@@ -150,7 +180,7 @@ def benchmark_throughput(
     rates = []
     rows = 0
     for _ in range(repeats):
-        ds = speaker_training_dataset(shard_paths, crop, features)
+        ds = speaker_training_dataset(manifest, crop, features)
         t0 = time.perf_counter()
         rows = sum(len(b["label"]) for b in ds.iter_batches(batch_size=64, batch_format="numpy"))
         rates.append(rows / (time.perf_counter() - t0))

@@ -8,16 +8,13 @@ speakers into disjoint training and held-out pools. Ray-free.
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
-import h5py
 import numpy as np
 
-from datasets.hdf5_shards import ShardError, load_manifest, shard_paths
+from datasets.hdf5_shards import ShardError, ShardFiles, load_manifest
 from datasets.manifests import Utterance, split_speakers
 from datasets.mixing_config import MixingError
 
@@ -84,8 +81,8 @@ class ShardPool(SpeechPool):
 
     The index (key -> shard, length; speaker -> keys) is built once from the shard files' keys
     and attributes. HDF5 handles are opened on first read in each process and dropped when the
-    object is pickled (``__getstate__``) or used after a fork, so it can be shipped to Ray
-    workers. Only the samples a mixture needs are read (HDF5 slicing). ``speakers`` restricts the
+    object is pickled or used after a fork (:class:`~datasets.hdf5_shards.ShardFiles`), so it
+    can be shipped to Ray workers. Only the samples a mixture needs are read (HDF5 slicing). ``speakers`` restricts the
     pool (e.g. to the training or held-out side of :func:`speaker_split`). ``sample_rate``, when
     given, must equal the packed rate: resampling in the mixing hot path would cost more than the
     mixing, so a mismatch raises and asks to repack at the training rate.
@@ -107,27 +104,26 @@ class ShardPool(SpeechPool):
                 f"{sample_rate} Hz; repack it: python -m ray_jobs.pack ... --sample-rate "
                 f"{sample_rate}"
             )
-        self._paths = shard_paths(manifest_path)
+        self._files = ShardFiles.of_manifest(manifest_path)
         wanted = None if speakers is None else set(speakers)
         self._where: dict[str, tuple[int, int]] = {}  # key -> (shard index, samples)
         self._keys: dict[str, list[str]] = defaultdict(list)
-        for i, path in enumerate(self._paths):
-            with h5py.File(path, "r") as f:
-                if int(f.attrs["sample_rate"]) != self.sample_rate:
-                    raise ShardError(f"{path} disagrees with its manifest's rate; repack it")
-                for key in sorted(f.keys()):
-                    spk = str(f[key].attrs["speaker"])
-                    if wanted is None or spk in wanted:
-                        self._where[key] = (i, int(f[key].shape[0]))
-                        self._keys[spk].append(key)
+        for i in range(len(self._files)):
+            f = self._files[i]
+            if int(f.attrs["sample_rate"]) != self.sample_rate:
+                raise ShardError(f"{f.filename} disagrees with its manifest's rate; repack it")
+            for key in sorted(self._files.rows(i)):
+                spk = str(f[key].attrs["speaker"])
+                if wanted is None or spk in wanted:
+                    self._where[key] = (i, int(f[key].shape[0]))
+                    self._keys[spk].append(key)
+        self._files.close()  # the driver that builds the index may never read audio
         self._keys = dict(sorted(self._keys.items()))
         if wanted is not None and wanted - set(self._keys):
             missing = sorted(wanted - set(self._keys))
             raise ShardError(
                 f"{len(missing)} requested speaker(s) not in the shards, e.g. {missing[0]}"
             )
-        self._files: dict[int, h5py.File] = {}
-        self._pid = os.getpid()
 
     @property
     def speakers(self) -> list[str]:
@@ -139,32 +135,14 @@ class ShardPool(SpeechPool):
     def num_samples(self, key: str) -> int:
         return self._where[key][1]
 
-    def _dataset(self, key: str) -> h5py.Dataset:
-        if self._pid != os.getpid():  # forked: the parent's handles are not ours to use
-            self._files, self._pid = {}, os.getpid()
-        i = self._where[key][0]
-        if i not in self._files:
-            self._files[i] = h5py.File(self._paths[i], "r")
-        return self._files[i][key]
-
     def load_span(self, key: str, start: int, stop: int) -> np.ndarray:
-        data = self._dataset(key)[start:stop]
-        if data.dtype == np.int16:  # speech is stored as 16-bit PCM (see hdf5_shards)
-            return data.astype(np.float32) / 32768.0
-        return data.astype(np.float32, copy=False)
+        return self._files.read(self._where[key][0], key, start, stop)
 
     def load(self, key: str) -> np.ndarray:
         return self.load_span(key, 0, self.num_samples(key))
 
     def close(self) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_files"] = {}  # h5py handles do not pickle; reopened lazily by the receiver
-        return state
+        self._files.close()
 
 
 def speaker_split(

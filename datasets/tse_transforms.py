@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datasets.augment import load_bank
+from datasets.banks import open_bank
 from datasets.mixing import DynamicMixer, mix_batch
 from datasets.mixing_config import MixConfig
 from datasets.speech_pools import ShardPool
@@ -32,13 +32,14 @@ class MixerSpec:
 
 @functools.lru_cache(maxsize=4)
 def build_mixer(spec: MixerSpec) -> DynamicMixer:
-    """One mixer per (worker process, spec): banks are loaded once and reused by every batch."""
+    """One mixer per (worker process, spec), reused by every batch; packed noise and RIR banks
+    are read on demand (``datasets.banks``), never held whole."""
     sr = spec.mix.sample_rate
     return DynamicMixer(
         spec.mix,
         ShardPool(spec.speech_manifest, speakers=list(spec.speakers), sample_rate=sr),
-        load_bank(spec.noise, sr) if spec.noise else [],
-        load_bank(spec.rir, sr) if spec.rir else [],
+        open_bank(spec.noise, sr) if spec.noise else None,
+        open_bank(spec.rir, sr) if spec.rir else None,
     )
 
 

@@ -25,7 +25,7 @@ def section_ray_data(quick: bool, notes: list[str] | None = None) -> str | None:
     import tempfile
 
     from datasets.augment import AugmentConfig
-    from datasets.hdf5_shards import pack_shards, shard_paths
+    from datasets.hdf5_shards import pack_shards
     from datasets.speaker_transforms import CropSpec, FeatureSpec
     from datasets.synth import generate_corpus
 
@@ -45,9 +45,7 @@ def section_ray_data(quick: bool, notes: list[str] | None = None) -> str | None:
             seconds=(2.0, 4.0),
             seed=0,
         )
-        shards = shard_paths(
-            pack_shards(utts, Path(tmp) / "shards", utts_per_shard=8, progress=False)
-        )
+        manifest = pack_shards(utts, Path(tmp) / "shards", utts_per_shard=8, progress=False)
         crop = CropSpec(
             speakers=tuple(sorted({u.speaker for u in utts})),
             crop_seconds=2.0,
@@ -63,7 +61,7 @@ def section_ray_data(quick: bool, notes: list[str] | None = None) -> str | None:
                 notes.append("Ray Data: augmentation row skipped (no ../shared/data noise/RIRs).")
                 continue
             stats = benchmark_throughput(
-                shards,
+                manifest,
                 crop,
                 FeatureSpec(augment=aug, noise=noise, rir=rir),
                 repeats=1 if quick else 3,

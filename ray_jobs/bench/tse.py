@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from datasets.audio import load_audio
-from datasets.augment import load_bank
+from datasets.banks import open_bank
 from datasets.mixing import DynamicMixer, benchmark_mixing
 from datasets.mixing_config import MixConfig
 from datasets.ray_env import REPO_ROOT
@@ -63,7 +63,7 @@ def mixing_rate(root: Path, speakers: int, n: int, seed: int = 0) -> dict:
         rir_prob=1.0,
         target_absent_prob=0.0,
     )
-    mixer = DynamicMixer(cfg, pool, load_bank(root / "noise", SR), load_bank(root / "rir", SR))
+    mixer = DynamicMixer(cfg, pool, open_bank(root / "noise", SR), open_bank(root / "rir", SR))
     return benchmark_mixing(mixer, n, seed=seed)
 
 

@@ -3,20 +3,24 @@
 ``--data-root`` may be a packed shard manifest (used as is) or a raw audio tree: the tree is
 scanned, ``val_speakers`` speakers are set aside for evaluation (never trained on), and the
 rest is packed into ``<output>/shards`` resumably, so rerunning a job after an interruption
-reuses the finished shards.
+reuses the finished shards. Noise and RIR folders are packed the same way
+(:func:`prepare_bank`), so training workers read them on demand instead of each holding a copy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from datasets.audio import AudioError, load_audio, write_audio
+from datasets.banks import is_packed
 from datasets.hdf5_shards import load_manifest, pack_shards, shard_paths
 from datasets.manifests import (
     Utterance,
     make_key,
+    scan_files,
     scan_source,
     split_speakers,
     write_manifest_csv,
@@ -64,6 +68,27 @@ def segment_utterances(
         "cut %d evaluation utterances into %d segments of %.1f s", len(utts), len(segments), seconds
     )
     return segments
+
+
+def prepare_bank(path: str, kind: str, sample_rate: int, pack_root: str | Path) -> str:
+    """A noise or RIR bank as a packed manifest workers can read on demand: ``""`` and packed
+    manifests are returned as they are; a folder of audio files is packed once (resumably) at
+    ``sample_rate`` into ``pack_root/banks/<kind>-<digest of the folder path>``."""
+    if not path or is_packed(path):
+        return path
+    folder = Path(path)
+    if not folder.is_dir():
+        raise AudioError(f"{path}: not a folder of audio files nor a shard manifest")
+    digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:10]
+    out = Path(pack_root) / "banks" / f"{kind}-{digest}"
+    files = scan_files(folder)
+    if is_packed(out):  # reuse as is: concurrent trials must not rewrite a manifest in use
+        m = load_manifest(out)
+        done = {u["key"] for u in m["utterances"]} | {f["key"] for f in m["failures"]}
+        if (m["kind"], m["sample_rate"]) == (kind, sample_rate) and done == {u.key for u in files}:
+            return str(out / "manifest.json")
+    log.info("packing the %s bank %s into %s (once; reused by later runs)", kind, folder, out)
+    return str(pack_shards(files, out, sample_rate=sample_rate, kind=kind))
 
 
 def _is_manifest(path: Path) -> bool:

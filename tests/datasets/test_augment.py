@@ -17,12 +17,12 @@ from datasets.augment import (
     AugmentConfig,
     Augmenter,
     add_noise,
-    load_bank,
     reverberate,
     spec_augment,
     speed_label,
     speed_perturb,
 )
+from datasets.banks import MemoryBank, ShardBank, open_bank
 from datasets.hdf5_shards import pack_shards
 from datasets.manifests import scan_files
 from models.config import ConfigError, from_dict, to_dict
@@ -159,33 +159,41 @@ def test_augmenter_reproducible_and_applies_noise(tmp_path):
     assert off.spec_augment(feats, np.random.default_rng(0)) is feats
 
 
-def test_load_bank_from_folder_and_shards(tmp_path):
+def _lengths(bank) -> list[int]:
+    return sorted(bank.length(i) for i in range(len(bank)))
+
+
+def test_open_bank_from_folder_and_shards(tmp_path):
     write_audio(tmp_path / "n" / "a.wav", np.full(800, 0.2, np.float32), 8000)
     write_audio(tmp_path / "n" / "b.wav", np.full(1600, 0.1, np.float32), 16000)
     (tmp_path / "n" / "bad.wav").write_bytes(b"junk")
-    bank = load_bank(tmp_path / "n", 16000)
-    assert sorted(len(x) for x in bank) == [1600, 1600]
+    bank = open_bank(tmp_path / "n", 16000)
+    assert isinstance(bank, MemoryBank) and _lengths(bank) == [1600, 1600]
     manifest = pack_shards(
         scan_files(tmp_path / "n"), tmp_path / "packed", kind="noise", progress=False
     )
     for src in (manifest, tmp_path / "packed"):
-        assert sorted(len(x) for x in load_bank(src, 8000)) == [800, 800]
+        lazy = open_bank(src, 8000)
+        assert isinstance(lazy, ShardBank) and _lengths(lazy) == [800, 800]
+        means = sorted(float(np.median(lazy.load(i))) for i in range(2))  # resampled on read
+        np.testing.assert_allclose(means, [0.1, 0.2], atol=2e-3)
+        assert _lengths(open_bank(src, 8000, in_memory=True)) == [800, 800]
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError):
-        load_bank(tmp_path / "empty", 16000)
+        open_bank(tmp_path / "empty", 16000)
 
 
 @pytest.mark.realdata
 @needs_real
 def test_real_noise_and_rir_banks():
-    noises = load_bank(REAL / "noise", 16000)
-    rirs = load_bank(REAL / "rir", 16000)
+    noises = open_bank(REAL / "noise", 16000)
+    rirs = open_bank(REAL / "rir", 16000)
     assert len(noises) == 9 and len(rirs) == 7
     rng = np.random.default_rng(0)
     wav = _speech_like(32000)
-    for rir in rirs:
-        assert reverberate(wav, rir).shape == wav.shape
-    out = add_noise(wav, noises[0], 10.0, rng)
+    for i in range(len(rirs)):
+        assert reverberate(wav, rirs.load(i)).shape == wav.shape
+    out = add_noise(wav, noises.load(0), 10.0, rng)
     measured = 10 * np.log10(
         np.mean(wav.astype(np.float64) ** 2) / np.mean((out - wav).astype(np.float64) ** 2)
     )

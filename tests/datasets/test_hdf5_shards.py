@@ -17,6 +17,7 @@ from datasets.audio import load_audio, write_audio
 from datasets.hdf5_shards import (
     FORMAT,
     ShardError,
+    interleave_speakers,
     iter_shard,
     load_manifest,
     pack_shards,
@@ -53,13 +54,17 @@ def test_pack_read_roundtrip(tmp_path):
     ]
     assert [s["num_utterances"] for s in m["shards"]] == [5, 5, 2]
     assert m["speakers"] == ["spk0", "spk1", "spk2"] and m["num_utterances"] == 12
-    assert [u["key"] for u in m["utterances"]] == [u.key for u in utts]
-    assert m["failures"] == []
+    # rows in the seeded speaker-interleaved order: consecutive rows are other speakers
+    order = [u.key for u in interleave_speakers(utts, 0)]
+    assert [u["key"] for u in m["utterances"]] == order and sorted(order) == [u.key for u in utts]
+    assert m["order"] == "interleaved" and m["failures"] == []
     paths = shard_paths(manifest_path)
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in paths)
     rows = read_all(manifest_path)
-    assert [r["key"] for r in rows] == [u.key for u in utts]
-    for row, u in zip(rows, utts, strict=True):
+    assert [r["key"] for r in rows] == order
+    by_key = {u.key: u for u in utts}
+    for row in rows:
+        u = by_key[row["key"]]
         ref, _ = load_audio(u.path)
         assert set(row) == {"key", "speaker", "dataset", "audio", "sample_rate"}
         assert row["audio"].dtype == np.float32 and row["sample_rate"] == 16000
@@ -93,6 +98,37 @@ def test_resume_after_interruption_is_identical(tmp_path):
     assert _files(out) == reference  # byte-identical result
     pack_shards(utts, out, utts_per_shard=5, progress=False, resume=False)
     assert _files(out) == reference
+
+
+def test_sorted_pack_of_an_older_version_is_rewritten_interleaved(tmp_path):
+    utts = scan_tree(_corpus(tmp_path / "data"))
+    out = tmp_path / "out"
+    old = load_manifest(pack_shards(utts, out, utts_per_shard=5, progress=False, order_seed=None))
+    assert old["order"] == "sorted" and [u["key"] for u in old["utterances"]] == [
+        u.key for u in utts
+    ]
+    new = load_manifest(pack_shards(utts, out, utts_per_shard=5, progress=False))
+    assert new["order"] == "interleaved" and new["utterances"] != old["utterances"]
+
+
+def test_interleave_spreads_every_speaker_evenly():
+    from datasets.manifests import Utterance
+
+    sizes = {"a": 40, "b": 20, "c": 10, "d": 10, "e": 5}
+    utts = [
+        Utterance(f"{s}_{i:03d}", "", "ds", s, str(i)) for s, n in sizes.items() for i in range(n)
+    ]
+    order = interleave_speakers(utts, seed=3)
+    assert sorted(u.key for u in order) == sorted(u.key for u in utts)
+    assert [u.key for u in interleave_speakers(utts, seed=3)] == [u.key for u in order]
+    assert [u.key for u in interleave_speakers(utts, seed=4)] != [u.key for u in order]
+    total = len(utts)
+    for s, n in sizes.items():
+        pos = [i for i, u in enumerate(order) if u.speaker == s]
+        gaps = np.diff(pos)  # one utterance per stratum of N / n rows
+        slack = len(sizes)  # other speakers' strata shift a boundary by at most a row each
+        assert gaps.max() <= 2 * total / n + slack, (s, gaps)
+        assert pos[0] <= total / n + slack and pos[-1] >= total - total / n - slack
 
 
 def test_changed_plan_rewrites_and_removes_stale(tmp_path):
@@ -150,5 +186,6 @@ def test_real_fsdd_pack(tmp_path):
     m = load_manifest(pack_shards(utts, tmp_path / "fsdd", utts_per_shard=16, progress=False))
     assert m["num_utterances"] == len(utts) == 60 and len(m["speakers"]) == 6
     rows = read_all(tmp_path / "fsdd")
-    ref, _ = load_audio(utts[0].path, 16000)
+    path = {u.key: u.path for u in utts}[rows[0]["key"]]
+    ref, _ = load_audio(path, 16000)
     np.testing.assert_allclose(rows[0]["audio"], ref, atol=1 / 32768)

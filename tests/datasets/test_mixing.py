@@ -17,7 +17,8 @@ import pytest
 from scipy.signal import correlate, fftconvolve
 
 from datasets.audio import load_audio, write_audio
-from datasets.augment import load_bank, speed_perturb
+from datasets.augment import speed_perturb
+from datasets.banks import open_bank
 from datasets.hdf5_shards import ShardError, pack_shards
 from datasets.manifests import Utterance, scan_files, scan_tree, split_speakers
 from datasets.mixing import DynamicMixer, benchmark_mixing, make_eval_set, mix_batch
@@ -277,7 +278,7 @@ def _check_against_full_convolution(mixer: DynamicMixer, pool: MemoryPool, s) ->
     assert s.info["speed"][0] == 1.0 and s.info["reverberant"]
     a, b = s.info["target_span"]
     src = pool.load(s.info["target_key"])[a:b].astype(np.float64)
-    rir = mixer.rirs[s.info["rir_indices"][0]]
+    rir = mixer.rir(s.info["rir_indices"][0])
     full = fftconvolve(src, rir.early.astype(np.float64))
     start, T = s.info["starts"][0] + rir.peak, s.target.size
     want = np.zeros(T)
@@ -346,7 +347,7 @@ def test_shard_pool_round_trip_at_48k(tmp_path: Path):
     s = mixer.mix(4, 0.5)
     assert s.mix.shape == (24000,) and np.isfinite(s.mix).all() and np.abs(s.mix).max() > 0
     clone = pickle.loads(pickle.dumps(pool))  # after use: open HDF5 handles are dropped
-    assert clone._files == {} and pool._files
+    assert clone._files._files == {} and pool._files._files
     again = DynamicMixer(cfg, clone, [np.tile(NOISE[0], 3)], [_rir(sr=sr, delay=100)]).mix(4, 0.5)
     np.testing.assert_array_equal(again.mix, s.mix)
     pickle.loads(pickle.dumps(mixer))
@@ -366,8 +367,8 @@ def test_real_librispeech_noise_and_rirs(real_data: Path):
     sr = 48000
     files = sorted((real_data / "speech" / "librispeech-train-clean-100").glob("*.flac"))[:6]
     pool = MemoryPool({f.name.split("-")[0]: [load_audio(f, sr)[0]] for f in files}, sr)
-    noise = load_bank(real_data / "noise", sr)
-    rirs = load_bank(real_data / "rir", sr)
+    noise = open_bank(real_data / "noise", sr)
+    rirs = open_bank(real_data / "rir", sr)
     assert len(noise) == 9 and len(rirs) == 7 and len(scan_files(real_data / "rir")) == 7
     cfg = MixConfig(segment_seconds=2.0, ref_seconds=2.0, target_absent_prob=0.0, speed_prob=0.0)
     mixer = DynamicMixer(cfg, pool, noise, rirs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,3 +69,32 @@ def test_unknown_layout_names_the_valid_ones(tree):
 
     with pytest.raises(ManifestError, match="unknown layout 'nope'.*speaker/utt.*librispeech"):
         scan_source(tree, "nope")
+
+
+def test_bank_folders_are_packed_once_for_on_demand_reads(tmp_path):
+    from datasets.audio import write_audio
+    from datasets.banks import ShardBank, open_bank
+    from ray_jobs.train.prepare import prepare_bank
+
+    for i in range(2):
+        write_audio(tmp_path / "noise" / f"n{i}.wav", np.full(8000, 0.1 * (i + 1)), 8000)
+    assert prepare_bank("", "noise", 16000, tmp_path / "out") == ""
+    manifest = prepare_bank(str(tmp_path / "noise"), "noise", 16000, tmp_path / "out")
+    assert Path(manifest).parent.parent == tmp_path / "out" / "banks"
+    bank = open_bank(manifest, 16000)
+    assert isinstance(bank, ShardBank) and [bank.length(i) for i in range(2)] == [16000, 16000]
+    assert prepare_bank(manifest, "noise", 16000, tmp_path / "x") == manifest  # packed: as is
+    mtime = Path(manifest).stat().st_mtime_ns
+    assert prepare_bank(str(tmp_path / "noise"), "noise", 16000, tmp_path / "out") == manifest
+    assert Path(manifest).stat().st_mtime_ns == mtime  # reused, not rewritten
+    write_audio(tmp_path / "noise" / "n2.wav", np.full(800, 0.1), 8000)  # the folder changed
+    assert (
+        len(
+            open_bank(
+                prepare_bank(str(tmp_path / "noise"), "noise", 16000, tmp_path / "out"), 16000
+            )
+        )
+        == 3
+    )
+    with pytest.raises(ValueError, match="not a folder"):
+        prepare_bank(str(tmp_path / "missing"), "rir", 16000, tmp_path / "out")

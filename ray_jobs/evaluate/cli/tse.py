@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from datasets.augment import load_bank
+from datasets.banks import open_bank
 from datasets.mixing import DynamicMixer, make_eval_set
 from datasets.mixing_config import MixConfig
 from models.pipelines.tse import TargetExtractor
@@ -94,8 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         mixer = DynamicMixer(
             cfg,
             load_pool(args.data_root, args.layout, sr, args.max_speakers),
-            load_bank(args.noise, sr) if args.noise else [],
-            load_bank(args.rir, sr) if args.rir else [],
+            open_bank(args.noise, sr) if args.noise else None,
+            open_bank(args.rir, sr) if args.rir else None,
         )
         samples = make_eval_set(mixer, args.num_mixes, seed=args.seed)
         log.info("evaluating %s on %d mixtures", ckpt, len(samples))

@@ -57,7 +57,13 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
         return evaluate_files(CodecPipeline.from_checkpoint(checkpoint), val_files)
 
     return TrainData(
-        train=waveform_crops_dataset(prepared.shards, crop, batch_size=exp.train.batch_size),
+        train=waveform_crops_dataset(
+            prepared.manifest,
+            crop,
+            epochs=exp.train.epochs,
+            seed=d.seed,
+            batch_size=exp.train.batch_size,
+        ),
         rows_per_epoch=prepared.num_utterances * d.crops_per_utterance,
         val=ray.data.from_items(val_rows) if val_rows else None,
         summary={
@@ -66,4 +72,5 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
             "val_files": len(val_files),
         },
         evaluate=evaluate if val_files else None,
+        single_pass=True,  # one stream of all epochs, each its own seeded shuffle
     )

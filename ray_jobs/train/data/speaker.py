@@ -16,7 +16,7 @@ from models.pipelines.speaker import SpeakerEmbedder
 from ray_jobs.evaluate.speaker import evaluate_tree
 from ray_jobs.train.data import TrainData
 from ray_jobs.train.experiment import ExperimentConfig
-from ray_jobs.train.prepare import prepare_speaker_data
+from ray_jobs.train.prepare import prepare_bank, prepare_speaker_data
 
 
 def build(exp: ExperimentConfig, output: Path) -> TrainData:
@@ -32,8 +32,12 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
         speed_factors=speed,
         speed_perturb=exp.data.augment.speed_perturb,
     )
+    pack_root = exp.data.pack_dir or output
     features = FeatureSpec(
-        fbank=exp.data.fbank, augment=exp.data.augment, noise=exp.data.noise, rir=exp.data.rir
+        fbank=exp.data.fbank,
+        augment=exp.data.augment,
+        noise=prepare_bank(exp.data.noise, "noise", exp.data.sample_rate, pack_root),
+        rir=prepare_bank(exp.data.rir, "rir", exp.data.sample_rate, pack_root),
     )
     val_utts = data.val_utterances
 
@@ -45,7 +49,12 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
 
     return TrainData(
         train=speaker_training_dataset(
-            data.shards, crop, features, batch_size=exp.train.batch_size
+            data.manifest,
+            crop,
+            features,
+            epochs=exp.train.epochs,
+            seed=exp.data.seed,
+            batch_size=exp.train.batch_size,
         ),
         rows_per_epoch=data.num_utterances * exp.data.crops_per_utterance,
         task_config={"num_classes": crop.num_classes},
@@ -56,4 +65,5 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
             "classes": crop.num_classes,
         },
         evaluate=evaluate if val_utts else None,
+        single_pass=True,  # one stream of all epochs, each its own seeded shuffle
     )

@@ -24,7 +24,7 @@ from models.pipelines.tse import TargetExtractor
 from ray_jobs.evaluate.tse import evaluate_samples
 from ray_jobs.train.data import TrainData, check_sample_rate
 from ray_jobs.train.experiment import ExperimentConfig
-from ray_jobs.train.prepare import prepare_speaker_data
+from ray_jobs.train.prepare import prepare_bank, prepare_speaker_data
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,14 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
     check_sample_rate(exp, d.mix.sample_rate, "data.mix.sample_rate")
     prepared = prepare_speaker_data(d, output)
     pack_root = Path(d.pack_dir) if d.pack_dir else Path(output)
+    noise = prepare_bank(d.noise, "noise", d.mix.sample_rate, pack_root)
+    rir = prepare_bank(d.rir, "rir", d.mix.sample_rate, pack_root)
     train_spec = MixerSpec(
         mix=d.mix,
         speech_manifest=str(prepared.manifest),
         speakers=prepared.speakers,
-        noise=d.noise,
-        rir=d.rir,
+        noise=noise,
+        rir=rir,
         seed=d.seed,
     )
     build_mixer(train_spec)  # fail here, in the driver, on unusable speech/noise/RIRs
@@ -59,8 +61,8 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
             mix=d.mix,
             speech_manifest=str(val_manifest),
             speakers=val_speakers,
-            noise=d.noise,
-            rir=d.rir,
+            noise=noise,
+            rir=rir,
             seed=d.seed,
         )
         val_samples = make_eval_set(build_mixer(val_spec), d.val_mixes, seed=d.seed)
