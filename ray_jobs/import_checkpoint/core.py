@@ -5,6 +5,9 @@
 listed in ``shared/reference/3dspeaker_state_dicts.json``. Each entry name maps to our preset
 ``3dspeaker/<entry>`` whose state-dict keys and shapes are identical, so the weights load with
 ``strict=True`` and ``models.load_model(OUT.pt)`` rebuilds the model.
+
+``resemblyzer``: the GE2E voice encoder whose weights ship inside the ``resemblyzer`` wheel (no
+input file needed), or a VoiceEncoder weights file; ``models/hub/importers/resemblyzer.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 
 from models import build_model, list_presets, save_checkpoint
 
-SOURCES = ("3dspeaker",)
+SOURCES = ("3dspeaker", "resemblyzer")
 
 
 def _unwrap(obj: Any) -> dict[str, torch.Tensor]:
@@ -52,3 +55,12 @@ def import_3dspeaker(arch: str, src: str | Path, dst: str | Path) -> Path:
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
     meta = {"source": "3dspeaker", "arch": arch, "source_file": src.name, "source_sha256": digest}
     return save_checkpoint(model.eval(), dst, meta=meta)
+
+
+def import_resemblyzer(dst: str | Path, src: str | Path | None = None) -> Path:
+    """resemblyzer VoiceEncoder weights -> voxray ``ge2e`` checkpoint ``dst``; ``src=None``: the
+    weights inside the installed ``resemblyzer`` wheel."""
+    from models.hub.importers import resemblyzer
+
+    imported = resemblyzer.import_installed() if src is None else resemblyzer.import_file(src)
+    return save_checkpoint(imported.model, dst, meta=imported.meta)
