@@ -175,3 +175,26 @@ def test_import_checkpoint_cli(tmp_path, ge2e, caplog):
     assert "does not exist" in caplog.text
     with pytest.raises(SystemExit):  # 3dspeaker still needs --arch and an input
         main(["--from", "3dspeaker", str(out)])
+
+
+def test_extraction_core_uses_the_ge2e_front_end(ge2e, tmp_path):
+    """``ray_jobs.extract``'s Ray-free stages (featurize in CPU tasks, embed in model actors)
+    with a GE2E model: each stored embedding equals ``SpeakerEmbedder.embed`` of its file."""
+    import pyarrow.parquet as pq
+
+    from datasets.audio import load_audio, write_audio
+    from datasets.manifests import scan_tree
+    from ray_jobs.extract.core import local_stream, run_extraction
+    from ray_jobs.extract.output import OutputState
+
+    for spk, seeds in {"a": (1, 2), "b": (3, 4)}.items():
+        for s in seeds:
+            write_audio(tmp_path / "data" / spk / f"u{s}.wav", speechlike(SR + 900 * s, s), SR)
+    embedder = SpeakerEmbedder(ge2e)
+    state = OutputState(model_id=embedder.model_id, embed_dim=embedder.embed_dim)
+    run_extraction(scan_tree(tmp_path / "data"), tmp_path / "out", state, local_stream(embedder))
+    rows = pq.read_table(tmp_path / "out" / "utterances.parquet").to_pylist()
+    assert len(rows) == 4
+    for r in rows:
+        wav, sr = load_audio(r["path"], target_sr=SR)
+        np.testing.assert_allclose(r["embedding"], embedder.embed(wav, sr), atol=1e-5)
