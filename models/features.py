@@ -1,4 +1,4 @@
-"""Front ends: Kaldi-compatible log-mel filterbanks, and SpeechBrain's.
+"""Front ends: Kaldi-compatible log-mel filterbanks, SpeechBrain's, and GE2E's power mel spectrogram.
 
 The speaker models of 3D-Speaker and WeSpeaker are trained on Kaldi fbank features computed by
 ``torchaudio.compliance.kaldi.fbank`` (80 bins, 25 ms window, 10 ms shift, povey window,
@@ -15,6 +15,12 @@ below it), ``10*log10`` floored at 1e-10 and at 80 dB below the utterance's peak
 per-utterance mean of each bin subtracted. The reference is ``speechbrain/processing/features.py``
 (``STFT``, ``spectral_magnitude``, ``Filterbank``); ``tests/models/test_hub_importers.py`` checks
 ours against it.
+
+The GE2E d-vector encoder (Wan et al. 2018, "Generalized end-to-end loss for speaker
+verification"), as trained by Resemble AI's ``resemblyzer`` package, reads a different input:
+:class:`Ge2eMel` (see its docstring). A model whose front end is not the Kaldi fbank says so with
+a ``front_end_config`` attribute; :func:`front_end` builds the module for either config, and
+:func:`num_frames` / :func:`min_samples` answer for either.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 import torchaudio.compliance.kaldi as kaldi
+import torchaudio.functional as AF
 
 
 @dataclass(frozen=True)
@@ -54,9 +62,12 @@ class FbankConfig:
             raise ValueError(f"waveform_scale must be > 0, got {self.waveform_scale}")
 
 
-def num_frames(num_samples: int, cfg: FbankConfig = FbankConfig()) -> int:
-    """Frames the front end produces for ``num_samples`` (kaldi: snip_edges=True; speechbrain:
-    a centred STFT)."""
+def num_frames(num_samples: int, cfg: FrontEndConfig = FbankConfig()) -> int:
+    """Frames the front end of ``cfg`` produces for ``num_samples`` (kaldi.fbank: snip_edges=True;
+    speechbrain: a centred STFT; GE2E mel: the frames its partial utterances span,
+    :func:`ge2e_partial_starts`)."""
+    if isinstance(cfg, Ge2eMelConfig):
+        return ge2e_partial_starts(num_samples, cfg)[-1] + cfg.partial_frames
     win = int(cfg.sample_rate * cfg.frame_length / 1000)
     hop = int(cfg.sample_rate * cfg.frame_shift / 1000)
     if cfg.kind == "speechbrain":
@@ -64,7 +75,8 @@ def num_frames(num_samples: int, cfg: FbankConfig = FbankConfig()) -> int:
     return 0 if num_samples < win else 1 + (num_samples - win) // hop
 
 
-def min_samples(cfg: FbankConfig = FbankConfig()) -> int:
+def min_samples(cfg: FrontEndConfig = FbankConfig()) -> int:
+    """One analysis window: the shortest clip the front end accepts."""
     return int(cfg.sample_rate * cfg.frame_length / 1000)
 
 
@@ -161,3 +173,130 @@ def checkpoint_fbank(ckpt: dict) -> FbankConfig:
         return from_dict(FbankConfig, dict(meta["fbank"]), path="meta.fbank")
     feat_dim = (ckpt.get("config") or {}).get("feat_dim")
     return FbankConfig() if feat_dim is None else FbankConfig(num_mel_bins=int(feat_dim))
+
+
+@dataclass(frozen=True)
+class Ge2eMelConfig:
+    """resemblyzer's encoder input: its ``preprocess_wav`` volume step, ``wav_to_mel_spectrogram``
+    and the zero padding that ``VoiceEncoder.embed_utterance`` gives the last partial utterance."""
+
+    sample_rate: int = 16000  # Hz; input waveforms must already be at this rate
+    num_mel_bins: int = 40
+    frame_length: float = 25.0  # ms: window and FFT size (400 samples at 16 kHz)
+    frame_shift: float = 10.0  # ms: hop (160 samples at 16 kHz)
+    # Clips quieter than this RMS level (dBFS) are raised to it, louder ones are left alone
+    # (resemblyzer's normalize_volume(-30, increase_only=True)); None turns it off.
+    target_dbfs: float | None = -30.0
+    partial_frames: int = 160  # frames per partial utterance (1.6 s)
+    partial_step: int = 77  # frames between partial starts (resemblyzer's rate=1.3/s: 100/1.3)
+    min_coverage: float = 0.75  # a last partial is kept when the clip covers this much of it
+
+    @property
+    def win(self) -> int:
+        return int(self.sample_rate * self.frame_length / 1000)
+
+    @property
+    def hop(self) -> int:
+        return int(self.sample_rate * self.frame_shift / 1000)
+
+
+def ge2e_partial_starts(num_samples: int, cfg: Ge2eMelConfig = Ge2eMelConfig()) -> list[int]:
+    """First frames of the partial utterances of a clip of ``num_samples`` (at least one).
+
+    Partials of ``partial_frames`` start every ``partial_step`` frames until one reaches past the
+    clip's centred STFT frames (``1 + num_samples // hop``); that last one is kept when the
+    clip's samples cover ``min_coverage`` of its span, else dropped (unless it is the only one).
+    The rule of resemblyzer's ``VoiceEncoder.compute_partial_slices``.
+    """
+    frames = 1 + num_samples // cfg.hop
+    last = max(0, frames - cfg.partial_frames + cfg.partial_step)
+    starts = list(range(0, last + 1, cfg.partial_step))
+    span = cfg.partial_frames * cfg.hop
+    coverage = (num_samples - starts[-1] * cfg.hop) / span
+    if coverage < cfg.min_coverage and len(starts) > 1:
+        starts.pop()
+    return starts
+
+
+def raise_volume(wav: torch.Tensor, target_dbfs: float) -> torch.Tensor:
+    """``wav: (B, T)`` -> each row scaled up to ``target_dbfs`` RMS if it is quieter (a silent
+    row is left as it is). dBFS of a float waveform in [-1, 1]: ``20 log10(rms)``."""
+    rms = wav.pow(2).mean(dim=-1, keepdim=True).sqrt()  # (B, 1)
+    gain_db = target_dbfs - 20 * torch.log10(rms.clamp_min(1e-20))
+    gain = torch.where((gain_db > 0) & (rms > 0), 10 ** (gain_db / 20), torch.ones_like(rms))
+    return wav * gain
+
+
+class Ge2eMel(torch.nn.Module):
+    """``wav: (T,) or (B, T) float32 at cfg.sample_rate`` -> ``(B, frames, num_mel_bins)`` power
+    mel spectrogram (not log), ``frames = num_frames(T, cfg)``.
+
+    The input resemblyzer's GE2E encoder was trained on: the clip raised to ``target_dbfs``
+    (quieter clips only), zero-padded to the span of its partial utterances
+    (:func:`ge2e_partial_starts`), then a power spectrogram with a periodic Hann window of
+    ``win`` samples (FFT size = window), ``hop`` hop, frames centred on the samples with zeros
+    beyond the ends, and ``num_mel_bins`` Slaney-scale, Slaney-normalised triangular filters over
+    0 .. sample_rate/2. These are librosa's ``melspectrogram`` defaults; the frames are cut to
+    the partials' span, so the model's windows (``models/speaker/ge2e.py``) cover exactly the
+    frames resemblyzer feeds. Silence trimming (resemblyzer's webrtcvad step) is not done here:
+    callers hand in speech (diarization runs its own VAD first).
+    """
+
+    def __init__(self, cfg: Ge2eMelConfig = Ge2eMelConfig()) -> None:
+        super().__init__()
+        self.cfg = cfg
+        n_freqs = cfg.win // 2 + 1
+        fb = AF.melscale_fbanks(
+            n_freqs,
+            f_min=0.0,
+            f_max=cfg.sample_rate / 2,
+            n_mels=cfg.num_mel_bins,
+            sample_rate=cfg.sample_rate,
+            norm="slaney",
+            mel_scale="slaney",
+        )
+        self.register_buffer("mel_fb", fb.float(), persistent=False)  # (n_freqs, mels)
+        self.register_buffer("window", torch.hann_window(cfg.win), persistent=False)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        if wav.dim() == 1:
+            wav = wav.unsqueeze(0)
+        if wav.dim() != 2:
+            raise ValueError(f"Ge2eMel expects (T,) or (B, T) audio, got shape {tuple(wav.shape)}")
+        cfg = self.cfg
+        n = wav.shape[-1]
+        if n < min_samples(cfg):
+            raise ValueError(
+                f"audio of {n} samples is shorter than one {cfg.frame_length} ms frame at "
+                f"{cfg.sample_rate} Hz"
+            )
+        x = wav.float()
+        if cfg.target_dbfs is not None:
+            x = raise_volume(x, cfg.target_dbfs)
+        frames = num_frames(n, cfg)
+        x = F.pad(x, (0, max(0, frames * cfg.hop - n)))  # zeros up to the last partial's end
+        spec = torch.stft(
+            x,
+            n_fft=cfg.win,
+            hop_length=cfg.hop,
+            win_length=cfg.win,
+            window=self.window.to(x.device),
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )  # (B, n_freqs, 1 + len // hop)
+        power = spec.real.pow(2) + spec.imag.pow(2)
+        mel = torch.matmul(power.transpose(1, 2), self.mel_fb.to(x.device))  # (B, frames', mels)
+        return mel[:, :frames]
+
+
+FrontEndConfig = FbankConfig | Ge2eMelConfig
+
+
+def front_end(cfg: FrontEndConfig) -> torch.nn.Module:
+    """The front-end module of ``cfg``: :class:`Fbank` or :class:`Ge2eMel`."""
+    if isinstance(cfg, Ge2eMelConfig):
+        return Ge2eMel(cfg)
+    if isinstance(cfg, FbankConfig):
+        return Fbank(cfg)
+    raise TypeError(f"no front end for {type(cfg).__name__}; expected FbankConfig or Ge2eMelConfig")

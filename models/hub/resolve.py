@@ -19,6 +19,8 @@ package name and which defines ``default_source()`` provides the file.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import logging
 import os
 import pickle
@@ -169,7 +171,10 @@ def _pip(rest: str) -> Source:
             f"no importer ships weights for pip:{rest}; known: {', '.join(with_source) or 'none'}"
         )
     path = Path(module.default_source())
-    return Source(f"pip_{rest}", rest, local_file=path, meta={"hub": f"pip:{rest}"})
+    meta = {"hub": f"pip:{rest}"}
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        meta["package_version"] = importlib.metadata.version(rest)
+    return Source(f"pip_{rest}", rest, local_file=path, meta=meta)
 
 
 # scheme -> parser of what follows ``scheme:``. One entry per hub.

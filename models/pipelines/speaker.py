@@ -1,7 +1,7 @@
 """Speaker-embedding facade used by jobs and Serve: waveform in, L2-normalised embedding out.
 
-Bundles a registered ``speaker``-family model with its front end (Kaldi fbank,
-``models/features.py``) and sample rate, the shape of torchaudio's pipeline bundles
+Bundles a registered ``speaker``-family model with its front end (``models/features.py``: the
+Kaldi fbank, or the model's own ``front_end_config`` such as GE2E's mel) and sample rate, the shape of torchaudio's pipeline bundles
 (``torchaudio/pipelines/_source_separation_pipeline.py``) and of pyannote's ``Inference`` (the
 model knows nothing about audio lengths, batching or devices). It takes waveforms plus a sample
 rate, never paths: decoding files is ``datasets/audio.py``'s job.
@@ -22,7 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.checkpoint import model_from_checkpoint, read_checkpoint
-from models.features import Fbank, FbankConfig, checkpoint_fbank, min_samples, num_frames
+from models.features import (
+    FbankConfig,
+    FrontEndConfig,
+    checkpoint_fbank,
+    front_end,
+    min_samples,
+    num_frames,
+)
 from models.hub import resolve_checkpoint
 from models.pipelines.scoring import cosine
 from models.waveform import AudioError, mono_float32, resample
@@ -51,12 +58,15 @@ def checkpoint_model_id(path: str | os.PathLike, model: nn.Module) -> str:
 
 
 def embedder_input(
-    wav: np.ndarray | torch.Tensor, sample_rate: int, fbank: FbankConfig, min_seconds: float = 0.0
+    wav: np.ndarray | torch.Tensor,
+    sample_rate: int,
+    fbank: FrontEndConfig,
+    min_seconds: float = 0.0,
 ) -> torch.Tensor:
     """The embedders' input check: one mono clip at ``sample_rate`` Hz -> ``(T',) float32`` at
     ``fbank.sample_rate``. Raises ``AudioError`` for what ``mono_float32`` rejects, clips shorter
-    than ``min_seconds`` and clips shorter than one fbank frame. Also used where fbank is computed
-    apart from the embedder (``ray_jobs/extract``), so both reject the same audio."""
+    than ``min_seconds`` and clips shorter than one front-end frame. Also used where features are
+    computed apart from the embedder (``ray_jobs/extract``), so both reject the same audio."""
     x = mono_float32(wav, sample_rate)
     seconds = x.numel() / sample_rate
     if seconds < min_seconds:
@@ -74,8 +84,9 @@ def embedder_input(
 
 
 class WaveformEmbedder:
-    """Front end shared by every embedder backend: validation, resampling, Kaldi fbank, exact
-    length-aware batching, finiteness checks and scoring.
+    """Front end shared by every embedder backend: validation, resampling, features (``fbank``:
+    a ``FbankConfig``, or another ``models.features`` front-end config such as
+    ``Ge2eMelConfig``), exact length-aware batching, finiteness checks and scoring.
 
     A backend (``SpeakerEmbedder`` for PyTorch, ``OnnxSpeakerEmbedder`` for ONNX Runtime)
     implements ``embed_feats(feats: (B, T, F)) -> (B, D)`` L2-normalised ``torch.Tensor`` and the
@@ -83,12 +94,12 @@ class WaveformEmbedder:
     """
 
     def __init__(
-        self, fbank: FbankConfig, *, max_batch_frames: int = 60_000, min_seconds: float = 0.0
+        self, fbank: FrontEndConfig, *, max_batch_frames: int = 60_000, min_seconds: float = 0.0
     ) -> None:
         if max_batch_frames < 1:
             raise ValueError(f"max_batch_frames must be >= 1, got {max_batch_frames}")
         self.fbank_cfg = fbank
-        self.fbank = Fbank(fbank)
+        self.fbank = front_end(fbank)
         self.max_batch_frames = int(max_batch_frames)
         self.min_seconds = float(min_seconds)
 
@@ -211,8 +222,9 @@ class SpeakerEmbedder(WaveformEmbedder):
     """Waveform -> L2-normalised speaker embedding, with a PyTorch model.
 
     ``model`` is a ``speaker``-family module (fbank ``(B, T, feat_dim)`` -> ``(B, embed_dim)``); it
-    is put in eval mode and moved to ``device``. ``fbank`` defaults to the Kaldi fbank at 16 kHz
-    with ``num_mel_bins = model.cfg.feat_dim``. ``max_batch_frames`` caps ``batch * frames`` per
+    is put in eval mode and moved to ``device``. ``fbank`` defaults to the model's
+    ``front_end_config`` where it has one (GE2E's mel), else the Kaldi fbank at 16 kHz with
+    ``num_mel_bins = model.cfg.feat_dim``. ``max_batch_frames`` caps ``batch * frames`` per
     forward in ``embed_batch`` (memory); ``min_seconds`` rejects clips shorter than that (in
     seconds of input audio) on top of the hard minimum of one fbank frame (25 ms).
     """
@@ -221,7 +233,7 @@ class SpeakerEmbedder(WaveformEmbedder):
         self,
         model: nn.Module,
         *,
-        fbank: FbankConfig | None = None,
+        fbank: FrontEndConfig | None = None,
         device: str | torch.device = "cpu",
         max_batch_frames: int = 60_000,
         min_seconds: float = 0.0,
@@ -229,8 +241,13 @@ class SpeakerEmbedder(WaveformEmbedder):
     ) -> None:
         cfg = getattr(model, "cfg", None)
         feat_dim = getattr(cfg, "feat_dim", None)
-        if fbank is None:
+        own = getattr(model, "front_end_config", None)
+        if fbank is None and own is not None:
+            fbank = own
+        elif fbank is None:
             fbank = FbankConfig() if feat_dim is None else FbankConfig(num_mel_bins=feat_dim)
+        elif own is not None and fbank != own:
+            raise ValueError(f"{fbank} is not the front end this model reads ({own})")
         elif feat_dim is not None and fbank.num_mel_bins != feat_dim:
             raise ValueError(
                 f"fbank.num_mel_bins={fbank.num_mel_bins} but the model expects "
@@ -252,7 +269,8 @@ class SpeakerEmbedder(WaveformEmbedder):
         path = resolve_checkpoint(path)
         ckpt = read_checkpoint(path)
         model = model_from_checkpoint(ckpt)
-        kwargs.setdefault("fbank", checkpoint_fbank(ckpt))
+        if getattr(model, "front_end_config", None) is None:  # GE2E: the model says its own
+            kwargs.setdefault("fbank", checkpoint_fbank(ckpt))
         kwargs.setdefault("model_id", checkpoint_model_id(path, model))
         return cls(model, device=device, **kwargs)
 

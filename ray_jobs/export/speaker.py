@@ -7,6 +7,10 @@ Kaldi fbank (mean-normalised, as ``models/features.py`` makes it), output ``embe
 embed_dim)`` **raw, not L2-normalised** (the registry's speaker contract); the front end and the
 normalisation run in ``models/pipelines/onnx_backend.py``. Batch and frame axes are dynamic.
 
+Only models that read the Kaldi fbank export: the ONNX backend computes that front end. A model
+with its own front end (``front_end_config``, e.g. GE2E's mel and partial windows) is refused
+with an ``ExportError`` rather than exported with a front end it was not trained on.
+
 Metadata props besides the common ones (``ray_jobs/export/onnx.py``): ``sample_rate``,
 ``feat_dim``, ``embed_dim``, ``fbank`` (JSON of the ``FbankConfig``), ``normalized``. The
 ``model_id`` is ``name:sha12`` of the checkpoint, as ``SpeakerEmbedder.from_checkpoint``.
@@ -21,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.features import checkpoint_fbank
-from ray_jobs.export.onnx import OnnxGraph
+from models.features import FbankConfig, checkpoint_fbank
+from ray_jobs.export.onnx import ExportError, OnnxGraph
 
 INPUT_NAME = "feats"
 OUTPUT_NAME = "embedding"
@@ -32,6 +36,12 @@ EXAMPLE_FRAMES = 200
 def graph(model: nn.Module, meta: dict[str, Any]) -> OnnxGraph:
     """The embedder on fbank features, with its front-end settings as metadata."""
     cfg = model.cfg
+    own = getattr(model, "front_end_config", None)
+    if own is not None and not isinstance(own, FbankConfig):
+        raise ExportError(
+            f"{type(model).__name__} reads {type(own).__name__} features, not the Kaldi fbank "
+            "that the ONNX speaker backend computes; serve its checkpoint with PyTorch instead"
+        )
     fbank = checkpoint_fbank({"meta": meta, "config": {"feat_dim": cfg.feat_dim}})
     return OnnxGraph(
         module=model,

@@ -35,7 +35,7 @@ import torch
 
 from datasets.audio import audio_info, load_audio
 from datasets.manifests import Utterance
-from models.features import Fbank, FbankConfig
+from models.features import FrontEndConfig, front_end
 from models.pipelines.speaker import SpeakerEmbedder, embedder_input
 from ray_jobs.extract.output import (
     FORMATS,
@@ -97,18 +97,18 @@ def plan_rows(
 # Featurization (CPU tasks) and embedding (model actors)
 
 
-def featurize_wav(wav: np.ndarray, cfg: FbankConfig, min_seconds: float = 0.0) -> np.ndarray:
-    """``wav: (T,) float32 at cfg.sample_rate`` -> fbank ``(frames, num_mel_bins)`` float32.
+def featurize_wav(wav: np.ndarray, cfg: FrontEndConfig, min_seconds: float = 0.0) -> np.ndarray:
+    """``wav: (T,) float32 at cfg.sample_rate`` -> features ``(frames, num_mel_bins)`` float32.
 
     The same checks (``embedder_input``) and front end as ``SpeakerEmbedder.embed``; raises
     ``AudioError`` (a ``ValueError``) with the reason for audio the embedder would reject.
     """
     x = embedder_input(wav, cfg.sample_rate, cfg, min_seconds)
     with torch.inference_mode():
-        return Fbank(cfg)(x.unsqueeze(0))[0].numpy()  # (frames, mels)
+        return front_end(cfg)(x.unsqueeze(0))[0].numpy()  # (frames, mels)
 
 
-def featurize_rows(batch: Batch, fbank: FbankConfig, min_seconds: float = 0.0) -> Batch:
+def featurize_rows(batch: Batch, fbank: FrontEndConfig, min_seconds: float = 0.0) -> Batch:
     """Manifest rows -> rows with ``feats`` ``(frames, mels)``, ``num_frames``, ``duration``
     (seconds after resampling) and ``error`` ("" when fine). Never raises for a bad file: its
     row carries ``feats`` of shape ``(0, mels)`` and the error message."""

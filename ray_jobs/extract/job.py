@@ -36,7 +36,7 @@ import ray
 from datasets.manifests import Utterance
 from datasets.ray_data import init_ray
 from models.checkpoint import model_from_checkpoint, read_checkpoint
-from models.features import FbankConfig
+from models.features import FrontEndConfig
 from models.pipelines.speaker import SpeakerEmbedder
 from ray_jobs.extract.core import (
     Stream,
@@ -78,7 +78,7 @@ class EmbedActor:
 def ray_stream(
     checkpoint: dict[str, Any],
     model_id: str,
-    fbank: FbankConfig,
+    fbank: FrontEndConfig,
     *,
     batch_size: int = 32,
     num_gpus: int = 0,

@@ -58,8 +58,8 @@ def _convert(layout: str | None, src: str | None, dst: Path, arch: str | None) -
             raise ValueError(
                 "give the published file IN (only a layout that ships weights can omit it)"
             )
-        src = str(importer(layout).default_source())
-    elif parse_spec(src) is not None:  # a model by name: resolved (and cached) by models.hub
+        src, layout = f"pip:{layout}", None  # the weights the installed package ships, by name
+    if parse_spec(src) is not None:  # a model by name: resolved (and cached) by models.hub
         if layout is not None or arch is not None:
             raise ValueError(f"{src} names its own layout and arch; drop --from/--arch")
         # the cached checkpoint, copied under a temporary name and renamed: never a partial OUT

@@ -62,7 +62,7 @@ def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     prefixes removed."""
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return {k.removeprefix("module."): v for k, v in obj.items()}
-    for key in ("state_dict", "model", "embedding_model", "model_state_dict"):
+    for key in ("state_dict", "model", "embedding_model", "model_state_dict", "model_state"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             return unwrap_state_dict(obj[key])
     raise ValueError("the file holds no state dict of tensors")
