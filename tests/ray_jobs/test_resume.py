@@ -201,3 +201,22 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
         tmp.write_text("{}")
         assert not (tmp_path / "report.json").exists()  # nothing visible before the end
     assert (tmp_path / "report.json").read_text() == "{}"
+
+
+def test_run_folder_records_the_experiment_and_limits_what_a_resume_changes(tmp_path):
+    from models.config import ConfigError
+    from ray_jobs.train.resume import record_experiment, resume_experiment, run_experiment
+
+    exp = make_exp(0)
+    record_experiment(tmp_path, exp, resuming=False)
+    saved = run_experiment(tmp_path)
+    assert saved == exp.to_dict()
+    record_experiment(tmp_path, exp, resuming=False)  # the same experiment again: fine
+    other = load_experiment(base=saved, overrides={"optim.lr": 0.1})
+    with pytest.raises(ConfigError, match=r"another experiment \(it differs in optim.lr\)"):
+        record_experiment(tmp_path, other, resuming=False)
+    longer = resume_experiment(saved, ["train.epochs=5", "train.max_minutes=0"], "RUN")
+    assert longer.train.epochs == 5 and longer.optim == exp.optim
+    with pytest.raises(ConfigError, match=r"cannot change \['model.config.embed_dim'\]"):
+        resume_experiment(saved, ["model.config.embed_dim=64"], "RUN")
+    assert run_experiment(tmp_path / "nowhere") is None
