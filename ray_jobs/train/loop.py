@@ -13,14 +13,12 @@ import json
 import logging
 import math
 import os
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -29,6 +27,7 @@ from models.checkpoint import atomic_write, read_checkpoint, save_checkpoint
 from models.config import ConfigError
 from models.tasks.base import Task
 from ray_jobs.train.experiment import ExperimentConfig, OptimConfig
+from ray_jobs.train.resume import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -532,36 +531,3 @@ def _all_reduce_grads(opt: torch.optim.Optimizer) -> None:
 def _batches_on(batches: Iterable[Batch], device: torch.device) -> Iterator[Batch]:
     for batch in batches:
         yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def rng_state(device: torch.device) -> dict[str, Any]:
-    """This process's Python, NumPy and torch (CPU, and ``device``'s CUDA) RNG states as
-    tensors and primitives, so they fit a ``weights_only`` checkpoint."""
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": {"version": version, "state": list(internal), "gauss": gauss},
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    """Inverse of :func:`rng_state`."""
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)

@@ -5,14 +5,18 @@ written before training) and Ray Train's storage, ``ray_results/<name>``, with t
 checkpoints. ``--resume RUN`` reloads that experiment, not the YAML it came from, and continues
 from the latest checkpoint. A resumed run is the same run: only the keys in
 :data:`RESUME_KEYS` may change (a longer run, another time budget, data moved to another path).
+The RNG states a checkpoint carries for each rank (:func:`rng_state`) are defined here too.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import yaml
 
 from models.checkpoint import atomic_write
@@ -88,3 +92,36 @@ def run_experiment(run: Path) -> dict[str, Any] | None:
     """The experiment dict a run folder recorded, or None when ``run`` is not a run folder."""
     path = Path(run) / EXPERIMENT_FILE
     return load_yaml(path) if path.is_file() else None
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's Python, NumPy and torch (CPU, and ``device``'s CUDA) RNG states as
+    tensors and primitives, so they fit a ``weights_only`` checkpoint."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": version, "state": list(internal), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Inverse of :func:`rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
