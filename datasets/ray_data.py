@@ -117,20 +117,23 @@ def tse_training_dataset(
     *,
     num_cpus_per_task: float = 1.0,
     batch_size: int = 8,
+    first_row: int = 0,
 ) -> ray.data.Dataset:
-    """``total_rows`` dynamic mixes for a whole run (all epochs: the worker reads it once).
+    """``total_rows`` dynamic mixes for a whole run (all epochs: the worker reads it once);
+    from row ``first_row`` on when a resumed run continues there.
 
     ``{"mix": (T,), "target": (T,), "ref": (R,), "present": ()}`` float32 rows, mixed in CPU
     tasks apart from the trainers, so mixing scales with CPU nodes (see BENCHMARKS.md for the
     cores one GPU needs). Row ``i`` is seeded by ``(spec.seed, i)`` at progress ``i / total``.
     """
-    if total_rows < 1:
-        raise ValueError(f"total_rows must be positive, got {total_rows}")
-    blocks = max(1, min(total_rows // max(1, batch_size), 200))
-    ds = ray.data.range(total_rows, override_num_blocks=blocks)
+    rows = total_rows - first_row
+    if rows < 1 or first_row < 0:
+        raise ValueError(f"no rows from row {first_row} of {total_rows}")
+    blocks = max(1, min(rows // max(1, batch_size), 200))
+    ds = ray.data.range(rows, override_num_blocks=blocks)
     return ds.map_batches(
         mix_rows,
-        fn_kwargs={"spec": spec, "total": total_rows},
+        fn_kwargs={"spec": spec, "total": total_rows, "first": first_row},
         batch_size=batch_size,
         batch_format="numpy",
         num_cpus=num_cpus_per_task,

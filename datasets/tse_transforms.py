@@ -50,8 +50,11 @@ def row_seeds(ids: np.ndarray, seed: int) -> np.ndarray:
     return (mixed >> np.uint64(2)).astype(np.int64)
 
 
-def mix_rows(batch: dict[str, np.ndarray], spec: MixerSpec, total: int) -> dict[str, np.ndarray]:
-    """``{"id": (B,)}`` row ids of a ``total``-row run -> ``{"mix", "target", "ref", "present"}``."""
-    ids = np.asarray(batch["id"]).reshape(-1)
+def mix_rows(
+    batch: dict[str, np.ndarray], spec: MixerSpec, total: int, first: int = 0
+) -> dict[str, np.ndarray]:
+    """``{"id": (B,)}`` row ids (counted from row ``first``) of a ``total``-row run ->
+    ``{"mix", "target", "ref", "present"}``."""
+    ids = np.asarray(batch["id"]).reshape(-1) + first
     progress = np.clip(ids / max(1, total - 1), 0.0, 1.0)
     return mix_batch(build_mixer(spec), row_seeds(ids, spec.seed), progress)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,25 +59,61 @@ def make_checkpoint(
     return ckpt
 
 
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a file all-or-nothing: yields a temporary path in ``path``'s folder to write to;
+    when the block ends without error the file is flushed to disk (fsync) and renamed onto
+    ``path`` (``os.replace``, atomic on one filesystem), and the folder entry is synced. When the
+    block raises, the temporary file is removed and ``path`` keeps its old content (or stays
+    absent): a crash never leaves a truncated checkpoint or report behind.
+
+    The one way voxray writes final outputs (checkpoints, ``model.pt`` copies, reports)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:  # the writer may have closed (or replaced) its handle
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` fills a temporary file that then replaces ``path`` atomically
+    (:func:`atomic_path`); returns ``path``."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename (the directory entry); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(
     model: nn.Module,
     path: str | os.PathLike,
     meta: dict[str, Any] | None = None,
     train_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write atomically (temp file + rename) so a crash never leaves a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (:func:`atomic_path`) so a crash never leaves a half-written checkpoint."""
     ckpt = make_checkpoint(model, meta=meta, train_state=train_state)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -15,7 +15,10 @@ reference RTTMs, retraining nothing (``tune/diarization.py``)::
         --reference-rttm dev/rttm --num-samples 30 --output runs/sweep-diar
 
 Data is prepared (packed to shards) once in the driver before the trials start; every trial
-reads the same shards (``data.pack_dir``). Results: ``<output>/sweep.json`` (every trial's
+reads the same shards (``data.pack_dir``). A trial takes ``train.num_workers x
+train.cpus_per_worker`` CPUs for its trainers plus one for its data pipeline (Ray Data's
+decode/crop/mix tasks ask a CPU each); the sweep runs as many trials at once as the cluster
+has room for (at most ``--max-concurrent``) and refuses a cluster too small for one. Results: ``<output>/sweep.json`` (every trial's
 config and final metrics, and the best one), plus each trial's ``report.json`` and ``model.pt``.
 """
 
@@ -28,6 +31,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -38,7 +42,12 @@ from models.config import ConfigError
 from models.registry import resolve_task
 from ray_jobs.cli import USER_ERRORS, configure_cli_logging, run_main, user_error
 from ray_jobs.train.data import build_train_data
-from ray_jobs.train.experiment import experiment_dict, experiment_from_dict, load_experiment
+from ray_jobs.train.experiment import (
+    ExperimentConfig,
+    experiment_dict,
+    experiment_from_dict,
+    load_experiment,
+)
 from ray_jobs.train.job import run_training
 from tune.diarization import run_diarization_sweep
 from tune.spaces import example_values, load_space
@@ -47,7 +56,43 @@ from tune.tuner import fit_sweep
 log = logging.getLogger("tune.sweep")
 
 
-# What a training sweep optimises when --metric is not given, by task.
+# A trial's CPU budget: the Tune function's sliver (Ray needs a non-empty request; it only
+# drives a TorchTrainer), the trainers, and a CPU free for the data pipeline, whose Ray Data
+# tasks ask one CPU each (datasets/ray_data.py). Without that free CPU the data stage waits
+# forever for a CPU the trainers hold, and the trial never gets a batch.
+TRIAL_CPU = 0.01
+DATA_CPU = 1.0
+
+
+def plan_trials(
+    exp: ExperimentConfig, cluster_cpus: float, max_concurrent: int
+) -> tuple[int, float]:
+    """``(trials at once, CPUs per training worker)`` so that every running trial keeps
+    ``DATA_CPU`` free for its data; the Tune function's sliver comes out of its trainers'
+    share. Raises ``ConfigError`` naming what one trial needs when the cluster lacks it."""
+    workers = exp.train.num_workers
+    trainers = workers * exp.train.cpus_per_worker
+    need = trainers + DATA_CPU
+    if need > cluster_cpus + 1e-9:
+        raise ConfigError(
+            f"a trial needs {need:g} CPUs ({workers} training worker(s) x "
+            f"train.cpus_per_worker={exp.train.cpus_per_worker:g}, plus {DATA_CPU:g} for its "
+            f"data pipeline) but the cluster has {cluster_cpus:g}: lower "
+            "train.cpus_per_worker or train.num_workers, or add CPUs"
+        )
+    concurrent = max(1, min(max_concurrent, int(cluster_cpus // need + 1e-9)))
+    if concurrent < max_concurrent:
+        log.warning(
+            "running %d trial(s) at once, not %d: each needs %g of the cluster's %g CPUs "
+            "(trainers + 1 for its data)",
+            concurrent,
+            max_concurrent,
+            need,
+            cluster_cpus,
+        )
+    return concurrent, exp.train.cpus_per_worker - TRIAL_CPU / workers
+
+
 def validate_space(base: dict[str, Any], space: dict[str, Any]) -> None:
     """Apply one sample value per key and validate the experiment: typos fail before trials."""
     try:
@@ -88,6 +133,10 @@ def run_train_sweep(
     # Pack once in the driver; the trials find finished shards (packing is resumable).
     build_train_data(exp, output / "data")
     init_ray()
+    max_concurrent, per_worker = plan_trials(
+        exp, ray.cluster_resources().get("CPU", 0.0), max_concurrent
+    )
+    base.setdefault("train", {})["cpus_per_worker"] = per_worker
     # max_t one past the last epoch: ASHA then only stops trials at its rungs, and a trial that
     # reaches the end finishes its job (copies model.pt, runs the final evaluation).
     sched = (
@@ -95,10 +144,8 @@ def run_train_sweep(
         if scheduler == "asha"
         else FIFOScheduler()
     )
-    # The trial function only drives a TorchTrainer: it asks for a sliver of a CPU (Ray needs
-    # a non-empty request), leaving the CPUs to the training workers and the data pipeline.
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, base=base, root=str(output)), {"CPU": 0.01}
+        tune.with_parameters(train_trial, base=base, root=str(output)), {"CPU": TRIAL_CPU}
     )
     return fit_sweep(
         trainable,

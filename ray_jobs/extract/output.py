@@ -17,7 +17,7 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datasets.manifests import Utterance
+from models.checkpoint import atomic_write
 from models.pipelines.scoring import centroid
 
 log = logging.getLogger("ray_jobs.extract.job")
@@ -53,19 +54,8 @@ def _str_array(values: Iterable[Any]) -> np.ndarray:
 # Persistence
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def _write_json(path: Path, obj: Any) -> Path:
-    return _atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2) + "\n"))
+    return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def _embedding_array(emb: np.ndarray) -> pa.Array:
@@ -125,7 +115,7 @@ class PartStore:
         table = pa.Table.from_arrays(cols, schema=schema)
         path = self.dir / f"part-{self._run}-{self._seq:06d}.parquet"
         self._seq += 1
-        return _atomic_write(path, lambda p: pq.write_table(table, p))
+        return atomic_write(path, lambda p: pq.write_table(table, p))
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
         """All parts, oldest first; a part written by another model raises ExtractError."""
@@ -273,8 +263,8 @@ def finalize(
          "num_utterances": pa.array([n for _, _, n in spk_names], pa.int64()),
          "embedding": _embedding_array(spk_emb)}
     )  # fmt: skip
-    _atomic_write(out / "utterances.parquet", lambda p: pq.write_table(utt_table, p))
-    _atomic_write(out / "speakers.parquet", lambda p: pq.write_table(spk_table, p))
+    atomic_write(out / "utterances.parquet", lambda p: pq.write_table(utt_table, p))
+    atomic_write(out / "speakers.parquet", lambda p: pq.write_table(spk_table, p))
     utt_list = utt_table.drop_columns(["embedding"]).to_pylist()
     spk_list = spk_table.drop_columns(["embedding"]).to_pylist()
     _write_json(out / "utterance_list.json", utt_list)
@@ -284,7 +274,7 @@ def finalize(
         utt_keys = utt_table["key"].to_pylist()
         for name, ks, e in (("utterance", utt_keys, emb), ("speaker", spk_keys, spk_emb)):
             obj = {k: e[i].copy() for i, k in enumerate(ks)}
-            _atomic_write(
+            atomic_write(
                 out / f"{name}_embeddings.pkl",
                 lambda p, obj=obj: p.write_bytes(pickle.dumps(obj, protocol=4)),
             )

@@ -8,14 +8,20 @@ Runs on the local Ray cluster it starts (the default) or, unchanged, on a cluste
 ``TorchTrainer`` whose workers use GPUs when the cluster has them. A worker that dies is replaced
 and training resumes from the last epoch checkpoint (``train.max_failures``). At the end the
 final model is copied to ``<output>/model.pt`` and scored by EER on held-out speakers.
+
+A stopped run continues from its latest checkpoint with :func:`open_run` + ``run_training(...,
+resume_from=...)`` (``python -m ray_jobs.train --resume RUN``): model, optimizers, schedule
+position, RNG states and data position (``ray_jobs/train/resume.py`` has the rules).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +31,18 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
+from models.checkpoint import atomic_write, read_checkpoint
 from models.config import ConfigError
 from ray_jobs.train.data import build_train_data
 from ray_jobs.train.experiment import ExperimentConfig, experiment_from_dict
 from ray_jobs.train.loop import TrainLoop
-from ray_jobs.train.worker import build_task, train_loop_per_worker
+from ray_jobs.train.resume import (
+    record_experiment,
+    resume_experiment,
+    run_experiment,
+    storage_folder,
+)
+from ray_jobs.train.worker import build_task, scratch_prefix, train_loop_per_worker
 
 log = logging.getLogger("ray_jobs.train.job")
 
@@ -40,17 +53,86 @@ def use_gpu(exp: ExperimentConfig) -> bool:
     return exp.train.use_gpu == "yes"
 
 
+def latest_checkpoint(storage: str | Path) -> ray.train.Checkpoint | None:
+    """The latest checkpoint of a Ray Train run folder (a path or URI), or None."""
+    try:
+        return ray.train.Result.from_path(str(storage)).checkpoint
+    except RuntimeError:  # no such folder, or no checkpoint reported yet
+        return None
+
+
+def open_run(
+    source: str, overrides: list[str] | None = None, output: str | Path | None = None
+) -> tuple[ExperimentConfig, Path, ray.train.Checkpoint | None]:
+    """What ``--resume SOURCE`` continues: ``(experiment, output folder, checkpoint)``.
+
+    ``source`` is a run folder (an earlier ``--output``, holding ``experiment.yaml``) or the
+    Ray Train storage folder of a run (``RUN/ray_results/NAME``, a path or a URI such as
+    ``s3://bucket/runs/x/ray_results/NAME``; its checkpoints carry the experiment; ``output``
+    is then required). The checkpoint is None for a run stopped before its first one.
+    """
+    saved = None if "://" in source else run_experiment(Path(source))
+    if saved is not None:
+        folder = Path(source).resolve()
+        exp = resume_experiment(saved, overrides, source)
+        ckpt = latest_checkpoint(storage_folder(folder, experiment_from_dict(saved)))
+        if ckpt is None:
+            log.warning("%s has no checkpoint yet: the run starts from its beginning", source)
+        return exp, Path(output).resolve() if output else folder, ckpt
+    ckpt = latest_checkpoint(source)
+    if ckpt is None:
+        raise ConfigError(
+            f"--resume {source}: neither a run folder (no experiment.yaml) nor a Ray Train "
+            "run with a checkpoint (no checkpoint_manager_snapshot.json)"
+        )
+    if output is None:
+        raise ConfigError(f"--resume {source} (a storage folder) needs --output for the run")
+    with ckpt.as_directory() as d:
+        saved = read_checkpoint(Path(d) / "model.pt")["meta"]["experiment"]
+    return resume_experiment(saved, overrides, source), Path(output).resolve(), ckpt
+
+
+def _position(ckpt: ray.train.Checkpoint) -> tuple[int, int]:
+    """``(epochs completed, batches of the next one trained)`` of a checkpoint."""
+    with ckpt.as_directory() as d:
+        ts = read_checkpoint(Path(d) / "model.pt").get("train_state") or {}
+    return int(ts.get("epoch", 0)), int(ts.get("epoch_batch", 0))
+
+
+def _sweep_scratch(run_id: str) -> None:
+    """Remove checkpoint scratch folders of this run that workers on this node left behind
+    (a killed worker cannot clean up after itself; live workers remove their own)."""
+    left = list(Path(tempfile.gettempdir()).glob(scratch_prefix(run_id) + "*"))
+    for path in left:
+        shutil.rmtree(path, ignore_errors=True)
+    if left:
+        log.warning("removed %d checkpoint scratch folder(s) left by dead workers", len(left))
+
+
 def run_training(
-    exp: ExperimentConfig, output: str | Path, callbacks: list[Any] | None = None
+    exp: ExperimentConfig,
+    output: str | Path,
+    callbacks: list[Any] | None = None,
+    *,
+    resume: bool = False,
+    resume_from: ray.train.Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Prepare data, train with Ray Train, copy ``model.pt``, evaluate. Returns the report.
 
     ``callbacks``: Ray Train run callbacks (``tune.sweep`` passes Tune's report callback, so a
-    trial's per-epoch metrics reach its scheduler).
+    trial's per-epoch metrics reach its scheduler). ``resume``: ``--resume`` (the experiment
+    may differ from the recorded one in ``RESUME_KEYS``); ``resume_from``: the checkpoint it
+    continues from (:func:`open_run`). A run whose own storage already holds a checkpoint
+    (the same command run again) continues from its latest one; ``output`` holding a run of
+    another experiment is refused unless resuming.
     """
     output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    record_experiment(output, exp, resuming=resume or resume_from is not None)
+    start = latest_checkpoint(storage_folder(output, exp)) or resume_from
+    if start is not None and resume_from is None:
+        log.info("%s already holds checkpoints of this experiment: continuing it", output)
     data = build_train_data(exp, output)  # Ray-free preparation first, then init_ray()
     if data.task_config:
         exp_dict = exp.to_dict()
@@ -72,6 +154,17 @@ def run_training(
         exp.train.epochs,
     )
     gpu = use_gpu(exp)
+    run_id = hashlib.sha1(str(output).encode()).hexdigest()[:12]
+    batches_per_epoch = steps_per_epoch * exp.train.grad_accum
+    start_batch = 0  # where the single-pass training data starts, in batches per worker
+    if start is not None:
+        epoch, epoch_batch = _position(start)
+        log.info("resuming %s at epoch %d (+%d batches)", start.path, epoch + 1, epoch_batch)
+        rows = (epoch * batches_per_epoch + epoch_batch) * exp.train.batch_size
+        rows *= exp.train.num_workers
+        if data.start_at is not None and 0 < rows < data.rows_per_epoch * exp.train.epochs:
+            data.train = data.start_at(rows)
+            start_batch = epoch * batches_per_epoch + epoch_batch
     datasets = {"train": data.train}
     if data.val is not None:
         datasets["val"] = data.val
@@ -84,7 +177,10 @@ def run_training(
             "meta": data.meta,
             "has_val": data.val is not None,
             "single_pass": data.single_pass,
-            "batches_per_epoch": steps_per_epoch * exp.train.grad_accum,
+            "batches_per_epoch": batches_per_epoch,
+            "start_batch": start_batch,
+            "resume_checkpoint": resume_from,
+            "run_id": run_id,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=exp.train.num_workers,
@@ -100,11 +196,15 @@ def run_training(
         ),
         datasets=datasets,
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:
+        _sweep_scratch(run_id)
     if result.checkpoint is None:
         raise RuntimeError(f"training produced no checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as ckpt_dir:
-        shutil.copyfile(Path(ckpt_dir) / "model.pt", output / "model.pt")
+        src = Path(ckpt_dir) / "model.pt"
+        atomic_write(output / "model.pt", lambda tmp: shutil.copyfile(src, tmp))
     report: dict[str, Any] = {
         "model": exp.model.name,
         "task": exp.task.name,
@@ -114,10 +214,12 @@ def run_training(
         "train_seconds": round(time.time() - t0, 1),
         "used_gpu": gpu,
         "num_workers": exp.train.num_workers,
+        "resumed_from": start.path if start is not None else "",
     }
     if data.evaluate is not None:
         report["eval"] = data.evaluate(output / "model.pt")
-    (output / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    text = json.dumps(report, indent=2, default=float)
+    atomic_write(output / "report.json", lambda tmp: tmp.write_text(text))
     return report
 
 
@@ -153,5 +255,5 @@ def run_cross_validation(
         "mean_accuracy": statistics.fmean(accs),
         "std_accuracy": statistics.pstdev(accs),
     }
-    (output / "cv.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(output / "cv.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
     return summary

@@ -8,6 +8,7 @@ speakers or codecs: tasks (``models/tasks``) supply ``param_groups`` / ``train_s
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -22,10 +23,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from models.checkpoint import read_checkpoint, save_checkpoint
+from models.checkpoint import atomic_write, read_checkpoint, save_checkpoint
 from models.config import ConfigError
 from models.tasks.base import Task
 from ray_jobs.train.experiment import ExperimentConfig, OptimConfig
+from ray_jobs.train.resume import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,9 @@ def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
 class TrainState:
     epoch: int = 0  # epochs fully completed
     step: int = 0  # optimizer steps taken
+    # data position inside epoch `epoch`: batches of it already trained on (non-zero only
+    # after a stop mid-epoch, the time budget's; a resumed run skips them)
+    epoch_batch: int = 0
     samples: int = 0  # training examples seen (this worker)
     resumed_from: str = ""  # checkpoint this run resumed from (empty for a fresh start)
 
@@ -229,24 +234,33 @@ class TrainLoop:
             "time": time.time(),
             **(extra or {}),
         }
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info))
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(info)))
 
     # -- checkpoints -----------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, metrics: dict[str, float] | None = None) -> Path:
+    def save(self, path: str | os.PathLike, metrics: dict[str, float] | None = None) -> Path | None:
+        """Write the checkpoint that :meth:`restore` continues from exactly: model, task parts,
+        optimizers, GradScalers, counters, data position and every rank's RNG states.
+
+        With several ranks every rank calls it (the RNG states are gathered) and rank 0 writes;
+        returns the path on rank 0 and None elsewhere."""
+        rng = self._gather(rng_state(self.device))
+        if self.rank != 0:
+            return None
         train_state = {
             "task": self.task.train_state(),
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "scalers": {n: s.state_dict() for n, s in self.scalers.items()},
             "epoch": self.state.epoch,
             "step": self.state.step,
+            "epoch_batch": self.state.epoch_batch,
+            "rng": rng,  # one entry per rank
         }
         meta = {
             **self.meta,
             "experiment": self.exp.to_dict(),
             "epoch": self.state.epoch,
             "step": self.state.step,
+            "epoch_batch": self.state.epoch_batch,
             "metrics": dict(metrics or {}),
             "resumed_from": self.state.resumed_from,
             "saved_at": time.time(),
@@ -267,8 +281,34 @@ class TrainLoop:
                     scaler.load_state_dict(ts["scalers"][name])
             self.state.epoch = int(ts["epoch"])
             self.state.step = int(ts["step"])
+            self.state.epoch_batch = int(ts.get("epoch_batch", 0))
+            rngs = ts.get("rng") or []
+            if self.rank < len(rngs):
+                set_rng_state(rngs[self.rank], self.device)
+            else:  # a checkpoint of fewer ranks, or an older one
+                log.warning(
+                    "%s holds no RNG state for rank %d (%d saved): this rank's random draws "
+                    "will differ from the stopped run's",
+                    path,
+                    self.rank,
+                    len(rngs),
+                )
         self.state.resumed_from = str(path)
-        log.info("resumed from %s at epoch %d, step %d", path, self.state.epoch, self.state.step)
+        log.info(
+            "resumed from %s at epoch %d (+%d batches), step %d",
+            path,
+            self.state.epoch,
+            self.state.epoch_batch,
+            self.state.step,
+        )
+
+    def _gather(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank, in rank order (a collective when distributed)."""
+        if self.world_size > 1 and dist.is_available() and dist.is_initialized():
+            out: list[Any] = [None] * self.world_size
+            dist.all_gather_object(out, obj)
+            return out
+        return [obj]
 
     def init_from(self, path: str | os.PathLike) -> None:
         """Fine-tuning start (``train.init_from``): the model's weights and, unless
@@ -370,10 +410,15 @@ class TrainLoop:
         report: ReportFn | None = None,
         checkpoint_dir: Callable[[], Path] | None = None,
         val_batches: Callable[[], Iterable[Batch]] | None = None,
+        seek: Callable[[int, int], Iterable[Batch]] | None = None,
     ) -> dict[str, float]:
         """Train from ``self.state.epoch`` to ``exp.train.epochs``.
 
         ``epoch_batches(epoch)`` yields the batches of one epoch on this worker.
+        A run restored mid-epoch (``state.epoch_batch`` > 0, after a time-budget stop) skips the
+        batches it already trained on: ``seek(epoch, start)``, when given, yields the batches of
+        ``epoch`` from batch ``start`` on (a source that can start there without producing what
+        it skips); otherwise the loop reads the first ``start`` batches and drops them.
         ``val_batches()``, when given, yields held-out batches scored after every epoch
         (``val_*`` metrics in the report: what Tune's ASHA compares).
         ``checkpoint_dir()`` returns a fresh directory for an epoch checkpoint (rank 0 saves
@@ -388,8 +433,15 @@ class TrainLoop:
             n_batches = 0
             t_epoch = time.monotonic()
             stopped = False
+            skip = self.state.epoch_batch
+            if not skip:
+                source = epoch_batches(epoch)
+            elif seek is not None:
+                source = seek(epoch, skip)
+            else:
+                source = itertools.islice(epoch_batches(epoch), skip, None)
             self._write_progress("train")
-            for batch in _batches_on(epoch_batches(epoch), self.device):
+            for batch in _batches_on(source, self.device):
                 if self.ctx.micro == 0:
                     self.task.on_step(self.state.step)
                     lr = self._set_lr()
@@ -421,6 +473,9 @@ class TrainLoop:
                     if self._out_of_time():
                         stopped = True
                         break
+            if n_batches == 0 and skip:  # the stop came right after the epoch's last batch
+                self.state.epoch, self.state.epoch_batch = epoch + 1, 0
+                continue
             if n_batches == 0:
                 raise RuntimeError(
                     f"epoch {epoch + 1} produced no batches on rank {self.rank}: the training "
@@ -432,6 +487,7 @@ class TrainLoop:
                 step=float(self.state.step),
                 epoch_seconds=time.monotonic() - t_epoch,
             )
+            self.state.epoch_batch = skip + n_batches if stopped else 0
             if not stopped:
                 self.state.epoch += 1
             if val_batches is not None:
@@ -439,8 +495,7 @@ class TrainLoop:
             ckpt_dir = None
             if checkpoint_dir is not None:
                 ckpt_dir = checkpoint_dir()
-                if self.rank == 0:
-                    self.save(ckpt_dir / "model.pt", last)
+                self.save(ckpt_dir / "model.pt", last)  # every rank: it gathers RNG states
             if report is not None:
                 report(last, ckpt_dir if self.rank == 0 else None)
             if self.rank == 0:

@@ -3,14 +3,22 @@
 Everything here is Ray plumbing: the dataset shard, the device and DDP wrapper Ray Train
 prepares (gloo on CPU, NCCL on GPU, chosen by Ray, never hard-coded), ``ray.train.report`` with a
 voxray checkpoint directory, and restoring from ``ray.train.get_checkpoint()`` after a worker
-failure, which is how a killed worker resumes.
+failure (how a killed worker resumes) or from the checkpoint ``--resume`` names.
+
+Epoch checkpoints are written to a scratch folder on the worker's local disk
+(``voxray-ckpt-<run>-rank<r>-*`` under the system temp folder) that ``ray.train.report`` copies
+into the run's storage; each is removed as soon as ``report`` returns, and the scratch folder
+when the worker ends, by error too.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +38,25 @@ def build_task(exp_dict: dict[str, Any]):
     model = build_model(exp.model.name, exp.model.config)
     entry, task_cfg = resolve_task(exp.task.name, exp.task.config)
     return exp, entry.cls(model, task_cfg)
+
+
+SCRATCH_PREFIX = "voxray-ckpt-"
+
+
+def scratch_prefix(run_id: str, rank: int | None = None) -> str:
+    """Name prefix of a worker's checkpoint scratch folder (the job sweeps the driver node's
+    leftovers of its run, e.g. of a killed worker, by it)."""
+    return f"{SCRATCH_PREFIX}{run_id}-" + ("" if rank is None else f"rank{rank}-")
+
+
+@contextmanager
+def checkpoint_scratch(run_id: str, rank: int) -> Iterator[Path]:
+    """A worker's scratch folder for epoch checkpoints, removed when the block ends."""
+    root = Path(tempfile.mkdtemp(prefix=scratch_prefix(run_id, rank)))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -59,7 +86,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         meta=config.get("meta"),
         sync_grads=manual_sync,
     )
-    checkpoint = ray.train.get_checkpoint()
+    # the run's own latest checkpoint (after a worker failure, or a rerun in the same storage)
+    # wins over the one --resume named when the job started
+    checkpoint = ray.train.get_checkpoint() or config.get("resume_checkpoint")
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
             loop.restore(Path(ckpt_dir) / "model.pt")
@@ -75,15 +104,30 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             drop_last=True,
         )
 
+    seek = None
     if config.get("single_pass"):
         # Dynamic data (TSE mixes) is one dataset for the whole run, read once: each epoch
         # takes its share of batches, so row ids (seeds, curriculum progress) never repeat.
-        # After a restart the pass starts again from the first rows.
-        stream = iter(new_pass())
+        # The driver starts the dataset at the data position of the checkpoint it resumes
+        # (`start_batch`, in this worker's batches); a newer checkpoint (a worker restarted
+        # after a failure) skips the batches between the two by reading them.
         per_epoch = int(config["batches_per_epoch"])
+        done = loop.state.epoch * per_epoch + loop.state.epoch_batch
+        behind = done - int(config.get("start_batch", 0))
+        if behind < 0:
+            raise RuntimeError(
+                f"the training data starts at batch {config.get('start_batch')} but the restored "
+                f"checkpoint is at batch {done}"
+            )
+        if behind:
+            log.warning("skipping %d already-trained batches of the mixing stream", behind)
+        stream = itertools.islice(iter(new_pass()), behind, None)
 
         def epoch_batches(epoch: int):
             return itertools.islice(stream, per_epoch)
+
+        def seek(epoch: int, start: int):
+            return itertools.islice(stream, per_epoch - start)
     else:
 
         def epoch_batches(epoch: int):
@@ -96,13 +140,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         def val_batches():
             return val_shard.iter_torch_batches(batch_size=exp.train.batch_size)
 
-    def report(metrics: dict[str, float], ckpt_dir: Path | None) -> None:
-        ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
-        ray.train.report(metrics, checkpoint=ckpt)
+    with checkpoint_scratch(config.get("run_id", "run"), rank) as scratch:
 
-    loop.run(
-        epoch_batches,
-        report=report,
-        checkpoint_dir=lambda: Path(tempfile.mkdtemp()),
-        val_batches=val_batches,
-    )
+        def report(metrics: dict[str, float], ckpt_dir: Path | None) -> None:
+            ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
+            try:
+                ray.train.report(metrics, checkpoint=ckpt)  # copies ckpt_dir into storage
+            finally:  # this epoch's folder, on every rank (others made one and left it empty)
+                for path in scratch.iterdir():
+                    shutil.rmtree(path, ignore_errors=True)
+
+        loop.run(
+            epoch_batches,
+            report=report,
+            checkpoint_dir=lambda: Path(tempfile.mkdtemp(dir=scratch)),
+            val_batches=val_batches,
+            seek=seek,
+        )

@@ -77,3 +77,51 @@ def test_cli_reports_config_errors(caplog, capsys):
     rc = main(["train", "--config", str(CONFIG), "--space", "no-such-space"])
     assert rc == 2 and "unknown search space" in caplog.text
     assert capsys.readouterr().out == ""  # errors are logs (stderr), never stdout
+
+
+def test_trials_leave_a_cpu_for_their_data_or_the_sweep_refuses():
+    from ray_jobs.train.experiment import load_experiment
+    from tune.sweep import TRIAL_CPU, plan_trials
+
+    tse = Path(CONFIG).with_name("tse.yaml")
+    exp = load_experiment(tse)  # one 1-CPU trainer
+    # 2 CPUs: one trial; its trainer gives up the Tune function's sliver so that a whole CPU
+    # stays free for the mixing tasks
+    assert plan_trials(exp, 2.0, max_concurrent=4) == (1, 1.0 - TRIAL_CPU)
+    assert plan_trials(exp, 8.0, max_concurrent=3)[0] == 3
+    assert plan_trials(exp, 8.0, max_concurrent=8)[0] == 4
+    with pytest.raises(ConfigError, match=r"needs 2 CPUs .* the cluster has 1"):
+        plan_trials(exp, 1.0, max_concurrent=1)
+    two = load_experiment(tse, overrides={"train.num_workers": 2, "train.cpus_per_worker": 0.5})
+    assert plan_trials(two, 2.0, max_concurrent=1) == (1, 0.5 - TRIAL_CPU / 2)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(420)
+def test_tse_sweep_makes_progress_on_two_cpus(ray_cluster, tmp_path):
+    """A TSE sweep of the tiny config as shipped (a 1-CPU trainer) on the 2-CPU cluster: the
+    trial's mixing tasks get a CPU, so it trains and reports the TSE sweep metric."""
+    import time
+
+    from datasets.synth import generate_corpus
+    from tune.sweep import run_train_sweep
+
+    generate_corpus(
+        tmp_path / "speech", num_speakers=10, utts_per_speaker=3, seconds=(1.5, 2.5), seed=5
+    )
+    base = load_yaml(Path(CONFIG).with_name("tse.yaml"))
+    base["data"]["train"] = str(tmp_path / "speech")
+    base["train"]["epochs"] = 1
+    t0 = time.monotonic()
+    summary = run_train_sweep(
+        base,
+        {"task.config.si_sdr_weight": {"grid": [1.0]}},
+        tmp_path / "sweep",
+        num_samples=1,
+        scheduler="fifo",
+    )
+    assert summary["metric"] == "val_si_sdr"
+    (trial,) = summary["trials"]
+    assert trial["error"] is None and trial["iterations"] == 1
+    assert isinstance(trial["val_si_sdr"], float)
+    assert time.monotonic() - t0 < 400

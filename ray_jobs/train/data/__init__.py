@@ -40,6 +40,8 @@ class TrainData:
     evaluate: Callable[[Path], dict[str, Any]] | None = None  # final model.pt -> metrics
     # True: `train` holds the rows of all epochs and is read once (dynamic mixing)
     single_pass: bool = False
+    # single-pass data: the same dataset starting at row N (where a resumed run continues)
+    start_at: Callable[[int], ray.data.Dataset] | None = None
 
 
 PACKAGE = "ray_jobs.train.data"

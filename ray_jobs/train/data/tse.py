@@ -95,4 +95,7 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
         },
         evaluate=evaluate if val_samples else None,
         single_pass=True,
+        start_at=lambda first: tse_training_dataset(
+            train_spec, total, batch_size=exp.train.batch_size, first_row=first
+        ),
     )
