@@ -2,8 +2,11 @@
 
 Training sweeps (loss weights, model sizes, learning rates) run one ``ray_jobs.train`` job per
 trial: each trial is a Tune function that calls :func:`ray_jobs.train.run_training` with the
-trial's overrides and Ray Train's ``TuneReportCallback``, so every epoch's metrics (``val_*``
-when the task has a validation set) reach the scheduler, and ASHA stops weak trials early::
+trial's overrides and Ray Train's ``TuneReportCallback``, so every epoch's metrics reach the
+scheduler, and ASHA stops weak trials early. Trials are ranked by the task's validation metric
+(``Task.sweep_metric``: ``val_eer`` for speakers, ``val_si_sdri`` for TSE, ``val_mel_distance``
+for codecs, ``val_acc`` for classifiers) unless ``--metric`` says otherwise; a sweep without
+validation data is refused before any trial starts::
 
     python -m tune.sweep train --config ray_jobs/configs/tse.yaml --space tse \\
         --data-root /data/speech --num-samples 16 --output runs/sweep-tse
@@ -18,8 +21,11 @@ Data is prepared (packed to shards) once in the driver before the trials start; 
 reads the same shards (``data.pack_dir``). A trial takes ``train.num_workers x
 train.cpus_per_worker`` CPUs for its trainers plus one for its data pipeline (Ray Data's
 decode/crop/mix tasks ask a CPU each); the sweep runs as many trials at once as the cluster
-has room for (at most ``--max-concurrent``) and refuses a cluster too small for one. Results: ``<output>/sweep.json`` (every trial's
-config and final metrics, and the best one), plus each trial's ``report.json`` and ``model.pt``.
+has room for (at most ``--max-concurrent``) and refuses a cluster too small for one. Results:
+``<output>/sweep.json`` (every trial's config and final metrics, and the best one), plus each
+trial's ``report.json`` and ``model.pt`` (its best epoch). TensorBoard: ``tensorboard --logdir
+<output>/tune/sweep`` shows every trial's per-epoch metrics (Tune's own event files),
+``--logdir <output>/trials`` their per-step curves.
 """
 
 from __future__ import annotations
@@ -131,7 +137,12 @@ def run_train_sweep(
     default_metric, default_mode = resolve_task(exp.task.name)[0].cls.sweep_metric
     metric, mode = metric or default_metric, mode or default_mode
     # Pack once in the driver; the trials find finished shards (packing is resumable).
-    build_train_data(exp, output / "data")
+    data = build_train_data(exp, output / "data")
+    if metric.startswith("val_") and data.val is None:
+        raise ConfigError(
+            f"the sweep ranks trials by {metric}, which needs validation data every epoch: set "
+            "data.val (a held-out tree) or data.val_speakers (or pass --metric train_loss)"
+        )
     init_ray()
     max_concurrent, per_worker = plan_trials(
         exp, ray.cluster_resources().get("CPU", 0.0), max_concurrent

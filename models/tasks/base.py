@@ -9,15 +9,20 @@ and the parts only training needs (margin heads, discriminators). The one traini
 - ``train_step(batch, ctx)``: forward, ``ctx.backward(name, loss)`` and ``ctx.step(name)``;
   returns scalar metrics. The default implementation calls ``ctx.forward(batch)`` (which runs
   ``forward`` through the DDP wrapper under autocast) and optimises ``out["loss"]``;
-- ``eval_step(batch)``: metrics without gradients;
+- ``eval_step(batch)``: metrics without gradients, averaged over the validation batches;
+- ``eval_outputs(batch)`` / ``eval_summary(outputs)``: validation that needs the whole held-out
+  set at once (a speaker task's EER over trials between utterances): per-example outputs of each
+  batch, which the loop gathers from every worker, then metrics over all of them;
 - ``on_step(step)``: schedules that live in the task (margin warm-up, curriculum);
 - ``train_state()`` / ``load_train_state()``: the training-only parts, saved in the checkpoint's
   ``train_state`` entry that ``load_model`` ignores; ``train_state_mismatch(state)`` says why a
   saved one does not fit (fine-tuning refuses it rather than silently starting those parts fresh);
 - ``label_meta_keys``: the checkpoint ``meta`` entries that say what the training-only parts'
   class ids mean (a speaker head's speakers and speed factors), compared by fine-tuning;
-- ``sweep_metric``: the reported metric and mode (``"min"``/``"max"``) a sweep ranks trials by
-  unless told otherwise, so a new task brings its own and ``tune/`` keeps no per-task table.
+- ``sweep_metric``: the reported validation metric and mode (``"min"``/``"max"``) that ranks
+  epochs (the best checkpoint becomes ``model.pt``; early stopping) and sweep trials unless told
+  otherwise, so a new task brings its own and ``tune/`` keeps no per-task table. Its data builder
+  (``ray_jobs/train/data/<task>.py``) must give the validation rows that report it every epoch.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,7 +49,7 @@ class StepContext(Protocol):
 
 class Task(nn.Module):
     model: nn.Module
-    sweep_metric: tuple[str, str] = ("train_loss", "min")
+    sweep_metric: tuple[str, str] = ("val_loss", "min")
     label_meta_keys: tuple[str, ...] = ()
 
     def param_groups(self) -> dict[str, Iterable[nn.Parameter]]:
@@ -62,6 +68,18 @@ class Task(nn.Module):
     def eval_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         out = self(batch)
         return {k: float(v) for k, v in out.items() if v.dim() == 0}
+
+    @torch.no_grad()
+    def eval_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-example outputs of one held-out batch, each ``(B, ...)``, for
+        :meth:`eval_summary`; ``{}`` (the default) when the task needs none."""
+        return {}
+
+    def eval_summary(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        """Metrics over the whole held-out set: ``outputs`` holds every :meth:`eval_outputs` key
+        concatenated over all batches of all workers (rows in no particular order: carry an
+        index to restore one). The loop reports them as ``val_<key>``."""
+        return {}
 
     def on_step(self, step: int) -> None:
         """Called by the loop before each optimizer step's batches."""

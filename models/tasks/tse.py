@@ -70,7 +70,7 @@ class TSETaskConfig:
 class TSETask(Task):
     """``model``: a ``tse``-family extractor (``forward(mix, ref) -> TSEOutput``)."""
 
-    sweep_metric = ("val_si_sdr", "max")
+    sweep_metric = ("val_si_sdri", "max")  # improvement over the mixture (dB)
 
     def __init__(self, model: nn.Module, cfg: TSETaskConfig) -> None:
         super().__init__()

@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         f"EER:         {100 * ev.get('eer', float('nan')):.2f} %",
         f"minDCF:      {ev.get('min_dcf_0.01', float('nan')):.3f} (p=0.01), "
         f"{ev.get('min_dcf_0.05', float('nan')):.3f} (p=0.05)",
-        f"checkpoint:  {report['checkpoint']}",
+        f"checkpoint:  {report['checkpoint']} (the best epoch: {_chosen(report)})",
+        f"curves:      {output / 'curves.png'}, {output / 'metrics.csv'}, "
+        f"TensorBoard {output / 'tensorboard'}",
         f"shards:      {output / 'shards'}",
         f"report:      {output / 'report.json'}",
         f"total time:  {time.time() - t0:.0f} s",
@@ -78,3 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("\n".join(lines))
     return 0
+
+
+def _chosen(report: dict) -> str:
+    """``epoch 6 of 8, val_eer 12.50 %``: which epoch model.pt is, by which metric."""
+    chosen = report.get("model_pt", {})
+    text = f"epoch {chosen.get('epoch', 0)} of {report.get('epochs_run', 0)}"
+    value = chosen.get(chosen.get("selected_by", ""))
+    return text if value is None else f"{text}, {chosen['selected_by']} {100 * value:.2f} %"

@@ -30,13 +30,11 @@ import numpy as np
 from datasets.audio import AudioError, load_audio
 from datasets.manifests import Utterance
 from models.metrics import verification_metrics
-from models.pipelines.scoring import cosine_pairs
+from models.pipelines.scoring import DEFAULT_MAX_TRIALS, cosine_pairs, make_pairs
 from models.pipelines.speaker import SpeakerEmbedder
 
 log = logging.getLogger("ray_jobs.evaluate.speaker")
 
-DEFAULT_MAX_TRIALS = 200_000
-_ENUMERATE_MAX = 10_000_000  # pairs; above this, subsampling never enumerates all pairs
 _LABELS = {"1": True, "0": False, "target": True, "nontarget": False}
 
 
@@ -131,81 +129,6 @@ def _resolve(trials: Sequence[Trial], utterances: Sequence[Utterance]) -> np.nda
     return pairs
 
 
-def _unique_pairs(rng: np.random.Generator, n_want: int, n: int, draw) -> np.ndarray:
-    """Draw distinct unordered pairs ``(i < j)`` from ``draw(k) -> (i, j)`` until ``n_want``."""
-    codes = np.empty(0, dtype=np.int64)
-    while codes.size < n_want:
-        i, j = draw(2 * (n_want - codes.size) + 64)
-        lo, hi = np.minimum(i, j), np.maximum(i, j)
-        new = np.concatenate([codes, lo * n + hi])
-        _, first = np.unique(new, return_index=True)
-        codes = new[np.sort(first)]  # dedupe, keeping draw order so truncation stays random
-    codes = codes[:n_want]
-    return np.stack([codes // n, codes % n], axis=1)
-
-
-def make_pairs(
-    speakers: Sequence[Any], max_trials: int = DEFAULT_MAX_TRIALS, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Trials over one utterance list: ``(pairs (N, 2) int64, target (N,) bool)``.
-
-    All unordered pairs when there are at most ``max_trials``; otherwise a subsample seeded by
-    ``seed``: ``max_trials // 2`` same-speaker pairs (or all of them, if fewer) and the rest
-    different-speaker pairs, each drawn uniformly without replacement. EER and minDCF depend on
-    per-class error rates only, so the balance does not bias them.
-    """
-    spk = np.unique(np.asarray(speakers), return_inverse=True)[1].astype(np.int64)
-    n = spk.size
-    if np.unique(spk).size < 2:
-        raise ValueError(
-            "need utterances from at least 2 speakers to form different-speaker trials"
-        )
-    counts = np.bincount(spk)
-    n_all = n * (n - 1) // 2
-    n_tar_all = int((counts * (counts - 1) // 2).sum())
-    if n_tar_all == 0:
-        raise ValueError("every speaker has a single utterance: no same-speaker trials possible")
-    if n_all <= max_trials:
-        i, j = np.triu_indices(n, k=1)
-        return np.stack([i, j], axis=1).astype(np.int64), spk[i] == spk[j]
-
-    rng = np.random.default_rng(seed)
-    n_tar = min(max_trials // 2, n_tar_all)
-    n_non = min(max_trials - n_tar, n_all - n_tar_all)
-    by_spk = np.argsort(spk, kind="stable")  # utterance indices grouped by speaker
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    weights = counts * (counts - 1) / 2
-    weights = weights / weights.sum()
-
-    def draw_target(k: int) -> tuple[np.ndarray, np.ndarray]:
-        s = rng.choice(counts.size, size=k, p=weights)  # speaker, weighted by its pair count
-        a = rng.integers(0, counts[s])
-        b = rng.integers(0, counts[s] - 1)
-        b = b + (b >= a)  # distinct positions within the speaker
-        return by_spk[offsets[s] + a], by_spk[offsets[s] + b]
-
-    def draw_nontarget(k: int) -> tuple[np.ndarray, np.ndarray]:
-        i, j = rng.integers(0, n, size=k), rng.integers(0, n, size=k)
-        keep = spk[i] != spk[j]
-        return i[keep], j[keep]
-
-    def sample(want: int, available: int, same: bool, draw) -> np.ndarray:
-        # Rejection sampling needs ~want draws while want is well below what is available; near
-        # exhaustion it would crawl (coupon collector), so enumerate and choose instead.
-        if want <= available // 2 or n_all > _ENUMERATE_MAX:
-            return _unique_pairs(rng, want, n, draw)
-        i, j = np.triu_indices(n, k=1)
-        cls = np.flatnonzero((spk[i] == spk[j]) == same)
-        pick = np.sort(rng.choice(cls, size=want, replace=False))
-        return np.stack([i[pick], j[pick]], axis=1).astype(np.int64)
-
-    tar = sample(n_tar, n_tar_all, True, draw_target)
-    non = sample(n_non, n_all - n_tar_all, False, draw_nontarget)
-    pairs = np.concatenate([tar, non])
-    target = np.concatenate([np.ones(len(tar), bool), np.zeros(len(non), bool)])
-    return pairs, target
-
-
 def embed_utterances(
     embedder: SpeakerEmbedder, utterances: Sequence[Utterance], chunk_size: int = 64
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -256,7 +179,8 @@ def evaluate_tree(
 ) -> dict[str, Any]:
     """Embed, score and measure: ``verification_metrics`` keys plus bookkeeping.
 
-    ``trials=None`` scores same/different pairs of ``utterances`` (see :func:`make_pairs`);
+    ``trials=None`` scores same/different pairs of ``utterances`` (see
+    :func:`models.pipelines.scoring.make_pairs`);
     otherwise only the utterances the trials name are embedded, and trials touching an
     utterance that could not be embedded are dropped (counted in ``num_dropped_trials``).
     Extra keys: ``model_id``, ``trials_source`` (``file``, ``all_pairs`` or ``sampled_pairs``),

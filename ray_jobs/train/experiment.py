@@ -52,6 +52,9 @@ class DataConfig:
     # for corpora with one recording per speaker, target trials then pair segments of the same
     # recording (an easier, same-session protocol; say so when reporting).
     val_segment_seconds: float = 0.0
+    # Held-out utterances the speaker task embeds every epoch for val_eer / val_min_dcf (a subset
+    # seeded by `seed` above this; 0 = all). The final evaluation scores all of them.
+    val_max_utterances: int = 400
     sample_rate: int = 16000  # Hz; audio is resampled to this when packed
     crop_seconds: float = 2.0  # random training crop length
     crops_per_utterance: int = 1  # crops drawn from each utterance per epoch
@@ -131,7 +134,21 @@ class TrainConfig:
     # class count or embed dim, other speakers or speed factors) raises ConfigError; false starts
     # a fresh head on purpose (e.g. fine-tuning on other speakers), with a warning in the log.
     init_head: bool = True
-    num_checkpoints: int = 2  # checkpoints kept by Ray Train
+    # Checkpoints kept by Ray Train: the best ones by the task's validation metric
+    # (Task.sweep_metric, e.g. val_eer), plus always the latest (what a restarted worker resumes
+    # from). The best becomes <output>/model.pt.
+    num_checkpoints: int = 2
+    # Stop after this many epochs in a row without a new best of the task's validation metric;
+    # 0 = off. Needs validation data (data.val or data.val_speakers, ...).
+    early_stop_patience: int = 0
+
+    def __post_init__(self) -> None:
+        if self.early_stop_patience < 0:
+            raise ConfigError(
+                "train.early_stop_patience is a number of epochs without improvement (0 = off), "
+                f"got {self.early_stop_patience}"
+            )
+
     seed: int = 0
 
 

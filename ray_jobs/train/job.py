@@ -6,8 +6,11 @@ Runs on the local Ray cluster it starts (the default) or, unchanged, on a cluste
 ``ray job submit --working-dir . -- python -m ray_jobs.train ...``. Data is packed to HDF5 shards
 (once, resumably), streamed by Ray Data (crops, augmentation, fbank on CPU tasks) into a
 ``TorchTrainer`` whose workers use GPUs when the cluster has them. A worker that dies is replaced
-and training resumes from the last epoch checkpoint (``train.max_failures``). At the end the
-final model is copied to ``<output>/model.pt`` and scored by EER on held-out speakers.
+and training resumes from the last epoch checkpoint (``train.max_failures``). Ray Train keeps
+the best epoch checkpoints by the task's validation metric (``Task.sweep_metric``: ``val_eer``,
+``val_si_sdri``, ``val_mel_distance``, ``val_acc``); at the end the best one is copied to
+``<output>/model.pt`` (``report.json``'s ``model_pt`` says which epoch and its metric) and scored
+by the family's evaluation on the held-out data.
 
 A stopped run continues from its latest checkpoint with :func:`open_run` + ``run_training(...,
 resume_from=...)`` (``python -m ray_jobs.train --resume RUN``): model, optimizers, schedule
@@ -33,8 +36,10 @@ from ray.train.torch import TorchTrainer
 
 from models.checkpoint import atomic_write, read_checkpoint
 from models.config import ConfigError
+from models.registry import resolve_task
 from ray_jobs.train.data import build_train_data
 from ray_jobs.train.experiment import ExperimentConfig, experiment_from_dict
+from ray_jobs.train.logbook import CSV_NAME, CURVES_NAME, TB_DIR, pick_best
 from ray_jobs.train.loop import TrainLoop
 from ray_jobs.train.resume import (
     record_experiment,
@@ -153,6 +158,14 @@ def run_training(
         steps_per_epoch,
         exp.train.epochs,
     )
+    metric, mode = resolve_task(exp.task.name)[0].cls.sweep_metric
+    if data.val is None:
+        if exp.train.early_stop_patience > 0:
+            raise ConfigError(
+                f"train.early_stop_patience needs the per-epoch {metric}, and this run has no "
+                "validation data: set data.val (a held-out tree) or data.val_speakers"
+            )
+        log.warning("no validation data: %s is not reported and model.pt is the last epoch", metric)
     gpu = use_gpu(exp)
     run_id = hashlib.sha1(str(output).encode()).hexdigest()[:12]
     batches_per_epoch = steps_per_epoch * exp.train.grad_accum
@@ -176,6 +189,7 @@ def run_training(
             "output_dir": str(output),
             "meta": data.meta,
             "has_val": data.val is not None,
+            "val_batch_size": data.val_batch_size,
             "single_pass": data.single_pass,
             "batches_per_epoch": batches_per_epoch,
             "start_batch": start_batch,
@@ -191,7 +205,12 @@ def run_training(
             name=exp.name,
             storage_path=str(output / "ray_results"),
             failure_config=ray.train.FailureConfig(max_failures=exp.train.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=exp.train.num_checkpoints),
+            # the best epochs by the task's validation metric (the latest is kept as well)
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=exp.train.num_checkpoints,
+                checkpoint_score_attribute=metric if data.val is not None else None,
+                checkpoint_score_order=mode,
+            ),
             callbacks=callbacks,
         ),
         datasets=datasets,
@@ -202,14 +221,42 @@ def run_training(
         _sweep_scratch(run_id)
     if result.checkpoint is None:
         raise RuntimeError(f"training produced no checkpoint (error: {result.error})")
-    with result.checkpoint.as_directory() as ckpt_dir:
+    checkpoint, chosen = best_checkpoint(result, metric, mode)
+    with checkpoint.as_directory() as ckpt_dir:
         src = Path(ckpt_dir) / "model.pt"
         atomic_write(output / "model.pt", lambda tmp: shutil.copyfile(src, tmp))
+    last = dict(result.metrics or {})
+    log.info(
+        "model.pt is epoch %d of %d (%s = %s)",
+        chosen.get("epoch", 0),
+        last.get("epoch", 0),
+        metric,
+        chosen.get(metric),
+    )
     report: dict[str, Any] = {
         "model": exp.model.name,
         "task": exp.task.name,
         "checkpoint": str(output / "model.pt"),
-        "train_metrics": dict(result.metrics or {}),
+        # which epoch model.pt is, and why
+        "model_pt": {
+            "epoch": int(chosen.get("epoch", 0)),
+            "step": int(chosen.get("step", 0)),
+            "selected_by": metric if metric in chosen else "last epoch (no validation metric)",
+            "mode": mode,
+            metric: chosen.get(metric),
+        },
+        "epochs_run": int(last.get("epoch", 0)),
+        "early_stopped": bool(
+            exp.train.early_stop_patience > 0
+            and last.get("epochs_since_best", 0) >= exp.train.early_stop_patience
+            and last.get("epoch", 0) < exp.train.epochs
+        ),
+        "logs": {
+            "metrics_csv": str(output / CSV_NAME),
+            "curves_png": str(output / CURVES_NAME),
+            "tensorboard": str(output / TB_DIR),
+        },
+        "train_metrics": last,
         **data.summary,
         "train_seconds": round(time.time() - t0, 1),
         "used_gpu": gpu,
@@ -221,6 +268,16 @@ def run_training(
     text = json.dumps(report, indent=2, default=float)
     atomic_write(output / "report.json", lambda tmp: tmp.write_text(text))
     return report
+
+
+def best_checkpoint(result: Any, metric: str, mode: str) -> tuple[Any, dict[str, Any]]:
+    """The checkpoint ``model.pt`` is copied from and its epoch metrics: the best kept one by
+    ``metric`` (ties: the earliest epoch); the latest when no kept one reports ``metric``."""
+    kept = list(result.best_checkpoints or [])
+    best = pick_best([m for _, m in kept], metric, mode)
+    if best is None:
+        return result.checkpoint, dict(result.metrics or {})
+    return kept[best][0], dict(kept[best][1])
 
 
 def run_cross_validation(

@@ -2,7 +2,10 @@
 
 ``ray_jobs/train/worker.py`` adapts it to Ray Train (dataset shard, ``ray.train.report``, restore from
 ``ray.train.get_checkpoint``); tests and single-GPU runs drive it directly. It knows nothing about
-speakers or codecs: tasks (``models/tasks``) supply ``param_groups`` / ``train_step``.
+speakers or codecs: tasks (``models/tasks``) supply ``param_groups`` / ``train_step`` and their
+validation. Every epoch ends the same way: validation (``val_*``), the best epoch by the task's
+``sweep_metric`` (``ray_jobs/train/logbook.py``), the checkpoint, the report, TensorBoard /
+``metrics.csv`` / ``curves.png`` on rank 0, and early stopping (``train.early_stop_patience``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import contextlib
 import itertools
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -26,7 +29,9 @@ from torch import nn
 from models.checkpoint import atomic_write, read_checkpoint, save_checkpoint
 from models.config import ConfigError
 from models.tasks.base import Task
-from ray_jobs.train.experiment import ExperimentConfig, OptimConfig
+from ray_jobs.train.experiment import ExperimentConfig
+from ray_jobs.train.logbook import BestTracker, Logbook
+from ray_jobs.train.optim import build_optimizer, lr_factor, resolve_precision
 from ray_jobs.train.resume import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -34,52 +39,6 @@ log = logging.getLogger(__name__)
 Batch = dict[str, torch.Tensor]
 # report(metrics, checkpoint_dir or None): called once per epoch (and at a time-budget stop)
 ReportFn = Callable[[dict[str, float], Path | None], None]
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bf16 autocast on CUDA devices that support it, full fp32 on CPU."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise ValueError("fp16 training needs a CUDA device; use bf16 or fp32 on CPU")
-        return torch.float16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    params = list(params)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov,
-            weight_decay=cfg.weight_decay,
-        )
-    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-
-
-def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
-    """Multiplier of ``cfg.lr`` at optimizer step ``step``: linear warm-up, then decay."""
-    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
-        if cfg.warmup_mode == "constant":
-            return cfg.warmup_factor
-        return (step + 1) / cfg.warmup_steps
-    floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
-    if cfg.schedule == "constant" or total_steps <= cfg.warmup_steps:
-        return 1.0
-    if cfg.schedule == "step":  # milestones are fractions of all steps, warm-up included
-        return cfg.gamma ** sum(step >= m * total_steps for m in cfg.milestones)
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
-    if cfg.schedule == "cosine":
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-    return max(floor, floor**progress) if floor > 0 else 1.0  # exponential from 1 to floor
 
 
 @dataclass
@@ -190,6 +149,8 @@ class TrainLoop:
             if self.amp_dtype == torch.float16
         }
         self.state = TrainState()
+        self.best = BestTracker(*task.sweep_metric)  # the epoch model.pt is taken from
+        self._warned_no_metric = False
         self.ctx = _Context(self)
         self._t0 = time.monotonic()
 
@@ -254,6 +215,7 @@ class TrainLoop:
             "step": self.state.step,
             "epoch_batch": self.state.epoch_batch,
             "rng": rng,  # one entry per rank
+            "best": self.best.state_dict(),
         }
         meta = {
             **self.meta,
@@ -293,6 +255,7 @@ class TrainLoop:
                     self.rank,
                     len(rngs),
                 )
+            self.best.load_state_dict(ts.get("best") or {})
         self.state.resumed_from = str(path)
         log.info(
             "resumed from %s at epoch %d (+%d batches), step %d",
@@ -369,24 +332,32 @@ class TrainLoop:
     # -- the loop --------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self, batches: Iterable[Batch]) -> dict[str, float]:
-        """``task.eval_step`` averaged over ``batches`` (weighted by batch size), as ``val_*``.
+        """``task.eval_step`` averaged over ``batches`` (weighted by batch size) and
+        ``task.eval_summary`` of the ``task.eval_outputs`` of all of them, as ``val_*``.
 
-        With several workers each evaluates its own shard and the sums are all-reduced, so every
-        rank returns the same numbers (what Tune's schedulers compare between trials).
+        With several workers each evaluates its own shard; the sums are all-reduced and the
+        per-example outputs gathered, so every rank returns the same numbers (what Tune's
+        schedulers compare between trials, and what early stopping decides on).
         """
         self.task.eval()
         # per-key sums and counts: a task may leave a metric out of a batch that has none of
         # its cases (TSE's target-absent scores), and that must not drag its mean to zero
         sums: dict[str, float] = {}
         counts: dict[str, float] = {}
+        outputs: dict[str, list[np.ndarray]] = {}
         for batch in _batches_on(batches, self.device):
             bs = int(next(iter(batch.values())).shape[0])
             with self.autocast():
                 metrics = self.task.eval_step(batch)
+                outs = self.task.eval_outputs(batch)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * bs
                 counts[k] = counts.get(k, 0.0) + bs
+            for k, v in outs.items():
+                v = v.detach().float() if v.is_floating_point() else v.detach()
+                outputs.setdefault(k, []).append(v.cpu().numpy())
         self.task.train()
+        summary = self.task.eval_summary(self._gather_outputs(outputs))
         keys = sorted(sums)
         if self.world_size > 1 and dist.is_available() and dist.is_initialized():
             # every rank must reduce the same keys: gather the union first
@@ -402,7 +373,16 @@ class TrainLoop:
             values = t.tolist()
             sums = dict(zip(keys, values[: len(keys)], strict=True))
             counts = dict(zip(keys, values[len(keys) :], strict=True))
-        return {f"val_{k}": sums[k] / counts[k] for k in keys if counts.get(k, 0) > 0}
+        result = {f"val_{k}": sums[k] / counts[k] for k in keys if counts.get(k, 0) > 0}
+        result.update({f"val_{k}": float(v) for k, v in summary.items()})
+        return result
+
+    def _gather_outputs(self, outputs: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+        """Per-key concatenation of ``outputs`` over batches and, with several workers, over
+        all ranks (rank order); every rank gets the whole set."""
+        parts = self._gather({k: np.concatenate(v) for k, v in outputs.items()})
+        keys = sorted({k for p in parts for k in p})
+        return {k: np.concatenate([p[k] for p in parts if k in p]) for k in keys}
 
     def run(
         self,
@@ -412,7 +392,7 @@ class TrainLoop:
         val_batches: Callable[[], Iterable[Batch]] | None = None,
         seek: Callable[[int, int], Iterable[Batch]] | None = None,
     ) -> dict[str, float]:
-        """Train from ``self.state.epoch`` to ``exp.train.epochs``.
+        """Train from ``self.state.epoch`` to ``exp.train.epochs``, or until early stopping.
 
         ``epoch_batches(epoch)`` yields the batches of one epoch on this worker.
         A run restored mid-epoch (``state.epoch_batch`` > 0, after a time-budget stop) skips the
@@ -423,14 +403,28 @@ class TrainLoop:
         (``val_*`` metrics in the report: what Tune's ASHA compares).
         ``checkpoint_dir()`` returns a fresh directory for an epoch checkpoint (rank 0 saves
         ``model.pt`` into it before ``report`` is called with that directory).
+        Each epoch's metrics also carry ``lr`` and, once the task's ``sweep_metric`` has been
+        reported, ``best_epoch`` and ``epochs_since_best``; with ``train.early_stop_patience``
+        = N > 0, training stops after N epochs in a row without a new best. With an
+        ``output_dir``, rank 0 writes TensorBoard events, ``metrics.csv`` and ``curves.png``
+        there (``ray_jobs/train/logbook.py``).
         """
         exp = self.exp
         self.module.train()
         last: dict[str, float] = {}
+        book = None
+        if self.rank == 0 and self.output_dir is not None:
+            book = Logbook(
+                self.output_dir,
+                start_epoch=self.state.epoch,
+                metric=self.best.metric,
+                mode=self.best.mode,
+            )
         while self.state.epoch < exp.train.epochs:
             epoch = self.state.epoch
             sums: dict[str, float] = {}
-            n_batches = 0
+            window: dict[str, float] = {}  # sums since the last log line (per-step scalars)
+            n_batches = n_window = 0
             t_epoch = time.monotonic()
             stopped = False
             skip = self.state.epoch_batch
@@ -451,7 +445,9 @@ class TrainLoop:
                 self.state.samples += bs
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
+                    window[k] = window.get(k, 0.0) + v
                 n_batches += 1
+                n_window += 1
                 self.ctx.micro += 1
                 if self.ctx.micro >= self.accum:
                     self.ctx.micro = 0
@@ -469,6 +465,10 @@ class TrainLoop:
                                 " ".join(f"{k} {v:.4f}" for k, v in avg.items()),
                                 rate,
                             )
+                        if book is not None:
+                            scalars = {f"train_{k}": v / n_window for k, v in window.items()}
+                            book.step(self.state.step, {**scalars, "lr": lr})
+                        window, n_window = {}, 0
                         self._write_progress("train")
                     if self._out_of_time():
                         stopped = True
@@ -485,6 +485,7 @@ class TrainLoop:
             last.update(
                 epoch=float(epoch + (0 if stopped else 1)),
                 step=float(self.state.step),
+                lr=lr,
                 epoch_seconds=time.monotonic() - t_epoch,
             )
             self.state.epoch_batch = skip + n_batches if stopped else 0
@@ -492,26 +493,52 @@ class TrainLoop:
                 self.state.epoch += 1
             if val_batches is not None:
                 last.update(self.validate(val_batches()))
+            early = self._track_best(last)
             ckpt_dir = None
             if checkpoint_dir is not None:
                 ckpt_dir = checkpoint_dir()
                 self.save(ckpt_dir / "model.pt", last)  # every rank: it gathers RNG states
             if report is not None:
                 report(last, ckpt_dir if self.rank == 0 else None)
+            if book is not None:
+                book.epoch(last)
             if self.rank == 0:
                 log.info(
-                    "epoch %d done in %.1fs: %s",
+                    "epoch %d/%d done in %.1fs: %s | %s",
                     epoch + 1,
+                    exp.train.epochs,
                     last["epoch_seconds"],
                     " ".join(
                         f"{k} {v:.4f}" for k, v in last.items() if k.startswith(("train_", "val_"))
                     ),
+                    self.best.describe(),
                 )
             if stopped:
                 log.info("time budget of %.1f min reached; stopping", exp.train.max_minutes)
                 break
+            if early:
+                log.info(
+                    "early stop: %s has not improved for %d epochs; %s",
+                    self.best.metric,
+                    self.best.since,
+                    self.best.describe(),
+                )
+                break
+        if book is not None:
+            book.close()
         self._write_progress("done")
         return last
+
+    def _track_best(self, metrics: dict[str, float]) -> bool:
+        """``self.best`` takes an epoch's ``metrics``; True when early stopping says stop."""
+        if self.best.metric not in metrics and self.rank == 0 and not self._warned_no_metric:
+            self._warned_no_metric = True
+            log.warning(
+                "%s is not reported (no validation data?): model.pt will be the last epoch "
+                "and early stopping is off",
+                self.best.metric,
+            )
+        return self.best.observe(metrics, self.exp.train.early_stop_patience)
 
 
 def _all_reduce_grads(opt: torch.optim.Optimizer) -> None:

@@ -5,14 +5,21 @@ scanned, ``val_speakers`` speakers are set aside for evaluation (never trained o
 rest is packed into ``<output>/shards`` resumably, so rerunning a job after an interruption
 reuses the finished shards. Noise and RIR folders are packed the same way
 (:func:`prepare_bank`), so training workers read them on demand instead of each holding a copy.
+:func:`speaker_val_rows` turns held-out utterances into the rows the speaker task validates on
+every epoch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
 
 from datasets.audio import AudioError, load_audio, write_audio
 from datasets.banks import is_packed
@@ -25,6 +32,8 @@ from datasets.manifests import (
     split_speakers,
     write_manifest_csv,
 )
+from models.features import Fbank, FbankConfig
+from models.pipelines.speaker import embedder_input
 from ray_jobs.train.experiment import DataConfig
 
 log = logging.getLogger(__name__)
@@ -148,3 +157,54 @@ def prepare_speaker_data(data: DataConfig, output_dir: str | Path) -> PreparedDa
         num_utterances=int(manifest["num_utterances"]),
         val_utterances=val_utts,
     )
+
+
+def speaker_val_rows(
+    utterances: Sequence[Utterance], fbank: FbankConfig, max_utterances: int = 0, seed: int = 0
+) -> tuple[list[dict[str, Any]], list[Utterance]]:
+    """Held-out utterances -> the speaker task's per-epoch validation rows, and the utterances
+    they come from (row ``index`` = position in that list).
+
+    A row is ``{"feats": (T, num_mel_bins) float32, "speaker": int64, "index": int64}``: the
+    whole utterance's fbank as ``SpeakerEmbedder`` computes it (same input checks, resampling to
+    ``fbank.sample_rate``; pass an inference config, ``dither=0``), so the epoch's EER is the one
+    ``ray_jobs/evaluate/speaker.py`` measures on the same utterances. Above ``max_utterances``
+    (> 0) a subset seeded by ``seed`` is kept, the same every epoch. Unreadable or too-short
+    utterances are skipped with a warning. Returns no rows when fewer than 2 speakers, or no
+    speaker with 2 utterances, remain (no trials to score).
+    """
+    utts = list(utterances)
+    if max_utterances > 0 and len(utts) > max_utterances:
+        keep = np.sort(np.random.default_rng(seed).choice(len(utts), max_utterances, replace=False))
+        utts = [utts[int(i)] for i in keep]
+    names = [f"{u.dataset}/{u.speaker}" for u in utts]
+    ids = {name: i for i, name in enumerate(sorted(set(names)))}
+    front_end = Fbank(fbank)
+    rows: list[dict[str, Any]] = []
+    used: list[Utterance] = []
+    for u, name in zip(utts, names, strict=True):
+        try:
+            wav, _ = load_audio(u.path, target_sr=fbank.sample_rate)
+            x = embedder_input(wav, fbank.sample_rate, fbank)
+        except AudioError as exc:
+            log.warning("validation utterance %s skipped: %s", u.key, exc)
+            continue
+        with torch.inference_mode():
+            feats = front_end(x.unsqueeze(0))[0].numpy()  # (T, num_mel_bins)
+        rows.append({"feats": feats, "speaker": ids[name], "index": len(rows)})
+        used.append(u)
+    counts = np.bincount([r["speaker"] for r in rows], minlength=len(ids))
+    if (counts > 0).sum() < 2 or counts.max(initial=0) < 2:
+        log.warning(
+            "%d validation utterances of %d speakers give no verification trials (need 2 "
+            "speakers and one with 2 utterances): no per-epoch val_eer",
+            len(rows),
+            int((counts > 0).sum()),
+        )
+        return [], []
+    log.info(
+        "%d held-out utterances of %d speakers validate every epoch",
+        len(rows),
+        int((counts > 0).sum()),
+    )
+    return rows, used

@@ -137,8 +137,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if config.get("has_val"):
         val_shard = ray.train.get_dataset_shard("val")
 
+        val_batch_size = config.get("val_batch_size") or exp.train.batch_size
+
         def val_batches():
-            return val_shard.iter_torch_batches(batch_size=exp.train.batch_size)
+            return val_shard.iter_torch_batches(batch_size=val_batch_size)
 
     with checkpoint_scratch(config.get("run_id", "run"), rank) as scratch:
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
+import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -25,3 +30,62 @@ def extract_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     torch.manual_seed(0)
     ckpt = models.save_checkpoint(models.build_model("campplus-tiny").eval(), root / "model.pt")
     return root, ckpt
+
+
+def _gloo_rank(rank: int, world_size: int, port: int, fn: Callable, args: tuple, out) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
+    try:
+        out.put((rank, fn(rank, *args)))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_gloo_ranks(fn: Callable, *args: Any, world_size: int = 2, timeout: float = 300) -> list:
+    """``fn(rank, *args)`` in ``world_size`` spawned processes that form one gloo process group
+    (torch.distributed on CPU, as Ray Train sets it up); their results, by rank. ``fn`` must be
+    a module-level function (spawned processes import it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = torch.multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_gloo_rank, args=(r, world_size, port, fn, args, out))
+        for r in range(world_size)
+    ]
+    for p in procs:
+        p.start()
+    results = dict(out.get(timeout=timeout) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0] * world_size
+    return [results[r] for r in range(world_size)]
+
+
+def assert_best_epoch_reported(out: Path, task: str, epochs: int) -> dict:
+    """A finished ``ray_jobs.train`` run in ``out``: ``metrics.csv`` has one row per epoch, each
+    with the task's sweep metric (what ranks epochs and trials), ``curves.png`` and TensorBoard
+    events exist, and ``report.json``/``model.pt`` are the best epoch by that metric. Returns
+    the report."""
+    from models import read_checkpoint
+    from models.registry import resolve_task
+    from ray_jobs.train.logbook import pick_best, read_metrics_csv
+
+    metric, mode = resolve_task(task)[0].cls.sweep_metric
+    rows = read_metrics_csv(out / "metrics.csv")
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    assert all(math.isfinite(r[metric]) for r in rows), (metric, rows)
+    assert (out / "curves.png").stat().st_size > 0
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    best = rows[pick_best(rows, metric, mode)]
+    report = json.loads((out / "report.json").read_text())
+    chosen = report["model_pt"]
+    assert chosen["selected_by"] == metric and chosen["epoch"] == best["epoch"]
+    assert math.isclose(chosen[metric], best[metric], rel_tol=1e-6, abs_tol=1e-9)
+    assert read_checkpoint(out / "model.pt")["meta"]["epoch"] == best["epoch"]
+    return report

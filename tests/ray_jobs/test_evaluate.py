@@ -21,7 +21,7 @@ from models.features import FbankConfig
 from models.metrics import verification_metrics
 from models.pipelines.speaker import SpeakerEmbedder
 from ray_jobs.evaluate.cli import main
-from ray_jobs.evaluate.speaker import Trial, evaluate_tree, make_pairs, parse_trials
+from ray_jobs.evaluate.speaker import Trial, evaluate_tree, parse_trials
 
 torch.set_num_threads(2)
 
@@ -94,41 +94,6 @@ def test_parse_trials_both_layouts():
         parse_trials(["1 a"])
     with pytest.raises(ValueError, match="no trials"):
         parse_trials(["# nothing"])
-
-
-def test_make_pairs_all_and_sampled():
-    speakers = ["a", "a", "b", "b", "b", "c"]
-    pairs, target = make_pairs(speakers, max_trials=100)
-    assert len(pairs) == 15 and int(target.sum()) == 1 + 3
-    assert all(i < j for i, j in pairs)
-    assert all(t == (speakers[i] == speakers[j]) for (i, j), t in zip(pairs, target, strict=True))
-
-    many = [f"s{k // 20}" for k in range(1000)]  # 50 speakers x 20: 499,500 pairs
-    pairs, target = make_pairs(many, max_trials=2000, seed=3)
-    assert len(pairs) == 2000 and int(target.sum()) == 1000  # balanced
-    assert len({(int(i), int(j)) for i, j in pairs}) == 2000  # no duplicates
-    assert np.all(pairs[:, 0] < pairs[:, 1])
-    np.testing.assert_array_equal(target, [many[i] == many[j] for i, j in pairs])
-    again, _ = make_pairs(many, max_trials=2000, seed=3)
-    other, _ = make_pairs(many, max_trials=2000, seed=4)
-    np.testing.assert_array_equal(pairs, again)
-    assert not np.array_equal(pairs, other)
-    # fewer same-speaker pairs than half the budget: all of them are used
-    few = ["x", "x"] + [f"n{k}" for k in range(200)]
-    pairs, target = make_pairs(few, max_trials=100)
-    assert int(target.sum()) == 1 and len(pairs) == 100
-
-    # a budget close to all pairs: the nearly exhausted class is enumerated, not rejection-sampled
-    dense = [f"s{k // 5}" for k in range(60)]  # 1770 pairs, 120 same-speaker
-    pairs, target = make_pairs(dense, max_trials=1700, seed=0)
-    assert (len(pairs), int(target.sum())) == (1700, 120)
-    assert len({(int(i), int(j)) for i, j in pairs}) == 1700
-    np.testing.assert_array_equal(target, [dense[i] == dense[j] for i, j in pairs])
-
-    with pytest.raises(ValueError, match="at least 2 speakers"):
-        make_pairs(["a", "a", "a"])
-    with pytest.raises(ValueError, match="single utterance"):
-        make_pairs(["a", "b", "c"])
 
 
 def test_evaluate_tree_all_pairs(tree, oracle):

@@ -15,6 +15,7 @@ from models.speaker.heads import HeadConfig  # noqa: E402
 from models.tasks.speaker import SpeakerTask, SpeakerTaskConfig  # noqa: E402
 from ray_jobs.train.experiment import load_experiment  # noqa: E402
 from ray_jobs.train.loop import TrainLoop, lr_factor  # noqa: E402
+from tests.ray_jobs.conftest import run_gloo_ranks  # noqa: E402
 
 NUM_CLASSES = 4
 
@@ -197,71 +198,43 @@ def test_step_schedule_and_group_overrides():
         OptimConfig(groups={"discriminator": {"learning_rate": 1.0}})
 
 
-def test_validation_metrics_each_epoch(tmp_path):
-    all_feats, all_labels = make_data(n=48)  # the same classes in both splits
-    feats, labels = all_feats[:32], all_labels[:32]
-    val_feats, val_labels = all_feats[32:], all_labels[32:]
-    exp = make_exp(epochs=3, batch_size=8)
-    task = make_task()
-    loop = TrainLoop(task, exp, device=torch.device("cpu"), total_steps=12)
-    reports = []
-    loop.run(
-        batches(feats, labels),
-        report=lambda m, d: reports.append(m),
-        val_batches=lambda: batches(val_feats, val_labels, bs=6)(0),
+def test_validate_averages_eval_step_by_batch_size():
+    """Per-batch metrics (here the codec task's) are batch-size-weighted means over the val
+    batches, computed in eval mode, leaving weights, BN statistics and the training mode alone."""
+    from models.tasks.codec import CodecTask, CodecTaskConfig
+
+    torch.manual_seed(0)
+    task = CodecTask(
+        build_model("tinystream-ultra_tiny"),
+        CodecTaskConfig(waveform_channels=2, stft_channels=2, mel_windows=(64, 256, 1024)),
     )
-    assert [sorted(k for k in r if k.startswith("val_")) for r in reports] == [
-        ["val_acc", "val_loss"]
-    ] * 3
-    assert reports[0]["val_loss"] != reports[-1]["val_loss"]  # scored after each epoch
-    # batch-size-weighted mean of eval_step in eval mode (batches of 6, 6, 4)
+    loop = TrainLoop(task, make_exp(), device=torch.device("cpu"), total_steps=1)
+    g = torch.Generator().manual_seed(3)
+    val = [{"wav": 0.1 * torch.randn(n, 2048, generator=g)} for n in (3, 3, 2)]
     task.eval()
-    parts = [task.eval_step(b) for b in batches(val_feats, val_labels, bs=6)(0)]
+    parts = [task.eval_step(b) for b in val]
     task.train()
-    expect = sum(p["loss"] * w for p, w in zip(parts, (6, 6, 4), strict=True)) / 16
+    expect = sum(p["mel_distance"] * w for p, w in zip(parts, (3, 3, 2), strict=True)) / 8
     before = {k: v.clone() for k, v in task.state_dict().items()}
-    got = loop.validate(batches(val_feats, val_labels, bs=6)(0))
-    assert got["val_loss"] == pytest.approx(expect, rel=1e-5)
-    assert got["val_loss"] == pytest.approx(reports[-1]["val_loss"], rel=1e-5)
-    # validation leaves the task in training mode and changes no weights or BN statistics
+    got = loop.validate(val)
+    assert got["val_mel_distance"] == pytest.approx(expect, rel=1e-5)
+    assert {"val_si_sdr", "val_kbps"} <= set(got)
     assert task.training
     assert all(torch.equal(before[k], v) for k, v in task.state_dict().items())
 
 
-def _reduce_worker(rank: int, port: int, out) -> None:
-    import torch.distributed as dist
-
+def _reduce_worker(rank: int) -> tuple[list, list]:
     from ray_jobs.train.loop import _all_reduce_grads
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        w = torch.nn.Parameter(torch.zeros(3))
-        b = torch.nn.Parameter(torch.zeros(2, 2))
-        w.grad = torch.full((3,), float(rank + 1))  # rank 0: 1s, rank 1: 2s
-        b.grad = torch.full((2, 2), float(10 * rank))
-        _all_reduce_grads(torch.optim.SGD([w, b], lr=1.0))
-        out.put((rank, w.grad.tolist(), b.grad.flatten().tolist()))
-    finally:
-        dist.destroy_process_group()
+    w = torch.nn.Parameter(torch.zeros(3))
+    b = torch.nn.Parameter(torch.zeros(2, 2))
+    w.grad = torch.full((3,), float(rank + 1))  # rank 0: 1s, rank 1: 2s
+    b.grad = torch.full((2, 2), float(10 * rank))
+    _all_reduce_grads(torch.optim.SGD([w, b], lr=1.0))
+    return w.grad.tolist(), b.grad.flatten().tolist()
 
 
 def test_manual_gradient_sync_averages_across_ranks():
     """GAN tasks average gradients themselves (no DDP): two gloo ranks agree on the mean."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_reduce_worker, args=(r, port, out)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = sorted(out.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-    assert [p.exitcode for p in procs] == [0, 0]
-    for _rank, wg, bg in results:
+    for wg, bg in run_gloo_ranks(_reduce_worker, timeout=120):
         assert wg == [1.5, 1.5, 1.5] and bg == [5.0] * 4

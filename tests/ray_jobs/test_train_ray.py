@@ -18,6 +18,7 @@ import torch
 
 from models import load_model, read_checkpoint
 from ray_jobs.train.experiment import load_experiment
+from tests.ray_jobs.conftest import assert_best_epoch_reported
 
 pytestmark = pytest.mark.ray
 
@@ -33,22 +34,29 @@ def synth_tree(tmp_path_factory):
     return root
 
 
-def test_train_end_to_end(ray_cluster, synth_tree, tmp_path):
-    from ray_jobs.train.job import run_training
+def test_train_end_to_end(ray_cluster, synth_tree, tmp_path, capsys):
+    """``python -m ray_jobs.train`` (its CLI, in this process, on the shared cluster): val_eer
+    on the held-out speakers every epoch, model.pt is the best epoch, the report says which."""
+    from ray_jobs.train.cli import main
 
-    exp = load_experiment(
-        CONFIG,
-        overrides={"data.train": str(synth_tree), "data.val_speakers": 3, "train.epochs": 2},
-    )
-    report = run_training(exp, tmp_path / "out")
-    assert report["train_speakers"] == 5
-    assert report["train_metrics"]["epoch"] == 2
+    out = tmp_path / "out"
+    argv = ["--config", str(CONFIG), "--data-root", str(synth_tree), "--output", str(out)]
+    argv += ["--set", "data.val_speakers=3", "--set", "train.epochs=3"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((out / "report.json").read_text())
+    assert_best_epoch_reported(out, "speaker", epochs=3)
+    assert report["train_speakers"] == 5 and report["val_utterances_per_epoch"] == 18
+    assert report["train_metrics"]["epoch"] == report["epochs_run"] == 3
+    assert 0.0 <= report["model_pt"]["val_eer"] <= 1.0 and not report["early_stopped"]
     ev = report["eval"]
-    assert ev["val_speakers"] == 3 and ev["num_trials"] > 0 and 0.0 <= ev["eer"] <= 1.0
-    model = load_model(tmp_path / "out" / "model.pt")
+    assert ev["val_speakers"] == 3 and ev["num_trials"] == 18 * 17 // 2
+    # the final evaluation of model.pt scores the same 18 utterances and all their trials: it
+    # reproduces the val_eer its epoch reported
+    assert ev["eer"] == pytest.approx(report["model_pt"]["val_eer"], abs=1e-6)
+    model = load_model(out / "model.pt")
     with torch.no_grad():
         assert model(torch.randn(1, 150, 80)).shape == (1, model.cfg.embed_dim)
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["eval"]["eer"] == ev["eer"]
 
 
 def test_killed_worker_resumes_from_checkpoint(ray_cluster, synth_tree, tmp_path):

@@ -11,6 +11,7 @@ import torch
 
 from models import load_model, read_checkpoint
 from ray_jobs.train.experiment import load_experiment
+from tests.ray_jobs.conftest import assert_best_epoch_reported
 
 pytestmark = pytest.mark.ray
 
@@ -35,6 +36,7 @@ def test_classifier_trains_on_an_esc50_folder_and_cross_validates(ray_cluster, r
     assert report["task"] == "classify" and report["val_clips"] == 1
     assert report["eval"]["fold"] == 2
     assert "val_acc" in report["train_metrics"] and "val_loss" in report["train_metrics"]
+    assert_best_epoch_reported(tmp_path / "cv" / "fold2", "classify", epochs=1)  # val_acc
     ckpt = read_checkpoint(tmp_path / "cv" / "fold2" / "model.pt")
     assert ckpt["meta"]["val_fold"] == 2 and len(ckpt["meta"]["classes"]) == 50
     assert "dog" in ckpt["meta"]["classes"]
@@ -64,6 +66,7 @@ def test_codec_gan_trains_with_two_optimizers_and_is_scored(ray_cluster, synth_t
     # the discriminator phase started (disc_warmup_steps 4 of 8 steps) and was validated
     assert m["train_gan_active"] > 0 and m["train_d_loss"] > 0
     assert "val_mel_distance" in m and "val_si_sdr" in m
+    assert_best_epoch_reported(tmp_path / "out", "codec", epochs=2)  # val_mel_distance
     ev = report["eval"]
     assert ev["num_files"] == report["val_files"] > 0
     assert ev["bitrate_kbps"] == pytest.approx(1.0)  # tinystream-ultra_tiny: 2 x 8 bits x 62.5 Hz

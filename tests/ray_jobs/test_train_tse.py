@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ray_jobs.train.experiment import load_experiment
+from tests.ray_jobs.conftest import assert_best_epoch_reported
 
 pytestmark = pytest.mark.ray
 
@@ -32,6 +33,7 @@ def test_train_tse_end_to_end(ray_cluster, tmp_path):
     metrics = report["train_metrics"]
     assert metrics["epoch"] == 2
     assert math.isfinite(metrics["val_si_sdr"])
+    assert_best_epoch_reported(tmp_path / "out", "tse", epochs=2)  # val_si_sdri every epoch
     assert report["train_speakers"] == 6 and report["val_mixes"] == 4
     ev = report["eval"]
     assert EVAL_KEYS <= set(ev) and ev["num_mixes"] == 4

@@ -53,15 +53,23 @@ def test_train_sweep_runs_trials_through_the_training_job(ray_cluster, tmp_path)
     # 2 CPUs: the trial's sliver + a half-CPU trainer + one 1-CPU data task fit side by side
     base["train"]["cpus_per_worker"] = 0.5
     space = {"optim.lr": {"grid": [1e-3, 3e-3]}}
+    # the speaker task ranks trials by val_eer: without held-out speakers it is refused
+    with pytest.raises(ConfigError, match="val_eer"):
+        run_train_sweep(base, space, tmp_path / "refused", num_samples=1)
+    base["data"]["val_speakers"] = 2
     summary = run_train_sweep(base, space, tmp_path / "sweep", num_samples=1, grace_period=1)
     trials = summary["trials"]
     assert sorted(t["config"]["optim.lr"] for t in trials) == [1e-3, 3e-3]
-    assert all(t["error"] is None and t["train_loss"] is not None for t in trials)
+    assert all(t["error"] is None and 0.0 <= t["val_eer"] <= 1.0 for t in trials)
     # every epoch reached Tune through Ray Train's callback (ASHA may stop a trial after 1)
     assert all(1 <= t["iterations"] <= 2 for t in trials)
-    assert summary["best"]["train_loss"] == min(t["train_loss"] for t in trials)
+    assert summary["best"]["val_eer"] == min(t["val_eer"] for t in trials)
     saved = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
-    assert saved["metric"] == "train_loss" and len(saved["trials"]) == 2
+    assert saved["metric"] == "val_eer" and len(saved["trials"]) == 2
+    # Tune's TensorBoard logs (README: tensorboard --logdir <output>/tune/sweep): one events
+    # file per trial; each trial's own run logs per step under trials/<trial>/tensorboard
+    assert len(list((tmp_path / "sweep" / "tune" / "sweep").glob("*/events.out.tfevents.*"))) == 2
+    assert len(list((tmp_path / "sweep" / "trials").glob("*/tensorboard/events.*"))) == 2
     # the data was packed once, in the driver, and every trial trained on those shards
     assert (tmp_path / "sweep" / "data" / "shards" / "manifest.json").is_file()
     assert not any((tmp_path / "sweep" / "trials").glob("*/shards"))

@@ -8,7 +8,8 @@ schedule), config values only the data knows (a speaker task's number of classes
 the checkpoint, and the final held-out evaluation, which calls the family's Ray-free evaluation
 core (``ray_jobs/evaluate/<family>.py``), never an evaluation CLI. A task's builder is the
 ``build`` function of ``ray_jobs/train/data/<task>.py``, found by name: a new task adds that
-module and edits nothing here. The heavy lifting stays in Ray-free modules
+module and edits nothing here. Its ``val`` rows must make the task report its ``sweep_metric``
+every epoch: that metric picks ``model.pt`` (the best epoch) and drives early stopping. The heavy lifting stays in Ray-free modules
 (``datasets/*``, ``ray_jobs/train/prepare.py``); the Ray part is ``datasets/ray_data.py``.
 """
 
@@ -34,6 +35,8 @@ class TrainData:
     train: ray.data.Dataset
     rows_per_epoch: int  # training rows per epoch over all workers
     val: ray.data.Dataset | None = None  # fixed held-out rows scored each epoch (val_* metrics)
+    # rows per validation batch; 0 = train.batch_size (1: rows of different lengths)
+    val_batch_size: int = 0
     task_config: dict[str, Any] = field(default_factory=dict)  # merged into task.config
     meta: dict[str, Any] = field(default_factory=dict)  # stored in every checkpoint's meta
     summary: dict[str, Any] = field(default_factory=dict)  # what the job reports about the data

@@ -1,14 +1,20 @@
 """Training data of the ``speaker`` task: packed utterances -> crops -> fbank rows.
 
 Rows are ``{"feats": (T, n_mels) float32, "label": int64}``; speed perturbation turns each
-speaker into ``len(speed_factors)`` classes (3D-Speaker / WeSpeaker practice). The final
-evaluation is EER/minDCF on held-out speakers (``data.val`` or ``data.val_speakers``).
+speaker into ``len(speed_factors)`` classes (3D-Speaker / WeSpeaker practice). Held-out speakers
+(``data.val`` or ``data.val_speakers``) give whole-utterance validation rows (up to
+``data.val_max_utterances``, ``ray_jobs/train/prepare.py``'s ``speaker_val_rows``), scored every
+epoch as ``val_eer`` / ``val_min_dcf`` on a fixed trial list (``models/tasks/speaker.py``), and
+the final evaluation: EER/minDCF over all of them (``ray_jobs/evaluate/speaker.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
+
+import ray.data
 
 from datasets.ray_data import init_ray, speaker_training_dataset
 from datasets.speaker_transforms import CropSpec, FeatureSpec
@@ -16,7 +22,7 @@ from models.pipelines.speaker import SpeakerEmbedder
 from ray_jobs.evaluate.speaker import evaluate_tree
 from ray_jobs.train.data import TrainData
 from ray_jobs.train.experiment import ExperimentConfig
-from ray_jobs.train.prepare import prepare_bank, prepare_speaker_data
+from ray_jobs.train.prepare import prepare_bank, prepare_speaker_data, speaker_val_rows
 
 
 def build(exp: ExperimentConfig, output: Path) -> TrainData:
@@ -40,6 +46,13 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
         rir=prepare_bank(exp.data.rir, "rir", exp.data.sample_rate, pack_root),
     )
     val_utts = data.val_utterances
+    # whole utterances through the inference front end (no dither), as the evaluation embeds them
+    val_rows, _ = speaker_val_rows(
+        val_utts,
+        dataclasses.replace(exp.data.fbank, dither=0.0),
+        exp.data.val_max_utterances,
+        seed=exp.data.seed,
+    )
 
     def evaluate(checkpoint: Path) -> dict[str, Any]:
         metrics = evaluate_tree(SpeakerEmbedder.from_checkpoint(checkpoint), val_utts)
@@ -57,12 +70,15 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
             batch_size=exp.train.batch_size,
         ),
         rows_per_epoch=data.num_utterances * exp.data.crops_per_utterance,
+        val=ray.data.from_items(val_rows) if val_rows else None,
+        val_batch_size=1,  # whole utterances: no padding may reach the pooling
         task_config={"num_classes": crop.num_classes},
         meta={"speakers": list(data.speakers), "speed_factors": list(speed)},
         summary={
             "train_speakers": len(data.speakers),
             "train_utterances": data.num_utterances,
             "classes": crop.num_classes,
+            "val_utterances_per_epoch": len(val_rows),
         },
         evaluate=evaluate if val_utts else None,
         single_pass=True,  # one stream of all epochs, each its own seeded shuffle
