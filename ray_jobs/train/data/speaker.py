@@ -2,7 +2,9 @@
 
 Rows are ``{"feats": (T, n_mels) float32, "label": int64}``; speed perturbation turns each
 speaker into ``len(speed_factors)`` classes (3D-Speaker / WeSpeaker practice). The final
-evaluation is EER/minDCF on held-out speakers (``data.val`` or ``data.val_speakers``).
+evaluation is EER/minDCF on held-out speakers (``data.val`` or ``data.val_speakers``); its
+thresholds become ``model.pt``'s calibration record (``models.calibration``), replacing any
+record of an earlier run, so the service and diarization start from this run's operating point.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from datasets.ray_data import init_ray, speaker_training_dataset
 from datasets.speaker_transforms import CropSpec, FeatureSpec
 from models.pipelines.speaker import SpeakerEmbedder
-from ray_jobs.evaluate.speaker import evaluate_tree
+from ray_jobs.evaluate.speaker import evaluate_tree, write_calibration_record
 from ray_jobs.train.data import TrainData
 from ray_jobs.train.experiment import ExperimentConfig
 from ray_jobs.train.prepare import prepare_speaker_data
@@ -38,9 +40,14 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
     val_utts = data.val_utterances
 
     def evaluate(checkpoint: Path) -> dict[str, Any]:
-        metrics = evaluate_tree(SpeakerEmbedder.from_checkpoint(checkpoint), val_utts)
+        embedder = SpeakerEmbedder.from_checkpoint(checkpoint)
+        metrics = evaluate_tree(embedder, val_utts)
         metrics["val_speakers"] = len({u.speaker for u in val_utts})
         metrics["val_utterances"] = len(val_utts)
+        what = f"val split of training: {metrics['val_speakers']} held-out speakers"
+        metrics["calibration"] = write_calibration_record(
+            checkpoint, embedder.model_id, metrics, data=what
+        )
         return metrics
 
     return TrainData(
