@@ -30,10 +30,10 @@ small components, and each component is a zero eigenvalue, i.e. a "speaker":
   distance is below ``threshold`` (the same cut as AHC's; from the model's calibration record
   in ``Diarizer``) are merged, closest pair first.
 
-Measured on 42 30-s excerpts (the pyannote sample and LibriSpeech conversations of 1-4
+Measured on 41 30-s excerpts (the pyannote sample and LibriSpeech conversations of 1-4
 held-out speakers, ``ray_jobs/bench/diarize.py``) with our 23%-EER realdata model: the plain
-estimate was worse than labelling all speech as one speaker on 27 files (8 speakers on most);
-with these defaults on none, mean DER 0.26 against 0.45 for one speaker. The calibrated merge
+estimate was worse than labelling all speech as one speaker on 25 files (8 speakers on most);
+with these defaults on none, mean DER 0.28 against 0.45 for one speaker. The calibrated merge
 also stays at or below one speaker on every file, but a weak model's centroids of two real
 speakers often score above its EER threshold (0.97 on the pyannote sample), so it merges them:
 mean DER 0.29; it is an option, and AHC always cuts at the calibrated threshold.
