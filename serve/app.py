@@ -38,13 +38,12 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from datasets.cohort import load_cohort
-from models.calibration import CalibrationError, calibration_path, read_calibration
 from serve import deployments, routes
 from serve import schemas as S
 from serve.context import ServeContext
 from serve.deployments.speaker import bind_embedding
 from serve.http import app
+from serve.thresholds import check_calibration
 
 log = logging.getLogger(__name__)
 
@@ -89,25 +88,6 @@ class VoxrayService(*ROUTES):
         enable_with: dict[str, str] | None = None,
     ) -> None:
         self.ctx = ServeContext.create(model, args, handles or {}, enable_with or {})
-
-
-def check_calibration(name: str, spec: S.ModelSpec, threshold: float | None) -> None:
-    """Refuse, in the driver, a model whose scores are AS-normalised (``spec.cohort``) without a
-    threshold for them: no explicit ``threshold`` and no ``asnorm`` entry in its calibration
-    record. The cohort file is read once here too, so a bad one fails before deployment."""
-    if spec.cohort is None:
-        return
-    load_cohort(spec.cohort)
-    if threshold is not None:
-        return
-    record = read_calibration(spec.path)
-    if record is None:
-        raise CalibrationError(
-            f"model {name!r} has a cohort (AS-norm scores) but no calibration record "
-            f"({calibration_path(spec.path)}); run python -m ray_jobs.evaluate --calibrate "
-            f"--cohort {spec.cohort} --checkpoint {spec.path} --data-root DEV, or give --threshold"
-        )
-    record.entry("asnorm")  # raises CalibrationError naming the fix
 
 
 def build_app(args: dict[str, Any]) -> Application:

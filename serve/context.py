@@ -6,7 +6,7 @@ They use nothing of the class that composes them except ``self.ctx``, one ``Serv
 built in the ingress ``__init__``: the app arguments, the enrollment store, the embedding
 model (``EmbeddingClient``: handle, active model, model info), the handles of the optional
 product deployments, request parsing and the audio limits (body size, allowed roots), and the
-scoring rule: the operating point (:func:`operating_point`: an explicit threshold, else the
+scoring rule: the operating point (``serve/thresholds.py``: an explicit threshold, else the
 active model's calibration record, else 0.5) and AS-norm against the model's cohort.
 """
 
@@ -28,42 +28,7 @@ from serve import schemas as S
 from serve.audio_input import AudioLimits, load_source, parse_request
 from serve.errors import ServiceError, checked
 from serve.store import SpeakerStore
-
-DEFAULT_THRESHOLD = 0.5  # cosine, when neither the config nor a calibration record gives one
-
-
-def operating_point(
-    info: dict[str, Any], override: float | None, point: str = "eer"
-) -> tuple[float, str]:
-    """The threshold of a model (``info`` from ``EmbeddingModel.info``) and where it came from.
-
-    ``override`` (``AppArgs.threshold``, ``POST /config``) wins (``"config"``); else the
-    record's entry for the model's score normalisation at ``point``
-    (``"calibration: <file> (<norm>, <point>)"``); else ``DEFAULT_THRESHOLD`` (``"default"``)
-    for cosine scores. A record without an entry for the normalisation in use, or AS-norm
-    without any record, is refused (409 ``calibration_mismatch``): a threshold measured on one
-    score scale means nothing on another.
-    """
-    norm = info.get("score_norm", "none")
-    if override is not None:
-        return float(override), "config"
-    cal = info.get("calibration")
-    if cal is not None and norm in cal:
-        return float(cal[norm]["thresholds"][point]), (
-            f"calibration: {info.get('calibration_file')} ({norm}, {point})"
-        )
-    if cal is None and norm == "none":
-        return DEFAULT_THRESHOLD, "default"
-    have = sorted(cal) if cal is not None else []
-    raise ServiceError(
-        409,
-        "calibration_mismatch",
-        f"model {info.get('name')!r} scores with score normalisation {norm!r} but its "
-        f"calibration record has thresholds for {have or 'nothing'}; calibrate it with that "
-        f"normalisation (python -m ray_jobs.evaluate --calibrate"
-        f"{' --cohort PATH' if norm == 'asnorm' else ''} ...) or set a threshold "
-        "(--threshold, POST /config)",
-    )
+from serve.thresholds import operating_point
 
 
 class EmbeddingClient:

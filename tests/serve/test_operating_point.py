@@ -1,14 +1,21 @@
-"""serve/context.py's operating point: explicit threshold > calibration record > 0.5, and a
+"""serve/thresholds.py: the operating point: explicit threshold > calibration record > 0.5, and a
 record without thresholds for the scores in use (AS-norm) is refused, as is such a config."""
 
-import numpy as np
-import pytest
+import sys
 
-from models.calibration import ScoreNorm, calibration_from_metrics, write_calibration
-from serve import schemas as S
-from serve.app import check_calibration
-from serve.context import DEFAULT_THRESHOLD, operating_point
-from serve.errors import ServiceError
+sys.modules.setdefault("ray", None)  # the threshold rule must not need Ray
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from models.calibration import ScoreNorm, calibration_from_metrics, write_calibration  # noqa: E402
+from serve import schemas as S  # noqa: E402
+from serve.errors import ServiceError  # noqa: E402
+from serve.thresholds import (  # noqa: E402
+    DEFAULT_THRESHOLD,
+    check_calibration,
+    operating_point,
+)
 
 CAL = {"none": {"thresholds": {"eer": 0.31, "min_dcf_0.01": 0.6, "min_dcf_0.05": 0.5}}}
 
