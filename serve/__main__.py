@@ -38,7 +38,24 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     p.add_argument("--db", default="speakers.db", help="SQLite enrollment database")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="operating point of verify/identify; default: the model's calibration record "
+        "(CHECKPOINT.calibration.json, written by ray_jobs.evaluate), else 0.5",
+    )
+    p.add_argument(
+        "--operating-point",
+        choices=["eer", "min_dcf_0.01", "min_dcf_0.05"],
+        default="eer",
+        help="which calibrated threshold to use",
+    )
+    p.add_argument(
+        "--cohort",
+        help="AS-norm cohort for --checkpoint (speakers.parquet of ray_jobs.extract, or .npy)",
+    )
+    p.add_argument("--asnorm-topk", type=int, default=100)
     p.add_argument(
         "--allow-root", action="append", default=[], help="folder clients may name paths in"
     )
@@ -99,6 +116,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
         "models": models,
         "db": ns.db,
         "threshold": ns.threshold,
+        "operating_point": ns.operating_point,
+        "cohort": ns.cohort,
+        "asnorm_topk": ns.asnorm_topk,
         "allowed_roots": ns.allow_root,
         "autoscaling": {"min_replicas": 1, "max_replicas": ns.max_replicas},
     }

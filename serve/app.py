@@ -44,6 +44,7 @@ from serve import schemas as S
 from serve.context import ServeContext
 from serve.deployments.speaker import bind_embedding
 from serve.http import app
+from serve.thresholds import check_calibration
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ def build_app(args: dict[str, Any]) -> Application:
                 raise FileNotFoundError(f"model {name!r}: {exc}") from exc
         elif not Path(spec.path).is_file():
             raise FileNotFoundError(f"model {name!r}: no such file {spec.path}")
+        check_calibration(name, spec, cfg.threshold)
     for root in cfg.allowed_roots:
         if not Path(root).is_dir():
             raise FileNotFoundError(f"allowed_roots: {root} is not a folder")

@@ -5,7 +5,9 @@ The routes of each product (``serve/routes/*.py``) are mixins of one ingress cla
 They use nothing of the class that composes them except ``self.ctx``, one ``ServeContext``
 built in the ingress ``__init__``: the app arguments, the enrollment store, the embedding
 model (``EmbeddingClient``: handle, active model, model info), the handles of the optional
-product deployments, request parsing and the audio limits (body size, allowed roots).
+product deployments, request parsing and the audio limits (body size, allowed roots), and the
+scoring rule: the operating point (``serve/thresholds.py``: an explicit threshold, else the
+active model's calibration record, else 0.5) and AS-norm against the model's cohort.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ import numpy as np
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 
+from datasets.cohort import load_cohort
+from models.pipelines.scoring import asnorm_matrix, asnorm_pairs, cosine_pairs, score_centroids
 from serve import schemas as S
 from serve.audio_input import AudioLimits, load_source, parse_request
 from serve.errors import ServiceError, checked
 from serve.store import SpeakerStore
+from serve.thresholds import operating_point
 
 
 class EmbeddingClient:
@@ -66,7 +71,8 @@ class ServeContext:
     handles: dict[str, DeploymentHandle]  # product key ("tse", "codec:<name>", ...) -> handle
     enable_with: dict[str, str]  # product key -> the argument that enables it (for the 404)
     roots: tuple[Path, ...]  # allowed server-side folders, symlinks resolved
-    threshold: float  # the cosine operating point (POST /config changes it)
+    threshold: float | None  # explicit operating point (POST /config sets it); None: calibrated
+    cohorts: dict[str, np.ndarray] = field(default_factory=dict)  # model name -> (C, D) unit
     _infos: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -86,7 +92,43 @@ class ServeContext:
             enable_with=dict(enable_with),
             roots=tuple(Path(os.path.realpath(r)) for r in cfg.allowed_roots),
             threshold=cfg.threshold,
+            cohorts={n: load_cohort(m.cohort) for n, m in cfg.models.items() if m.cohort},
         )
+
+    # -- scoring -----------------------------------------------------------------------------
+    async def operating_point(self) -> tuple[float, str]:
+        """The active model's threshold and its source (:func:`operating_point`)."""
+        info = await self.embedding.info()
+        return operating_point(info, self.threshold, self.args.operating_point)
+
+    async def _cohort(self) -> np.ndarray | None:
+        cohort = self.cohorts.get(self.embedding.active)
+        if cohort is not None:
+            dim = int((await self.embedding.info())["embed_dim"])
+            if cohort.shape[1] != dim:
+                raise ServiceError(
+                    409,
+                    "cohort_mismatch",
+                    f"the cohort of model {self.embedding.active!r} holds {cohort.shape[1]}-dim "
+                    f"embeddings, the model's are {dim}-dim; extract the cohort with this model",
+                )
+        return cohort
+
+    async def score_pairs(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Trials ``a[i]`` vs ``b[i]`` (``(N, D)``) -> ``(N,)`` scores: cosine, or AS-norm when
+        the active model has a cohort (``AppArgs.asnorm_topk`` per side)."""
+        cohort = await self._cohort()
+        if cohort is None:
+            return cosine_pairs(a, b)
+        return asnorm_pairs(a, b, cohort, self.args.asnorm_topk)
+
+    async def gallery_scorer(self) -> Any:
+        """``(queries (B, D), unit gallery (G, D)) -> (B, G)`` scores for identification."""
+        cohort = await self._cohort()
+        if cohort is None:
+            return score_centroids
+        k = self.args.asnorm_topk
+        return lambda q, g: asnorm_matrix(q, g, cohort, k)
 
     # -- product deployments -----------------------------------------------------------------
     def handle(self, key: str) -> DeploymentHandle:

@@ -26,6 +26,9 @@ class ModelSpec(BaseModel):
 
     path: str
     backend: Literal["torch", "onnx"] = "torch"
+    # AS-norm cohort of this model (speakers.parquet of ray_jobs.extract, or .npy): verify and
+    # identify scores are then AS-normalised (models.pipelines.scoring.as_norm)
+    cohort: str | None = None
 
 
 class AutoscalingArgs(BaseModel):
@@ -96,7 +99,14 @@ class AppArgs(BaseModel):
     models: dict[str, ModelSpec] = Field(default_factory=dict)  # name -> model; switch at runtime
     default_model: str | None = None  # the active model at start (default: the first one)
     db: str = "speakers.db"  # SQLite enrollment database (created if missing)
-    threshold: float = Field(0.5, ge=-1.0, le=1.0)  # cosine operating point (verify + identify)
+    # Operating point of verify + identify. None: the active model's calibration record
+    # (<checkpoint>.calibration.json, models.calibration) at `operating_point`, for the score
+    # normalisation in use; a number here (or --threshold) overrides it; with neither, 0.5
+    # (cosine; refused when scores are AS-normalised).
+    threshold: float | None = Field(None, allow_inf_nan=False)
+    operating_point: Literal["eer", "min_dcf_0.01", "min_dcf_0.05"] = "eer"
+    cohort: str | None = None  # AS-norm cohort of `checkpoint` (ModelSpec.cohort for `models`)
+    asnorm_topk: int = Field(100, ge=1)  # cohort scores averaged per side
     top_k: int = Field(5, ge=1, le=100)
     min_seconds: float = Field(0.5, ge=0.0)  # audio shorter than this is refused (400)
     max_seconds: float = Field(60.0, gt=0.0)  # longer audio is refused from the header (400)
@@ -126,9 +136,13 @@ class AppArgs(BaseModel):
             if "default" in self.models:
                 raise ValueError("give either checkpoint or models['default'], not both")
             self.models = {
-                "default": ModelSpec(path=self.checkpoint, backend=self.backend),
+                "default": ModelSpec(
+                    path=self.checkpoint, backend=self.backend, cohort=self.cohort
+                ),
                 **self.models,
             }
+        elif self.cohort is not None:
+            raise ValueError("cohort applies to checkpoint; with models, set models[NAME].cohort")
         if not self.models:
             raise ValueError("no model: pass checkpoint=PATH or models={name: {path, backend}}")
         if self.default_model is None:
@@ -202,13 +216,13 @@ class _Req(BaseModel):
 class VerifyRequest(_Req):
     audio_a: AudioSource
     audio_b: AudioSource
-    threshold: float | None = Field(None, ge=-1.0, le=1.0)  # default: the service's
+    threshold: float | None = Field(None, allow_inf_nan=False)  # default: the service's
 
 
 class VerifyBatchRequest(_Req):
     reference: AudioSource
     candidates: list[AudioSource] = Field(min_length=1)
-    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    threshold: float | None = Field(None, allow_inf_nan=False)
 
 
 class ExtractRequest(_Req):
@@ -218,11 +232,11 @@ class ExtractRequest(_Req):
 class CompareEmbeddingsRequest(_Req):
     embedding_a: list[float] = Field(min_length=1)
     embedding_b: list[float] = Field(min_length=1)
-    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    threshold: float | None = Field(None, allow_inf_nan=False)
 
 
 class ConfigUpdate(_Req):
-    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    threshold: float | None = Field(None, allow_inf_nan=False)
     model: str | None = None  # name of a configured model (GET /config lists them)
 
 
@@ -248,7 +262,7 @@ class IdentifyRequest(_Req):
     audio: AudioSource
     group: str | None = None  # restrict to one gallery
     top_k: int | None = Field(None, ge=1, le=100)
-    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    threshold: float | None = Field(None, allow_inf_nan=False)
 
 
 class GroupRequest(_Req):
@@ -298,6 +312,9 @@ class HealthResponse(BaseModel):
     model: str
     model_id: str
     num_speakers: int
+    threshold: float
+    threshold_source: str  # "config", "calibration: <file> (<norm>, <operating point>)", "default"
+    score_norm: str  # "none" (cosine) or "asnorm"
 
 
 class VerifyResponse(BaseModel):
@@ -339,10 +356,15 @@ class ModelInfo(BaseModel):
     sample_rate: int
     backend: str
     path: str
+    calibration_file: str | None = None  # the model's calibration record, when it has one
+    calibration: dict[str, Any] | None = None  # {norm: {thresholds, data, ...}}
+    score_norm: str = "none"  # "asnorm" when the model has a cohort
 
 
 class ConfigResponse(BaseModel):
     threshold: float
+    threshold_source: str  # as in HealthResponse
+    score_norm: str
     top_k: int
     model: ModelInfo
     models: list[ModelInfo]  # configured models; POST /config {"model": name} switches

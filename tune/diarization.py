@@ -29,9 +29,10 @@ from ray import tune
 
 from datasets.audio import load_audio
 from datasets.ray_data import init_ray
-from models.checkpoint import model_from_checkpoint, read_checkpoint
+from models.calibration import eer_threshold, read_calibration
+from models.checkpoint import read_checkpoint
 from models.config import ConfigError
-from models.features import checkpoint_fbank
+from models.hub import resolve_checkpoint
 from models.pipelines.diarize import Diarizer, diarization_config
 from models.pipelines.speaker import SpeakerEmbedder
 from models.pipelines.vad import SileroVAD
@@ -90,14 +91,17 @@ def evaluate_config(
     *,
     collar: float,
     regions: dict[str, list[tuple[float, float]]] | None = None,
+    verification_threshold: float | None = None,
 ) -> dict[str, float]:
-    """Diarize ``files`` with the config of ``overrides``; total DER parts over the files."""
+    """Diarize ``files`` with the config of ``overrides``; total DER parts over the files.
+    ``verification_threshold``: the checkpoint's calibrated EER threshold (the clustering
+    threshold where the space and overrides leave ``clustering.threshold`` unset)."""
     cfg = diarization_config(overrides)
     vad = SileroVAD(cfg.vad)
     hyps, refs = {}, {}
     for f in files:
         v = _FixedVAD(regions[f["uri"]]) if regions is not None else vad
-        res = Diarizer(embedder, v, cfg)(f["wav"], embedder.sample_rate)
+        res = Diarizer(embedder, v, cfg, verification_threshold)(f["wav"], embedder.sample_rate)
         hyps[f["uri"]] = [(s.start, s.end, s.speaker) for s in res.segments]
         refs[f["uri"]] = f["reference"]
     total = der_report(hyps, refs, collar=collar)["total"]
@@ -112,15 +116,21 @@ def diarization_trial(
     base: dict[str, Any],
     collar: float,
     regions: dict[str, list[tuple[float, float]]] | None,
+    verification_threshold: float | None = None,
 ) -> None:
     """One Tune trial: base overrides + the sampled keys -> ``tune.report`` of the DER parts."""
     import torch
 
     torch.set_num_threads(1)
-    embedder = SpeakerEmbedder(
-        model_from_checkpoint(checkpoint), fbank=checkpoint_fbank(checkpoint)
+    embedder = SpeakerEmbedder.from_checkpoint_dict(checkpoint)
+    metrics = evaluate_config(
+        embedder,
+        files,
+        {**base, **config},
+        collar=collar,
+        regions=regions,
+        verification_threshold=verification_threshold,
     )
-    metrics = evaluate_config(embedder, files, {**base, **config}, collar=collar, regions=regions)
     tune.report(metrics)
 
 
@@ -150,8 +160,11 @@ def run_diarization_sweep(
         raise ConfigError(f"search space does not fit DiarizationConfig: {exc}") from exc
     if metric not in ("der", "missed", "false_alarm", "confusion"):
         raise ValueError(f"metric {metric!r}: use der, missed, false_alarm or confusion")
-    ckpt = read_checkpoint(checkpoint)  # a file or a published model by name
-    sample_rate = SpeakerEmbedder(model_from_checkpoint(ckpt)).sample_rate
+    path = resolve_checkpoint(checkpoint)  # a file or a published model by name
+    ckpt = read_checkpoint(path)
+    probe = SpeakerEmbedder.from_checkpoint(path)
+    sample_rate = probe.sample_rate
+    t_eer = eer_threshold(read_calibration(path, probe.model_id))
     files = load_dev_set(dev, reference_rttm, sample_rate)
     regions = None
     if not any(k == "vad" or k.startswith("vad.") for k in space):
@@ -162,7 +175,7 @@ def run_diarization_sweep(
     trainable = tune.with_resources(
         tune.with_parameters(
             diarization_trial, checkpoint=ckpt, files=files, base=base, collar=collar,
-            regions=regions,
+            regions=regions, verification_threshold=t_eer,
         ),
         {"CPU": 1},
     )  # fmt: skip

@@ -10,6 +10,13 @@ centres, not at window edges. Sliding-window inference apart from the model foll
 ``core/inference.py``. The stages are public functions (``windows``, ``slice_windows``,
 ``assemble``) so a Serve app can run the embedder in another process and reuse the rest.
 
+The clustering threshold (cosine distance at which clusters stop merging) comes, in this
+order, from ``clustering.threshold`` when set, else from the speaker model's calibration record
+(``models.calibration``; :func:`calibrated_threshold`): ``1 - (t_eer - calibration_offset)``,
+where ``t_eer`` is the cosine EER threshold measured on verification trials of raw scores;
+two clusters whose centroids score at least what a same-speaker verification trial needs are
+one speaker. Without either it is ``clustering.DEFAULT_THRESHOLD``.
+
 Speakers are ``SPEAKER_00``, ``SPEAKER_01``... in order of first appearance. ``name_clusters``
 turns clusters into enrolled names (open-set, one-to-one Hungarian assignment).
 """
@@ -27,7 +34,11 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from models.config import apply_overrides, from_dict
-from models.pipelines.clustering import ClusteringConfig, cluster_embeddings
+from models.pipelines.clustering import (
+    DEFAULT_THRESHOLD,
+    ClusteringConfig,
+    cluster_embeddings,
+)
 from models.pipelines.scoring import centroid, cosine_matrix
 from models.pipelines.vad import SileroVAD, VADConfig
 from models.waveform import mono_float32
@@ -47,6 +58,8 @@ class DiarizationConfig:
     batch_size: int = 64  # windows per embed_batch call
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
     min_segment_seconds: float = 0.3  # shorter turns merge into a touching neighbour, or drop
+    # clustering threshold from a calibration record: 1 - (EER threshold - calibration_offset)
+    calibration_offset: float = 0.0
 
 
 class Embedder(Protocol):
@@ -119,6 +132,31 @@ class DiarizationResult:
             timings=dict(self.timings),
             cluster_centroids=self.cluster_centroids.copy(),
         )
+
+
+def calibrated_threshold(t_eer: float | None, offset: float = 0.0) -> float | None:
+    """Clustering distance threshold from a model's calibrated cosine EER threshold ``t_eer``
+    (``models.calibration.eer_threshold``; module docstring): ``1 - (t_eer - offset)``, clipped
+    to ``[0.05, 1.95]``; None when ``t_eer`` is None."""
+    if t_eer is None:
+        return None
+    return float(np.clip(1.0 - (t_eer - offset), 0.05, 1.95))
+
+
+def window_speech_seconds(
+    wins: list[tuple[float, float]], regions: list[tuple[float, float]]
+) -> np.ndarray:
+    """``(W,)`` seconds of speech each window stands for: its region's length shared equally by
+    the windows centred in it (what the nearest-centre resegmentation gives it on average)."""
+    centres = np.array([0.5 * (s + e) for s, e in wins])
+    out = np.zeros(len(wins))
+    for s, e in regions:
+        inside = np.flatnonzero((centres >= s - 1e-9) & (centres <= e + 1e-9) & (out == 0))
+        if inside.size:
+            out[inside] = (e - s) / inside.size
+    missing = out == 0  # a window centred outside every region (should not happen): its length
+    out[missing] = [wins[i][1] - wins[i][0] for i in np.flatnonzero(missing)]
+    return out
 
 
 def speaker_label(k: int) -> str:
@@ -309,7 +347,10 @@ class Diarizer:
     """``wav (T,) float at sample_rate`` -> :class:`DiarizationResult`.
 
     ``embedder`` is a ``SpeakerEmbedder`` (or anything with ``embed_batch``, ``sample_rate`` and
-    ``embed_dim``); ``vad`` defaults to ``SileroVAD(cfg.vad)``.
+    ``embed_dim``); ``vad`` defaults to ``SileroVAD(cfg.vad)``. ``verification_threshold``: the
+    embedder's calibrated cosine EER threshold (``models.calibration.eer_threshold`` of its
+    record), which sets the clustering threshold unless ``cfg.clustering.threshold`` does;
+    ``threshold_source`` says which (``config``, ``calibration`` or ``default``).
     """
 
     def __init__(
@@ -317,11 +358,19 @@ class Diarizer:
         embedder: Embedder,
         vad: SileroVAD | None = None,
         cfg: DiarizationConfig = DiarizationConfig(),
+        verification_threshold: float | None = None,
     ) -> None:
         if cfg.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
         self.embedder = embedder
         self.vad = vad if vad is not None else SileroVAD(cfg.vad)
+        if cfg.clustering.threshold is not None:
+            self.threshold_source = "config"
+        else:
+            thr = calibrated_threshold(verification_threshold, cfg.calibration_offset)
+            self.threshold_source = "default" if thr is None else "calibration"
+            thr = DEFAULT_THRESHOLD if thr is None else thr
+            cfg = replace(cfg, clustering=replace(cfg.clustering, threshold=thr))
         self.cfg = cfg
 
     def embed_windows(
@@ -363,6 +412,7 @@ class Diarizer:
             num_speakers=num_speakers,
             min_speakers=min_speakers,
             max_speakers=max_speakers,
+            durations=window_speech_seconds(wins, regions),
         )
         timings["clustering"] = time.perf_counter() - t0
         segments, order = _assemble(wins, labels, duration, self.cfg, regions)

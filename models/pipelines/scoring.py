@@ -140,3 +140,63 @@ def make_pairs(
     pairs = np.concatenate([tar, non])
     target = np.concatenate([np.ones(len(tar), bool), np.zeros(len(non), bool)])
     return pairs, target
+
+
+# ---------------------------------------------------------------------------------------------
+# Adaptive s-norm (AS-norm)
+#
+# Matejka et al. 2017, "Analysis of Score Normalization in Multilingual Speaker Recognition"
+# (Interspeech), as in WeSpeaker's ``wespeaker/bin/score_norm.py``: each side of a trial is
+# scored against a cohort of other speakers' embeddings, and only its ``top_k`` highest cohort
+# scores give the mean and standard deviation that normalise the trial score from that side;
+# the normalised score is the average of the two sides.
+
+
+def cohort_stats(emb: np.ndarray, cohort: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``emb: (N, D)`` (raw) against unit-length ``cohort: (C, D)`` -> mean and std ``(N,)`` of
+    each row's ``top_k`` highest cosine scores (``top_k`` is capped at ``C``)."""
+    c = np.asarray(cohort)
+    if c.ndim != 2 or c.shape[0] == 0:
+        raise ValueError(f"cohort must be a non-empty (C, D) matrix, got shape {c.shape}")
+    e = np.atleast_2d(np.asarray(emb))
+    if e.shape[1] != c.shape[1]:
+        raise ValueError(
+            f"embeddings are {e.shape[1]}-dim but the cohort is {c.shape[1]}-dim: the cohort "
+            "must come from the same model"
+        )
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    k = min(int(top_k), c.shape[0])
+    s = score_centroids(e, c).astype(np.float64)  # (N, C)
+    top = -np.partition(-s, k - 1, axis=1)[:, :k]  # (N, k) the k largest
+    return top.mean(axis=1), np.maximum(top.std(axis=1), EPS)
+
+
+def as_norm(
+    scores: np.ndarray,
+    enroll_stats: tuple[np.ndarray, np.ndarray],
+    test_stats: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """``s = ((x - mu_e) / sd_e + (x - mu_t) / sd_t) / 2`` elementwise (broadcasting: trials
+    ``(N,)`` with per-trial stats, or a ``(B, G)`` matrix with test stats ``(B, 1)`` and enroll
+    stats ``(G,)``)."""
+    x = np.asarray(scores, dtype=np.float64)
+    mu_e, sd_e = enroll_stats
+    mu_t, sd_t = test_stats
+    return 0.5 * ((x - mu_e) / sd_e + (x - mu_t) / sd_t)
+
+
+def asnorm_pairs(a: np.ndarray, b: np.ndarray, cohort: np.ndarray, top_k: int) -> np.ndarray:
+    """AS-norm of trials ``a[i]`` vs ``b[i]`` (``(N, D)`` each) against a unit-length cohort."""
+    return as_norm(
+        cosine_pairs(a, b), cohort_stats(a, cohort, top_k), cohort_stats(b, cohort, top_k)
+    )
+
+
+def asnorm_matrix(
+    queries: np.ndarray, gallery: np.ndarray, cohort: np.ndarray, top_k: int
+) -> np.ndarray:
+    """AS-norm of ``queries: (B, D)`` against unit-length ``gallery: (G, D)`` -> ``(B, G)``."""
+    raw = score_centroids(queries, gallery).astype(np.float64)  # (B, G)
+    mu_q, sd_q = cohort_stats(queries, cohort, top_k)
+    return as_norm(raw, cohort_stats(gallery, cohort, top_k), (mu_q[:, None], sd_q[:, None]))

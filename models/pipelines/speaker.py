@@ -269,9 +269,23 @@ class SpeakerEmbedder(WaveformEmbedder):
         path = resolve_checkpoint(path)
         ckpt = read_checkpoint(path)
         model = model_from_checkpoint(ckpt)
-        if getattr(model, "front_end_config", None) is None:  # GE2E: the model says its own
-            kwargs.setdefault("fbank", checkpoint_fbank(ckpt))
         kwargs.setdefault("model_id", checkpoint_model_id(path, model))
+        return cls.from_checkpoint_dict(ckpt, device=device, model=model, **kwargs)
+
+    @classmethod
+    def from_checkpoint_dict(
+        cls,
+        ckpt: dict[str, Any],
+        device: str | torch.device = "cpu",
+        model: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> SpeakerEmbedder:
+        """An embedder of a checkpoint already read (``read_checkpoint``), e.g. one shipped to a
+        Ray worker as a dict, with the front end it records: the model's own
+        (``front_end_config``, GE2E's mel) or ``models.features.checkpoint_fbank``."""
+        model = model_from_checkpoint(ckpt) if model is None else model
+        if getattr(model, "front_end_config", None) is None:
+            kwargs.setdefault("fbank", checkpoint_fbank(ckpt))
         return cls(model, device=device, **kwargs)
 
     # -- properties --------------------------------------------------------------------------

@@ -40,6 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-service", action="store_true", help="skip the speaker-service (Ray Serve) section"
     )
+    parser.add_argument(
+        "--diarization-checkpoint",
+        type=Path,
+        default=None,
+        help="trained speaker checkpoint: adds DER on real excerpts to the diarization section",
+    )
     args = parser.parse_args(argv)
     configure_cli_logging()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -53,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.device,
         ray_data=not args.no_ray_data,
         service=not args.no_service,
+        diarization_checkpoint=args.diarization_checkpoint,
         argv=argv,
     )
     return 0

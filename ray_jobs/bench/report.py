@@ -146,6 +146,7 @@ def run(
     device: str = "cpu",
     ray_data: bool = True,
     service: bool = True,
+    diarization_checkpoint: Path | None = None,
     argv: Sequence[str] = (),
 ) -> Path:
     """Measure, write ``output`` (Markdown) and return its path."""
@@ -179,7 +180,7 @@ def run(
         from ray_jobs.bench.diarize import diarization_section
 
         log.info("diarization")
-        sections.append(diarization_section(None, quick))
+        sections.append(diarization_section(diarization_checkpoint, quick))
     if "tse" in families:
         from ray_jobs.bench.tse import tse_section
 

@@ -23,9 +23,9 @@ import numpy as np
 import ray
 
 from datasets.ray_data import init_ray
-from models.checkpoint import model_from_checkpoint, read_checkpoint
+from models.calibration import eer_threshold, read_calibration
+from models.checkpoint import read_checkpoint
 from models.config import to_dict
-from models.features import checkpoint_fbank
 from models.hub import resolve_checkpoint
 from models.pipelines.diarize import DiarizationConfig, Diarizer, diarization_config
 from models.pipelines.speaker import SpeakerEmbedder
@@ -54,14 +54,17 @@ class DiarizeActor:
         config: dict[str, Any],
         bounds: dict[str, int | None],
         threads: int = 1,
+        verification_threshold: float | None = None,
     ) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        embedder = SpeakerEmbedder(
-            model_from_checkpoint(checkpoint), fbank=checkpoint_fbank(checkpoint), model_id=model_id
+        embedder = SpeakerEmbedder.from_checkpoint_dict(checkpoint, model_id=model_id)
+        self.diarizer = Diarizer(
+            embedder,
+            cfg=diarization_config(base=config),
+            verification_threshold=verification_threshold,
         )
-        self.diarizer = Diarizer(embedder, cfg=diarization_config(base=config))
         self.bounds = bounds
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -96,6 +99,8 @@ def diarize(
         load_references(reference_rttm)  # a bad reference fails before the job, not after
     ckpt = read_checkpoint(checkpoint)
     model_id = SpeakerEmbedder.from_checkpoint(checkpoint).model_id
+    # the checkpoint's calibration record sets the clustering threshold (unless --set does)
+    t_eer = eer_threshold(read_calibration(checkpoint, model_id))
     init_ray()
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     ds = ds.map_batches(
@@ -103,6 +108,7 @@ def diarize(
         fn_constructor_kwargs={
             "checkpoint": ckpt, "model_id": model_id, "config": to_dict(config),
             "bounds": bounds, "threads": max(1, int(cpus_per_actor)),
+            "verification_threshold": t_eer,
         },
         batch_size=1,  # one file per call: files differ in length, nothing to batch across
         batch_format="numpy",

@@ -29,12 +29,21 @@ import numpy as np
 
 from datasets.audio import AudioError, load_audio
 from datasets.manifests import Utterance
+from models.calibration import ScoreNorm, calibration_from_metrics, write_calibration
 from models.metrics import verification_metrics
-from models.pipelines.scoring import DEFAULT_MAX_TRIALS, cosine_pairs, make_pairs
+from models.pipelines.scoring import (
+    DEFAULT_MAX_TRIALS,
+    as_norm,
+    cohort_stats,
+    cosine_pairs,
+    make_pairs,
+)
 from models.pipelines.speaker import SpeakerEmbedder
 
 log = logging.getLogger("ray_jobs.evaluate.speaker")
 
+DEFAULT_ASNORM_TOPK = 100  # cohort scores per side (WeSpeaker uses 300 on VoxCeleb's 7k cohort)
+SCORES_FILE = "scores.tsv"
 _LABELS = {"1": True, "0": False, "target": True, "nontarget": False}
 
 
@@ -176,8 +185,16 @@ def evaluate_tree(
     seed: int = 0,
     *,
     chunk_size: int = 64,
+    cohort: np.ndarray | None = None,
+    asnorm_topk: int = DEFAULT_ASNORM_TOPK,
+    scores_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Embed, score and measure: ``verification_metrics`` keys plus bookkeeping.
+
+    ``cohort: (C, D)`` unit rows (``datasets.cohort.load_cohort``) adds AS-norm: the result's
+    ``asnorm`` key holds ``verification_metrics`` of the normalised scores (top ``asnorm_topk``
+    cohort scores per side) and ``score_norm`` its settings. ``scores_file`` gets one line per
+    trial (:func:`write_scores`).
 
     ``trials=None`` scores same/different pairs of ``utterances`` (see
     :func:`models.pipelines.scoring.make_pairs`);
@@ -228,6 +245,23 @@ def evaluate_tree(
 
     scores = cosine_pairs(emb[pairs[:, 0]], emb[pairs[:, 1]])
     result: dict[str, Any] = verification_metrics(scores, target)
+    normed = None
+    if cohort is not None:
+        stats = cohort_stats(emb[used][ok[used]], cohort, asnorm_topk)  # each utterance once
+        row = np.full(len(utterances), -1, dtype=np.int64)
+        row[used[ok[used]]] = np.arange(stats[0].size)
+        mu, sd = stats
+        e, t = row[pairs[:, 0]], row[pairs[:, 1]]
+        normed = as_norm(scores, (mu[e], sd[e]), (mu[t], sd[t]))
+        result["asnorm"] = verification_metrics(normed, target)
+        result["score_norm"] = {
+            "method": "asnorm",
+            "top_k": int(min(asnorm_topk, cohort.shape[0])),
+            "cohort_size": int(cohort.shape[0]),
+        }
+    if scores_file is not None:
+        keys = [u.key for u in utterances]
+        result["scores_file"] = str(write_scores(scores_file, keys, pairs, target, scores, normed))
     result.update(
         model_id=embedder.model_id,
         trials_source=source,
@@ -238,3 +272,60 @@ def evaluate_tree(
         embed_seconds=round(embed_seconds, 3),
     )
     return result
+
+
+def write_scores(
+    path: str | Path,
+    keys: Sequence[str],
+    pairs: np.ndarray,
+    target: np.ndarray,
+    scores: np.ndarray,
+    normed: np.ndarray | None = None,
+) -> Path:
+    """Per-trial scores, tab-separated with a header: ``enroll test label score[ asnorm]``
+    (label 1 = same speaker; names are manifest keys)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "enroll\ttest\tlabel\tscore" + ("\tasnorm" if normed is not None else "")
+    lines = [header]
+    for n, (i, j) in enumerate(pairs.tolist()):
+        line = f"{keys[i]}\t{keys[j]}\t{int(target[n])}\t{scores[n]:.6f}"
+        if normed is not None:
+            line += f"\t{normed[n]:.6f}"
+        lines.append(line)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_calibration_record(
+    checkpoint: str | Path,
+    model_id: str,
+    result: dict[str, Any],
+    *,
+    data: str,
+    cohort: str | None = None,
+    overwrite: bool = True,
+) -> list[str]:
+    """Write the thresholds of ``result`` (:func:`evaluate_tree`) into the checkpoint's
+    calibration record (``models.calibration``): the ``none`` entry, and the ``asnorm`` entry
+    when AS-norm was measured. ``overwrite=False`` keeps entries already there. Returns the
+    normalisations written."""
+    measured = [("none", result, ScoreNorm())]
+    if "asnorm" in result:
+        sn = result["score_norm"]
+        norm = ScoreNorm("asnorm", sn["top_k"], cohort, sn["cohort_size"])
+        measured.append(("asnorm", result["asnorm"], norm))
+    written = []
+    for name, metrics, norm in measured:
+        cal = calibration_from_metrics(
+            {**metrics, "trials_source": result.get("trials_source", "")},
+            data=data,
+            score_norm=norm,
+        )
+        path, done = write_calibration(checkpoint, model_id, cal, overwrite=overwrite)
+        if done:
+            written.append(name)
+            log.info("calibration (%s) written to %s", name, path)
+    return written

@@ -35,7 +35,7 @@ import ray
 
 from datasets.manifests import Utterance
 from datasets.ray_data import init_ray
-from models.checkpoint import model_from_checkpoint, read_checkpoint
+from models.checkpoint import read_checkpoint
 from models.features import FrontEndConfig
 from models.pipelines.speaker import SpeakerEmbedder
 from ray_jobs.extract.core import (
@@ -67,8 +67,8 @@ class EmbedActor:
 
         torch.set_num_threads(max(1, threads))
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        self.embedder = SpeakerEmbedder(
-            model_from_checkpoint(checkpoint), device=device, model_id=model_id
+        self.embedder = SpeakerEmbedder.from_checkpoint_dict(
+            checkpoint, device=device, model_id=model_id
         )
 
     def __call__(self, batch: Batch) -> Batch:

@@ -82,9 +82,12 @@ class Diarization:
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
+        verification_threshold: float | None = None,
     ) -> DiarizationResult:
+        """``verification_threshold``: the model's calibrated EER threshold (its clustering
+        threshold unless the config sets one; ``models.pipelines.diarize``)."""
         embedder = HandleEmbedder(self.embedding, model_name, sample_rate, embed_dim)
-        diarizer = Diarizer(embedder, self.vad, self.cfg)
+        diarizer = Diarizer(embedder, self.vad, self.cfg, verification_threshold)
         return await asyncio.to_thread(
             diarizer,
             wav,

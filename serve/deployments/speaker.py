@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 from ray import serve
 
+from models.calibration import calibration_path, read_calibration
 from models.pipelines.speaker import SpeakerEmbedder
 from models.waveform import AudioError
 
@@ -33,6 +35,26 @@ def load_embedder(path: str, backend: str) -> Any:
 
         return OnnxSpeakerEmbedder.from_file(path)
     raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
+
+
+def model_info(name: str, spec: dict[str, Any], embedder: Any) -> dict[str, Any]:
+    """What the ingress knows of a model: ids, rates, and its calibration record
+    (``models.calibration``; ``calibration`` is ``{norm: {thresholds, metrics, data, ...}}``,
+    None without a record or when the record belongs to another model id)."""
+    record = read_calibration(spec["path"], embedder.model_id)
+    return {
+        "name": name,
+        "model_id": embedder.model_id,
+        "embed_dim": int(embedder.embed_dim),
+        "sample_rate": int(embedder.sample_rate),
+        "backend": spec.get("backend", "torch"),
+        "path": spec["path"],
+        "calibration_file": str(calibration_path(spec["path"])) if record else None,
+        "calibration": (
+            {k: asdict(v) for k, v in record.entries.items()} if record is not None else None
+        ),
+        "score_norm": "asnorm" if spec.get("cohort") else "none",
+    }
 
 
 def embed_many(embedder: Any, wavs: list[np.ndarray]) -> list[np.ndarray | str]:
@@ -77,17 +99,10 @@ class EmbeddingModel:
         self.embed.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def info(self) -> dict[str, dict[str, Any]]:
-        """``name -> {name, model_id, embed_dim, sample_rate, backend, path}``."""
+        """``name -> {name, model_id, embed_dim, sample_rate, backend, path, calibration_file,
+        calibration, score_norm}`` (see :func:`model_info`)."""
         return {
-            name: {
-                "name": name,
-                "model_id": emb.model_id,
-                "embed_dim": int(emb.embed_dim),
-                "sample_rate": int(emb.sample_rate),
-                "backend": self.specs[name].get("backend", "torch"),
-                "path": self.specs[name]["path"],
-            }
-            for name, emb in self.embedders.items()
+            name: model_info(name, self.specs[name], emb) for name, emb in self.embedders.items()
         }
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)

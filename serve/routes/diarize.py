@@ -90,6 +90,12 @@ def _gallery(ctx: ServeContext, group: str, model_id: str) -> dict[str, np.ndarr
     return gallery
 
 
+def _eer_threshold(info: dict) -> float | None:
+    """The model's calibrated cosine EER threshold (``EmbeddingModel.info``), if any."""
+    cal = info.get("calibration") or {}
+    return cal["none"]["thresholds"]["eer"] if "none" in cal else None
+
+
 class DiarizeRoutes:
     """``POST /diarize`` on the ``diarization`` product; state is ``self.ctx``."""
 
@@ -121,6 +127,7 @@ class DiarizeRoutes:
                 req.num_speakers,
                 req.min_speakers,
                 req.max_speakers,
+                _eer_threshold(info),
             )
         except Exception as exc:  # Ray wraps the replica's error; a ValueError is the input's
             cause = getattr(exc, "cause", None) or exc

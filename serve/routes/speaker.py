@@ -25,7 +25,6 @@ import numpy as np
 from fastapi import Request
 
 from datasets.manifests import ManifestError, scan_tree
-from models.pipelines.scoring import cosine
 from serve import schemas as S
 from serve.audio_input import resolve_allowed_path
 from serve.context import ServeContext
@@ -58,9 +57,10 @@ def _vector(values: list[float], dim: int, field: str) -> np.ndarray:
     return v
 
 
-def _threshold(ctx: ServeContext, requested: float | None) -> float:
-    """The request's threshold, else the app's operating point (``POST /config`` sets it)."""
-    return ctx.threshold if requested is None else requested
+async def _threshold(ctx: ServeContext, requested: float | None) -> float:
+    """The request's threshold, else the app's operating point (``ServeContext.operating_point``:
+    ``POST /config`` or ``AppArgs.threshold``, else the model's calibration record)."""
+    return (await ctx.operating_point())[0] if requested is None else requested
 
 
 def _import_response(
@@ -109,17 +109,24 @@ class SpeakerRoutes:
     @app.get("/health", response_model=S.HealthResponse)
     async def health(self) -> S.HealthResponse:
         info = await self.ctx.embedding.info()
+        thr, source = await self.ctx.operating_point()
         return S.HealthResponse(
             status="ok",
             model=self.ctx.embedding.active,
             model_id=info["model_id"],
             num_speakers=len(self.ctx.store.list_speakers()),
+            threshold=thr,
+            threshold_source=source,
+            score_norm=info.get("score_norm", "none"),
         )
 
     async def _config(self) -> S.ConfigResponse:
         models = await self.ctx.embedding.models()
+        thr, source = await self.ctx.operating_point()
         return S.ConfigResponse(
-            threshold=self.ctx.threshold,
+            threshold=thr,
+            threshold_source=source,
+            score_norm=models[self.ctx.embedding.active].get("score_norm", "none"),
             top_k=self.ctx.args.top_k,
             model=S.ModelInfo(**models[self.ctx.embedding.active]),
             models=[S.ModelInfo(**m) for m in models.values()],
@@ -164,8 +171,8 @@ class SpeakerRoutes:
         """Two clips -> cosine score and same/different at the threshold."""
         req = await self.ctx.parse(request, S.VerifyRequest)
         emb = await self.ctx.embed_sources([req.audio_a, req.audio_b], ["audio_a", "audio_b"])
-        thr = _threshold(self.ctx, req.threshold)
-        score = cosine(emb[0], emb[1])
+        thr = await _threshold(self.ctx, req.threshold)
+        score = float((await self.ctx.score_pairs(emb[:1], emb[1:2]))[0])
         info = await self.ctx.embedding.info()
         return S.VerifyResponse(
             score=score, same=score >= thr, threshold=thr, model_id=info["model_id"]
@@ -188,8 +195,9 @@ class SpeakerRoutes:
             )
         fields = ["reference"] + [f"candidates[{i}]" for i in range(len(req.candidates))]
         emb = await self.ctx.embed_sources([req.reference, *req.candidates], fields)
-        thr = _threshold(self.ctx, req.threshold)
-        scores = [cosine(emb[0], e) for e in emb[1:]]
+        thr = await _threshold(self.ctx, req.threshold)
+        ref = np.repeat(emb[:1], len(emb) - 1, axis=0)  # (N, D)
+        scores = [float(s) for s in await self.ctx.score_pairs(ref, emb[1:])]
         info = await self.ctx.embedding.info()
         return S.VerifyBatchResponse(
             results=[
@@ -230,8 +238,8 @@ class SpeakerRoutes:
         dim = int((await self.ctx.embedding.info())["embed_dim"])
         a = _vector(req.embedding_a, dim, "embedding_a")
         b = _vector(req.embedding_b, dim, "embedding_b")
-        thr = _threshold(self.ctx, req.threshold)
-        score = cosine(a, b)
+        thr = await _threshold(self.ctx, req.threshold)
+        score = float((await self.ctx.score_pairs(a[None], b[None]))[0])
         return S.CompareResponse(score=score, same=score >= thr, threshold=thr)
 
     # -- enrollment and identification -------------------------------------------------------
@@ -316,9 +324,13 @@ class SpeakerRoutes:
             check_group(self.ctx, req.group)
         model_id = await _store_model_id(self.ctx)
         emb = await self.ctx.embed_sources([req.audio], ["audio"])
-        thr = _threshold(self.ctx, req.threshold)
+        thr = await _threshold(self.ctx, req.threshold)
         matches = self.ctx.store.identify(
-            emb[0], group=req.group, top_k=req.top_k or self.ctx.args.top_k, threshold=thr
+            emb[0],
+            group=req.group,
+            top_k=req.top_k or self.ctx.args.top_k,
+            threshold=thr,
+            scorer=await self.ctx.gallery_scorer(),
         )
         return S.IdentifyResponse(
             matches=[S.MatchOut(**asdict(m)) for m in matches],

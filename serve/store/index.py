@@ -9,6 +9,7 @@ rebuilds the index from one read snapshot whenever ``meta.version`` says a conne
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +26,7 @@ EMPTY_GALLERY_SCORE = -1.0
 class Match:
     speaker_id: str | None  # None for "unknown"
     name: str  # "unknown" when the best score is below the threshold
-    score: float  # cosine similarity in [-1, 1]
+    score: float  # cosine similarity in [-1, 1] (or the search's normalised score)
 
 
 @dataclass
@@ -70,10 +71,17 @@ class CentroidIndex:
         )
 
     def search(
-        self, queries: np.ndarray, *, group: str | None, top_k: int, threshold: float
+        self,
+        queries: np.ndarray,
+        *,
+        group: str | None,
+        top_k: int,
+        threshold: float,
+        scorer: Callable[[np.ndarray, np.ndarray], np.ndarray] = score_centroids,
     ) -> list[list[Match]]:
         """``queries: (B, D)`` -> per query the ``top_k`` best speakers (``SpeakerStore.identify``
-        documents the open-set answer)."""
+        documents the open-set answer). ``scorer(queries, centroids) -> (B, N)``: cosine, or a
+        normalised score (``scoring.asnorm_matrix``) on the threshold's scale."""
         if group is None:
             rows = None
         elif group in self.groups:
@@ -83,7 +91,7 @@ class CentroidIndex:
         matrix = self.matrix if rows is None else self.matrix[rows]
         if matrix.shape[0] == 0:  # empty gallery: nothing to compare with
             return [[Match(None, UNKNOWN, EMPTY_GALLERY_SCORE)] for _ in queries]
-        scores = score_centroids(queries, matrix)  # (B, N)
+        scores = scorer(queries, matrix)  # (B, N)
         k = min(int(top_k), scores.shape[1])
         out = []
         for s in scores:

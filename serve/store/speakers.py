@@ -21,7 +21,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -424,6 +424,7 @@ class SpeakerStore(Database):
         group: str | None = None,
         top_k: int = 5,
         threshold: float = 0.5,
+        scorer: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> list[Match]:
         """Open-set identification of one ``embedding: (D,)`` against the speaker centroids.
 
@@ -434,9 +435,15 @@ class SpeakerStore(Database):
         candidates, so it has up to ``top_k + 1`` entries; an empty gallery gives just
         ``[Match(None, "unknown", -1.0)]``. When the best score is at least ``threshold`` the
         first entry is the identified speaker; later candidates may score below ``threshold``.
+        ``scorer(queries (B, D), centroids (N, D)) -> (B, N)`` replaces cosine (e.g. AS-norm,
+        ``models.pipelines.scoring.asnorm_matrix``); ``threshold`` is then on its scale.
         """
         return self.identify_batch(
-            np.asarray(embedding)[None], group=group, top_k=top_k, threshold=threshold
+            np.asarray(embedding)[None],
+            group=group,
+            top_k=top_k,
+            threshold=threshold,
+            scorer=scorer,
         )[0]
 
     def identify_batch(
@@ -446,6 +453,7 @@ class SpeakerStore(Database):
         group: str | None = None,
         top_k: int = 5,
         threshold: float = 0.5,
+        scorer: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> list[list[Match]]:
         """``identify`` for each row of ``embeddings: (B, D)`` with one matrix product."""
         q = np.asarray(embeddings, dtype=np.float32)
@@ -462,7 +470,9 @@ class SpeakerStore(Database):
                 f"got {q.shape[1]}-dim embeddings; this store holds {dim}-dim embeddings of "
                 f"model {model_id}"
             )
-        return index.search(q, group=group, top_k=top_k, threshold=threshold)
+        if scorer is None:
+            return index.search(q, group=group, top_k=top_k, threshold=threshold)
+        return index.search(q, group=group, top_k=top_k, threshold=threshold, scorer=scorer)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> SpeakerStore:

@@ -77,3 +77,60 @@ def test_deterministic_and_validates():
         cluster_embeddings(emb, ClusteringConfig(method="kmeans"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"\(N, D\)"):
         cluster_embeddings(emb[0])
+
+
+def test_eigengap_confidence_falls_back_to_fewer_speakers():
+    from models.pipelines.clustering import confident_k
+
+    cfg = ClusteringConfig(eigengap_ratio=1.2, min_eigengap=0.02)
+    # gaps[i] is the gap for K = i + 1; the largest (K = 4) barely beats K = 2's: K = 2
+    assert confident_k(np.array([0.01, 0.30, 0.02, 0.33, 0.01]), 10.0, cfg) == 2
+    assert confident_k(np.array([0.01, 0.30, 0.02, 0.90, 0.01]), 10.0, cfg) == 4  # clear gap
+    # every gap tiny against the largest eigenvalue: no structure, one speaker
+    assert confident_k(np.array([0.01, 0.05, 0.02]), 10.0, cfg) == 1
+    assert confident_k(np.array([0.01, 0.05, 0.02]), 10.0, ClusteringConfig(min_eigengap=0.0)) == 2
+
+
+def test_min_cluster_duration_merges_stray_windows_into_nearest():
+    from models.pipelines.clustering import merge_clusters
+
+    emb, truth = _blobs(3, per=10, seed=11)
+    stray = np.flatnonzero(truth == 2)[:2]
+    labels = truth.copy()
+    labels[stray] = 7  # two windows (1.5 s of speech) split off speaker 2
+    dur = np.full(truth.size, 0.75)
+    cfg = ClusteringConfig(min_cluster_seconds=3.0)
+    out = merge_clusters(emb, labels, cfg, durations=dur)
+    assert _same_partition(out, truth)  # joined the nearest cluster: their own speaker's
+    assert _same_partition(merge_clusters(emb, labels, cfg), labels)  # no durations: no rule
+    assert (
+        len(
+            set(
+                merge_clusters(
+                    emb, labels, ClusteringConfig(min_cluster_seconds=9.0), durations=dur
+                )
+            )
+        )
+        == 1
+    )
+    # through cluster_embeddings: a cluster of 2 short windows is not a speaker
+    extra = np.concatenate([emb, _blobs(4, per=2, seed=3)[0][-2:]])
+    d = np.concatenate([dur, [0.75, 0.75]])
+    assert cluster_embeddings(extra, ClusteringConfig(), durations=d).max() + 1 == 3
+    with pytest.raises(ValueError, match="durations"):
+        cluster_embeddings(extra, ClusteringConfig(), durations=d[:-1])
+
+
+def test_calibrated_merge_joins_clusters_closer_than_the_threshold():
+    from models.pipelines.clustering import merge_clusters
+
+    emb, truth = _blobs(2, per=10, seed=2)
+    split = truth.copy()
+    split[np.flatnonzero(truth == 0)[:5]] = 5  # speaker 0 cut in two halves
+    near = ClusteringConfig(merge=True, threshold=0.5)  # cosine distance within a speaker ~0.02
+    assert _same_partition(merge_clusters(emb, split, near), truth)
+    assert _same_partition(merge_clusters(emb, split, ClusteringConfig(threshold=0.5)), split)
+    assert _same_partition(
+        merge_clusters(emb, split, ClusteringConfig(merge=True, threshold=0.001)), split
+    )
+    assert len(set(merge_clusters(emb, split, near, lo=3).tolist())) == 3  # never below lo

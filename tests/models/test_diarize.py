@@ -221,3 +221,49 @@ def test_name_clusters_open_set():
     assert named.cluster_labels == ["bob", "SPEAKER_01"]
     assert res.segments[0].speaker == "SPEAKER_00"  # the original is untouched
     assert name_clusters(res.cluster_centroids, {}, 0.5) == {0: None, 1: None}
+
+
+class CloseVoicesEmbedder(PerfectEmbedder):
+    """``PerfectEmbedder`` whose first two speakers' directions have cosine 0.65 (similar
+    voices): whether they are one speaker is the threshold's decision."""
+
+    def embed_batch(self, clips, sample_rate):
+        out = super().embed_batch(clips, sample_rate)
+        mix = np.eye(self.embed_dim, dtype=np.float32)
+        mix[1, 0] = 0.65 / np.sqrt(1 - 0.65**2)  # speaker 1 leans towards speaker 0
+        out = out @ mix
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_clustering_threshold_from_the_calibration_record(conversation, tmp_path):
+    from models.calibration import (
+        calibration_from_metrics,
+        eer_threshold,
+        read_calibration,
+        write_calibration,
+    )
+    from models.pipelines.diarize import calibrated_threshold
+
+    wav, truth, regions = conversation
+    ahc = DiarizationConfig(clustering=ClusteringConfig(method="ahc"))
+    wins = windows(regions, len(wav) / SR, ahc)
+
+    def run(t_eer, cfg=ahc):
+        d = Diarizer(CloseVoicesEmbedder(wins, truth), OracleVAD(regions), cfg, t_eer)
+        return d, d(wav, SR).num_speakers
+
+    ckpt = tmp_path / "m.pt"
+    metrics = {"eer": 0.05, "eer_threshold": 0.8, "num_trials": 10}
+    write_calibration(ckpt, "m:1", calibration_from_metrics(metrics, data="dev"))
+    strict = eer_threshold(read_calibration(ckpt, "m:1"))
+    d, k = run(strict)  # same speaker needs cosine >= 0.8: the similar voices stay apart
+    assert d.threshold_source == "calibration"
+    assert d.cfg.clustering.threshold == pytest.approx(1 - 0.8) == calibrated_threshold(0.8)
+    assert k == 3
+    assert run(0.5)[1] == 2  # a lenient model: cosine 0.65 is the same speaker
+    explicit = DiarizationConfig(clustering=ClusteringConfig(method="ahc", threshold=0.5))
+    d, k = run(0.8, explicit)  # an explicit threshold wins over the record
+    assert (d.threshold_source, d.cfg.clustering.threshold, k) == ("config", 0.5, 2)
+    d, _ = run(None)
+    assert (d.threshold_source, d.cfg.clustering.threshold) == ("default", 0.5)
+    assert calibrated_threshold(0.6, offset=0.1) == pytest.approx(0.5)

@@ -15,6 +15,7 @@ import sys
 
 sys.modules.setdefault("ray", None)
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -46,3 +47,50 @@ def test_trained_model_diarizes_sample(real_data, small_speaker_checkpoint):  # 
     assert single.der == pytest.approx(SINGLE_SPEAKER_DER, abs=0.03)
     assert der.der < DER_BOUND, der
     assert der.der < single.der - 0.08  # clearly better than one speaker for everything
+
+
+# --- the speaker-count estimate on real excerpts (default settings, count not given) ----------
+
+LIBRI = "speech/librispeech-train-clean-100"
+# The estimate before the count guards (models/pipelines/clustering.py): 2 neighbours per row,
+# no eigengap check, no minimum cluster duration. It found 8 speakers in most 30-s excerpts.
+PLAIN_NME = {
+    "clustering.min_neighbours": 2,
+    "clustering.eigengap_ratio": 0.0,
+    "clustering.min_eigengap": 0.0,
+    "clustering.min_cluster_seconds": 0.0,
+}
+
+
+def _libri(real_data, names):
+    return [load_audio(real_data / LIBRI / f"{n}.flac", target_sr=16000)[0] for n in names]
+
+
+def _one_speaker_der(ref, regions):
+    return diarization_error_rate(ref, [(s, e, "A") for s, e in regions], collar=COLLAR).der
+
+
+@pytest.mark.realdata
+@pytest.mark.slow  # the session's small trained model takes minutes on a busy 2-core box
+def test_estimated_count_on_real_excerpts(real_data, small_speaker_checkpoint):  # noqa: F811
+    """One LibriSpeech speaker is one speaker (the plain estimate said several), a two-speaker
+    conversation is two, and neither is worse than labelling all speech as one speaker."""
+    from datasets.conversations import build_conversation
+    from models.pipelines.diarize import diarization_config
+
+    torch.set_num_threads(2)
+    embedder = SpeakerEmbedder.from_checkpoint(small_speaker_checkpoint)
+    diarizer = Diarizer(embedder)
+    plain = Diarizer(embedder, diarizer.vad, diarization_config(PLAIN_NME))
+    solo = np.concatenate(_libri(real_data, ["1040-133433-0000", "1069-133699-0000"])[:1])
+    assert diarizer(solo, 16000).num_speakers == 1
+    assert plain(solo, 16000).num_speakers > 1  # what the guards fix: fragments, not speakers
+
+    recs = _libri(real_data, ["103-1240-0000", "1098-133695-0000"])
+    wav, ref = build_conversation(recs, ["a", "b"], 16000, seconds=30.0, seed=3)
+    res = diarizer(wav, 16000)
+    hyp = [(s.start, s.end, s.speaker) for s in res.segments]
+    der = diarization_error_rate(ref, hyp, collar=COLLAR).der
+    single = _one_speaker_der(ref, diarizer.vad(wav, 16000))
+    assert res.num_speakers == 2
+    assert der < single - 0.1, (der, single)

@@ -9,8 +9,13 @@ import pytest
 
 sys.modules.setdefault("ray", None)
 
+from models.metrics import compute_eer  # noqa: E402
 from models.pipelines.scoring import (  # noqa: E402
+    as_norm,
+    asnorm_matrix,
+    asnorm_pairs,
     centroid,
+    cohort_stats,
     cosine,
     cosine_matrix,
     cosine_pairs,
@@ -99,3 +104,54 @@ def test_make_pairs_all_and_sampled():
         make_pairs(["a", "a", "a"])
     with pytest.raises(ValueError, match="single utterance"):
         make_pairs(["a", "b", "c"])
+
+
+def test_asnorm_matches_the_formula_and_the_matrix_form():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((5, 8)), rng.standard_normal((5, 8))
+    cohort = l2_normalise(rng.standard_normal((12, 8)))
+    got = asnorm_pairs(a, b, cohort, top_k=4)
+    for n in range(5):  # the slow obvious way, one trial at a time
+        sides = []
+        for x in (a[n], b[n]):
+            cs = sorted((cosine(x, c) for c in cohort), reverse=True)[:4]
+            sides.append((np.mean(cs), np.std(cs)))
+        x = cosine(a[n], b[n])
+        want = 0.5 * ((x - sides[0][0]) / sides[0][1] + (x - sides[1][0]) / sides[1][1])
+        assert got[n] == pytest.approx(want, abs=1e-9)
+    gallery = l2_normalise(b)
+    mat = asnorm_matrix(a, gallery, cohort, top_k=4)  # (5, 5): every query vs every centroid
+    assert mat.shape == (5, 5)
+    np.testing.assert_allclose(np.diag(mat), got, atol=1e-9)
+    mu, sd = cohort_stats(a, cohort, top_k=100)  # top_k above C uses the whole cohort
+    np.testing.assert_allclose(mu, cosine_matrix(a, cohort).mean(axis=1), atol=1e-9)
+    np.testing.assert_allclose(as_norm(np.array([mu[0]]), (mu[:1], sd[:1]), (mu[:1], sd[:1])), [0])
+    with pytest.raises(ValueError, match="same model"):
+        cohort_stats(rng.standard_normal((2, 7)), cohort, 3)
+    with pytest.raises(ValueError, match="non-empty"):
+        cohort_stats(a, np.zeros((0, 8)), 3)
+    with pytest.raises(ValueError, match="top_k"):
+        cohort_stats(a, cohort, 0)
+
+
+def test_asnorm_removes_speaker_dependent_score_offsets():
+    """Speakers whose embeddings share a common component to different degrees (channel,
+    gender, a weak model's bias) score high against everyone; AS-norm's per-side cohort
+    statistics cancel that offset, so one threshold fits every speaker: EER drops a lot."""
+    rng = np.random.default_rng(0)
+    d = 32
+    common = l2_normalise(rng.standard_normal(d))
+
+    def voices(n_speakers: int, n_utts: int) -> np.ndarray:
+        base = l2_normalise(rng.standard_normal((n_speakers, d)))
+        bias = rng.uniform(0.0, 2.5, n_speakers)[:, None, None] * common
+        noise = 0.9 * rng.standard_normal((n_speakers, n_utts, d)) * 0.25
+        return l2_normalise(base[:, None, :] + noise + bias)  # (S, U, D)
+
+    utts = voices(40, 4).reshape(-1, d)
+    cohort = voices(60, 1)[:, 0]  # disjoint speakers
+    i, j = np.triu_indices(len(utts), 1)
+    target = i // 4 == j // 4
+    raw_eer = compute_eer(cosine_pairs(utts[i], utts[j]), target)[0]
+    norm_eer = compute_eer(asnorm_pairs(utts[i], utts[j], cohort, top_k=20), target)[0]
+    assert raw_eer > 0.2 and norm_eer < 0.6 * raw_eer, (raw_eer, norm_eer)

@@ -231,3 +231,72 @@ def test_cli_module_runs_without_ray(tree, tmp_path):
     assert len(lines) == 1
     result = json.loads(lines[0])
     assert result["num_trials"] == 30 and result["trials_source"] == "sampled_pairs"
+
+
+def test_asnorm_scores_file_and_calibration_record(tree, tmp_path, oracle, capsys):
+    """AS-norm against a cohort of other voices, the per-trial score file, and the
+    calibration record: written on first evaluation, kept by a plain re-run, replaced by
+    --calibrate, one entry per score normalisation."""
+    from datasets.cohort import load_cohort
+    from models.calibration import calibration_path, read_calibration
+    from models.pipelines.scoring import as_norm, cohort_stats, cosine_pairs
+
+    utts = scan_tree(tree, with_durations=True)
+    rng = np.random.default_rng(5)
+    cohort_wavs = [_tone(f0, 0.6, 16000, rng) for f0 in (240.0, 400.0, 650.0, 1000.0, 1200.0)]
+    cohort = oracle.embed_batch(cohort_wavs, 16000)
+    np.save(tmp_path / "cohort.npy", cohort)
+    cohort = load_cohort(tmp_path / "cohort.npy", oracle.embed_dim)
+    result = evaluate_tree(
+        oracle, utts, cohort=cohort, asnorm_topk=3, scores_file=tmp_path / "s.tsv"
+    )
+    assert result["score_norm"] == {"method": "asnorm", "top_k": 3, "cohort_size": 5}
+    assert result["asnorm"]["num_trials"] == result["num_trials"] == 66
+    assert result["asnorm"]["eer"] == 0.0  # oracle voices stay separable after normalisation
+
+    lines = (tmp_path / "s.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == ["enroll", "test", "label", "score", "asnorm"]
+    assert len(lines) == 67
+    by_key = {u.key: u for u in utts}
+    enroll, test, label, raw, norm = lines[1].split("\t")
+    a = oracle.embed(*load_audio(by_key[enroll].path))[None]
+    b = oracle.embed(*load_audio(by_key[test].path))[None]
+    assert int(label) == (by_key[enroll].speaker == by_key[test].speaker)
+    assert float(raw) == pytest.approx(cosine_pairs(a, b)[0], abs=1e-5)
+    want = as_norm(cosine_pairs(a, b), cohort_stats(a, cohort, 3), cohort_stats(b, cohort, 3))
+    assert float(norm) == pytest.approx(want[0], abs=1e-4)
+
+    # the CLI: a first evaluation writes the record, a plain re-run keeps it, --calibrate replaces
+    ckpt = _checkpoint(tmp_path)
+    base = ["--checkpoint", str(ckpt), "--data-root", str(tree), "--json"]
+    assert main([*base, "--max-trials", "20", "--report", str(tmp_path / "rep")]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["calibration"] == ["none"]
+    assert (tmp_path / "rep" / "scores.tsv").is_file() and (
+        tmp_path / "rep" / "result.json"
+    ).is_file()
+    record = read_calibration(ckpt, SpeakerEmbedder.from_checkpoint(ckpt).model_id)
+    assert record is not None and set(record.entries) == {"none"}
+    entry = record.entry("none")
+    assert entry.threshold("eer") == pytest.approx(first["eer_threshold"])
+    assert entry.threshold("min_dcf_0.01") == pytest.approx(first["min_dcf_0.01_threshold"])
+    assert entry.trials["num_trials"] == 20 and str(tree) in entry.data
+    assert main(base) == 0  # all 66 pairs now: another operating point, but no --calibrate
+    again = json.loads(capsys.readouterr().out)
+    assert again["calibration"] == []
+    assert read_calibration(ckpt).entry("none").trials["num_trials"] == 20
+    np.save(
+        tmp_path / "cohort_model.npy",
+        SpeakerEmbedder.from_checkpoint(ckpt).embed_batch(cohort_wavs, 16000),
+    )
+    assert main([*base, "--calibrate", "--cohort", str(tmp_path / "cohort_model.npy")]) == 0
+    cal = json.loads(capsys.readouterr().out)
+    assert cal["calibration"] == ["none", "asnorm"]
+    record = read_calibration(ckpt)
+    assert record.entry("none").trials["num_trials"] == 66
+    assert record.entry("asnorm").threshold("eer") == pytest.approx(cal["asnorm"]["eer_threshold"])
+    assert record.entry("asnorm").score_norm.cohort == str(tmp_path / "cohort_model.npy")
+    assert calibration_path(ckpt).name == "model.pt.calibration.json"
+    # a cohort of another model's size is refused with a clear message
+    np.save(tmp_path / "wrong.npy", np.ones((4, 7), np.float32))
+    assert main([*base, "--cohort", str(tmp_path / "wrong.npy")]) == 2

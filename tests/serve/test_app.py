@@ -47,6 +47,17 @@ def files(tmp_path_factory):
     torch_ckpt = models.save_checkpoint(models.build_model("campplus-tiny").eval(), root / "a.pt")
     alt_ckpt = models.save_checkpoint(models.build_model("xvector-tiny").eval(), root / "b.pt")
     onnx_file = export_checkpoint(torch_ckpt, root / "a.onnx")
+    # a calibration record beside the default model: its EER threshold is the service default
+    from models.calibration import calibration_from_metrics, write_calibration
+    from models.pipelines.speaker import SpeakerEmbedder
+
+    metrics = {"eer": 0.2, "eer_threshold": 0.42, "num_trials": 10, "min_dcf_0.01": 0.9,
+               "min_dcf_0.01_threshold": 0.61, "min_dcf_0.05": 0.8, "min_dcf_0.05_threshold": 0.55}  # fmt: skip
+    write_calibration(
+        torch_ckpt,
+        SpeakerEmbedder.from_checkpoint(torch_ckpt).model_id,
+        calibration_from_metrics(metrics, data="test"),
+    )
     audio_root = root / "audio"
     generate_corpus(audio_root, num_speakers=2, utts_per_speaker=2, seconds=(1.0, 1.5), seed=3)
     (root / "outside.wav").write_bytes(_wav(1.0, 9))
@@ -67,7 +78,6 @@ def _args(files) -> dict:
             "alt": {"path": str(files["alt"])},
             "onnx": {"path": str(files["onnx"]), "backend": "onnx"},
         },
-        threshold=0.5,
         allowed_roots=[str(files["audio_root"])],
         max_batch_size=8,
     )
@@ -107,7 +117,11 @@ def test_health_docs_and_config_switch(client):
     assert {"/verify", "/identify", "/speakers/import", "/galleries"} <= set(paths)
     cfg = expect_ok(client.get("/config"))
     assert cfg["model"]["backend"] == "torch" and cfg["model"]["name"] == "default"
-    assert cfg["model"]["model_id"].startswith("campplus") and cfg["threshold"] == 0.5
+    assert cfg["model"]["model_id"].startswith("campplus")
+    # no threshold configured: the calibration record's EER threshold, and where it came from
+    assert cfg["threshold"] == 0.42 and cfg["threshold_source"].startswith("calibration: ")
+    assert h["threshold"] == 0.42 and h["score_norm"] == "none"
+    assert cfg["model"]["calibration"]["none"]["thresholds"]["min_dcf_0.01"] == 0.61
     assert {m["name"] for m in cfg["models"]} == {"default", "alt", "onnx"}
     # Switching models while the database is empty is allowed, and changes the embeddings.
     alt = expect_ok(client.post("/config", json={"model": "alt", "threshold": 0.3}))
@@ -115,8 +129,9 @@ def test_health_docs_and_config_switch(client):
     assert alt["model"]["model_id"].startswith("xvector")
     back = expect_ok(client.post("/config", json={"model": "default", "threshold": 0.5}))
     assert back["model"]["name"] == "default" and back["threshold"] == 0.5
+    assert back["threshold_source"] == "config"  # an explicit threshold overrides the record
     expect_error(client.post("/config", json={"model": "nope"}), 422, "unknown_model")
-    expect_error(client.post("/config", json={"threshold": 7}), 422, "invalid_request")
+    expect_error(client.post("/config", json={"threshold": "high"}), 422, "invalid_request")
 
 
 def test_verify_multipart_json_and_batch(client, clips):

@@ -276,6 +276,32 @@ def test_parquet_import(store, tmp_path):
         store.import_speakers_parquet(tmp_path / "none.parquet", group="corpus", model_id=MODEL)
 
 
+def test_identify_with_asnorm_scores(store):
+    """A scorer (AS-norm against a cohort) replaces cosine: candidates are ranked and the
+    threshold applied on its scale, within a group too."""
+    from models.pipelines.scoring import asnorm_matrix
+
+    rng = np.random.default_rng(8)
+    centres = _unit(rng, 5)
+    ids = [store.enroll(f"s{i}", c, model_id=MODEL).id for i, c in enumerate(centres)]
+    store.add_to_group(ids[1], "g")
+    store.add_to_group(ids[3], "g")
+    cohort = _unit(rng, 20)
+    probe = centres[3] + 0.4 * _unit(rng)[0]
+
+    def scorer(q, g):
+        return asnorm_matrix(q, g, cohort, 5)
+
+    want = asnorm_matrix(probe[None], centres, cohort, 5)[0]  # every speaker's AS-norm score
+    got = store.identify(probe, top_k=5, threshold=-100.0, scorer=scorer)
+    assert [m.speaker_id for m in got] == [ids[i] for i in np.argsort(-want, kind="stable")]
+    np.testing.assert_allclose([m.score for m in got], np.sort(want)[::-1], atol=1e-5)
+    assert got[0].name == "s3" and got[0].score > 1.0  # z-score-like, beyond any cosine
+    assert store.identify(probe, threshold=want.max() + 0.1, scorer=scorer)[0].name == "unknown"
+    only = store.identify(probe, group="g", top_k=5, threshold=-100.0, scorer=scorer)
+    assert [m.speaker_id for m in only] == [ids[3], ids[1]]
+
+
 def test_identify_against_1000_speakers_is_fast(store):
     rng = np.random.default_rng(9)
     labels = [f"s{i}" for i in range(1000)]

@@ -2,12 +2,22 @@
 ``ray_jobs/evaluate/speaker.py``).
 
     python -m ray_jobs.evaluate --checkpoint runs/campplus/best.pt --data-root data/vox1_test \\
-        [--trials veri_test2.txt] [--layout auto] [--max-trials 200000] [--json]
+        [--trials veri_test2.txt] [--layout auto] [--max-trials 200000] [--json] \\
+        [--cohort runs/extract-cohort/speakers.parquet --asnorm-topk 100] [--report DIR] \\
+        [--calibrate]
 
 ``--checkpoint`` is a voxray checkpoint (.pt) or an ONNX model from ``ray_jobs.export`` (FP32 or
 INT8). Trials: ``--trials FILE`` or same/different-speaker pairs of the tree (see the core's
 docstring). Output: a readable report, or with ``--json`` exactly one JSON object on stdout
-(logs go to stderr).
+(logs go to stderr). ``--cohort`` adds AS-norm scores (a cohort of speakers disjoint from the
+trials, e.g. an extraction job's ``speakers.parquet``); ``--report DIR`` writes ``scores.tsv``
+(one line per trial) and ``result.json`` there.
+
+Calibration record (``models.calibration``, ``<checkpoint>.calibration.json``): ``--calibrate``
+writes the measured EER and minDCF thresholds into it, replacing those of the same score
+normalisation; without ``--calibrate`` they are written only when the record has no entry for
+that normalisation yet (a first evaluation calibrates the model; later evaluations on other
+data never move the service's operating point behind the user's back).
 """
 
 from __future__ import annotations
@@ -17,29 +27,51 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from datasets.cohort import load_cohort
 from datasets.manifests import scan_source
+from models.calibration import calibration_path
 from models.pipelines.speaker import SpeakerEmbedder
 from ray_jobs.cli import USER_ERRORS, configure_cli_logging, existing_checkpoint, user_error
-from ray_jobs.evaluate.speaker import DEFAULT_MAX_TRIALS, evaluate_tree, read_trials
+from ray_jobs.evaluate.speaker import (
+    DEFAULT_ASNORM_TOPK,
+    DEFAULT_MAX_TRIALS,
+    SCORES_FILE,
+    evaluate_tree,
+    read_trials,
+    write_calibration_record,
+)
 
 log = logging.getLogger("ray_jobs.evaluate.cli.speaker")
 
 
 def format_report(result: dict[str, Any]) -> str:
-    return "\n".join(
-        [
-            f"model       {result['model_id']}",
-            f"utterances  {result['num_utterances']} ({result['num_speakers']} speakers, "
-            f"{result['num_failed_utterances']} failed)",
-            f"trials      {result['num_trials']} ({result['num_target']} target, "
-            f"{result['num_nontarget']} non-target; {result['trials_source']})",
-            f"EER         {100 * result['eer']:.3f} %  (threshold {result['eer_threshold']:.4f})",
-            f"minDCF      p=0.01: {result['min_dcf_0.01']:.4f}   "
-            f"p=0.05: {result['min_dcf_0.05']:.4f}",
+    lines = [
+        f"model       {result['model_id']}",
+        f"utterances  {result['num_utterances']} ({result['num_speakers']} speakers, "
+        f"{result['num_failed_utterances']} failed)",
+        f"trials      {result['num_trials']} ({result['num_target']} target, "
+        f"{result['num_nontarget']} non-target; {result['trials_source']})",
+        f"EER         {100 * result['eer']:.3f} %  (threshold {result['eer_threshold']:.4f})",
+        f"minDCF      p=0.01: {result['min_dcf_0.01']:.4f}   p=0.05: {result['min_dcf_0.05']:.4f}",
+    ]
+    if "asnorm" in result:
+        a, sn = result["asnorm"], result["score_norm"]
+        lines += [
+            f"AS-norm     top {sn['top_k']} of a {sn['cohort_size']}-embedding cohort",
+            f"  EER       {100 * a['eer']:.3f} %  (threshold {a['eer_threshold']:.4f})",
+            f"  minDCF    p=0.01: {a['min_dcf_0.01']:.4f}   p=0.05: {a['min_dcf_0.05']:.4f}",
         ]
-    )
+    if result.get("calibration"):
+        lines.append(
+            f"calibration {', '.join(result['calibration'])} written to "
+            f"{result['calibration_file']}"
+        )
+    if result.get("scores_file"):
+        lines.append(f"scores      {result['scores_file']}")
+    return "\n".join(lines)
 
 
 def _json_safe(obj: Any) -> Any:
@@ -71,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--min-seconds", type=float, default=0.0, help="skip shorter utterances")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
+    p.add_argument(
+        "--cohort",
+        help="AS-norm cohort: speakers.parquet/utterances.parquet of ray_jobs.extract, or a .npy "
+        "(C, D) matrix, of speakers disjoint from the trials",
+    )
+    p.add_argument("--asnorm-topk", type=int, default=DEFAULT_ASNORM_TOPK)
+    p.add_argument("--report", help=f"folder for {SCORES_FILE} (per-trial scores) and result.json")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="write the measured thresholds into CHECKPOINT.calibration.json, replacing the "
+        "entry of the same score normalisation (without it: only when there is none)",
+    )
     return p
 
 
@@ -95,13 +140,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             len(utterances),
             args.data_root,
         )
+        cohort = load_cohort(args.cohort, embedder.embed_dim) if args.cohort else None
+        report = Path(args.report) if args.report else None
         result = evaluate_tree(
-            embedder, utterances, trials, max_trials=args.max_trials, seed=args.seed
+            embedder,
+            utterances,
+            trials,
+            max_trials=args.max_trials,
+            seed=args.seed,
+            cohort=cohort,
+            asnorm_topk=args.asnorm_topk,
+            scores_file=report / SCORES_FILE if report else None,
         )
+        result["calibration"] = write_calibration_record(
+            ckpt,
+            embedder.model_id,
+            result,
+            data=str(args.data_root) + (f" (trials {args.trials})" if args.trials else ""),
+            cohort=str(args.cohort) if args.cohort else None,
+            overwrite=args.calibrate,
+        )
+        result["calibration_file"] = str(calibration_path(ckpt))
     except USER_ERRORS as exc:
         return user_error(exc)
     result["checkpoint"] = str(args.checkpoint)
     result["data_root"] = str(args.data_root)
+    if report is not None:
+        (report / "result.json").write_text(
+            json.dumps({k: _json_safe(v) for k, v in result.items()}, indent=2, sort_keys=True)
+        )
     if args.json:
         print(json.dumps({k: _json_safe(v) for k, v in result.items()}, sort_keys=True))
     else:

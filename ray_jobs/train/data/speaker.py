@@ -5,7 +5,9 @@ speaker into ``len(speed_factors)`` classes (3D-Speaker / WeSpeaker practice). H
 (``data.val`` or ``data.val_speakers``) give whole-utterance validation rows (up to
 ``data.val_max_utterances``, ``ray_jobs/train/prepare.py``'s ``speaker_val_rows``), scored every
 epoch as ``val_eer`` / ``val_min_dcf`` on a fixed trial list (``models/tasks/speaker.py``), and
-the final evaluation: EER/minDCF over all of them (``ray_jobs/evaluate/speaker.py``).
+the final evaluation: EER/minDCF over all of them (``ray_jobs/evaluate/speaker.py``). Its
+thresholds become ``model.pt``'s calibration record (``models.calibration``), replacing any
+record of an earlier run, so the service and diarization start from this run's operating point.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import ray.data
 from datasets.ray_data import init_ray, speaker_training_dataset
 from datasets.speaker_transforms import CropSpec, FeatureSpec
 from models.pipelines.speaker import SpeakerEmbedder
-from ray_jobs.evaluate.speaker import evaluate_tree
+from ray_jobs.evaluate.speaker import evaluate_tree, write_calibration_record
 from ray_jobs.train.data import TrainData
 from ray_jobs.train.experiment import ExperimentConfig
 from ray_jobs.train.prepare import prepare_bank, prepare_speaker_data, speaker_val_rows
@@ -55,9 +57,14 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
     )
 
     def evaluate(checkpoint: Path) -> dict[str, Any]:
-        metrics = evaluate_tree(SpeakerEmbedder.from_checkpoint(checkpoint), val_utts)
+        embedder = SpeakerEmbedder.from_checkpoint(checkpoint)
+        metrics = evaluate_tree(embedder, val_utts)
         metrics["val_speakers"] = len({u.speaker for u in val_utts})
         metrics["val_utterances"] = len(val_utts)
+        what = f"val split of training: {metrics['val_speakers']} held-out speakers"
+        metrics["calibration"] = write_calibration_record(
+            checkpoint, embedder.model_id, metrics, data=what
+        )
         return metrics
 
     return TrainData(
