@@ -11,12 +11,13 @@ DATA ?=
 CKPT ?= runs/demo/model.pt
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-fast bench lint format serve train-realdata clean
+.PHONY: help setup demo test test-fast bench gpu-check lint format serve train-realdata clean
 
 help:
 	@echo "make demo   - create the environment if missing, then run the end-to-end demo"
 	@echo "make test   - create the environment if missing, then run the test suite"
 	@echo "make bench  - write BENCHMARKS.md"
+	@echo "make gpu-check - GPU training/extraction throughput + memory (bf16, fp16) -> BENCHMARKS.md"
 	@echo "make serve CKPT=model.pt - speaker service on http://127.0.0.1:8000 (docs: /docs)"
 	@echo "make train-realdata OUT=DIR - train on ../shared/data/speech (10 min on 2 cores)"
 	@echo "make lint   - ruff check + format check + layer contracts (lint-imports)"
@@ -40,6 +41,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(RUN) python -m ray_jobs.bench --output BENCHMARKS.md $(if $(REF),--reference-root $(REF),)
+
+# Ray-free (the GPU image has torch but no Ray): skips with a message where there is no CUDA.
+gpu-check: $(STAMP)
+	$(RUN) python -m ray_jobs.gpu_check --output BENCHMARKS.md
 
 serve: $(STAMP)
 	$(RUN) python -m serve --checkpoint $(CKPT) --db speakers.db --port 8000

@@ -60,7 +60,9 @@ class AAMSoftmax(_MarginHead):
     ``theta_j`` is the angle between the embedding and the (normalised) weight row of class ``j``.
     When ``theta_y + margin > pi`` the target logit falls back to ``cos(theta_y) - sin(pi - m) * m``
     (``easy_margin=False``, the reference default) or keeps ``cos(theta_y)`` when
-    ``cos(theta_y) <= 0`` (``easy_margin=True``). With ``margin=0`` the logits are exactly
+    ``cos(theta_y) <= 0`` (``easy_margin=True``). ``fallback="3dspeaker"`` subtracts
+    ``1 - cos(m)`` instead of ``sin(m) * m``, as 3D-Speaker's ``ArcMarginLoss`` does (continuous
+    at the threshold: both sides are ``-1`` there). With ``margin=0`` the logits are exactly
     ``scale * cosine``.
     """
 
@@ -72,7 +74,11 @@ class AAMSoftmax(_MarginHead):
         margin: float = 0.2,
         scale: float = 32.0,
         easy_margin: bool = False,
+        fallback: Literal["wespeaker", "3dspeaker"] = "wespeaker",
     ) -> None:
+        if fallback not in ("wespeaker", "3dspeaker"):
+            raise ValueError(f"AAM fallback must be 'wespeaker' or '3dspeaker', got {fallback!r}")
+        self.fallback = fallback
         super().__init__(embed_dim, num_classes, margin=margin, scale=scale)
         self.easy_margin = easy_margin
 
@@ -85,7 +91,11 @@ class AAMSoftmax(_MarginHead):
         self.cos_m = math.cos(margin)
         self.sin_m = math.sin(margin)
         self.th = math.cos(math.pi - margin)  # cos(theta) <= th  <=>  theta + m >= pi
-        self.mm = math.sin(math.pi - margin) * margin
+        # what the target logit loses past the threshold (see the class docstring)
+        if self.fallback == "3dspeaker":
+            self.mm = 1.0 + math.cos(math.pi - margin)
+        else:
+            self.mm = math.sin(math.pi - margin) * margin
 
     def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cosine = self.cosine(emb)  # (B, C)
@@ -103,7 +113,7 @@ class AAMSoftmax(_MarginHead):
     def extra_repr(self) -> str:
         return (
             f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, margin={self.margin}, "
-            f"scale={self.scale}, easy_margin={self.easy_margin}"
+            f"scale={self.scale}, easy_margin={self.easy_margin}, fallback={self.fallback}"
         )
 
 
@@ -213,6 +223,9 @@ class HeadConfig:
     margin: float = 0.2  # final margin: radians for aam, cosine units for am; unused by softmax
     scale: float = 32.0  # logit scale s; unused by softmax
     easy_margin: bool = False  # aam only: keep cos(theta) when cos(theta) <= 0 instead of th/mm
+    # aam only, easy_margin false: past theta + m > pi subtract sin(m) * m (wespeaker, insightface)
+    # or 1 - cos(m) (3dspeaker: speakerlab's ArcMarginLoss, continuous at the threshold)
+    margin_fallback: Literal["wespeaker", "3dspeaker"] = "wespeaker"
     margin_warmup_steps: int = 0  # optimizer steps of the ramp from 0 to `margin` (0 = none)
     margin_warmup_start: int = 0  # global step at which the ramp starts (margin 0 before it)
     margin_warmup_mode: Literal["linear", "exp"] = "linear"  # ramp shape, see MarginScheduler
@@ -231,7 +244,12 @@ def build_head(cfg: HeadConfig, embed_dim: int, num_classes: int) -> nn.Module:
     """Build the head ``cfg.type`` names, with its final margin set (the loop warms it up)."""
     if cfg.type == "aam":
         return AAMSoftmax(
-            embed_dim, num_classes, margin=cfg.margin, scale=cfg.scale, easy_margin=cfg.easy_margin
+            embed_dim,
+            num_classes,
+            margin=cfg.margin,
+            scale=cfg.scale,
+            easy_margin=cfg.easy_margin,
+            fallback=cfg.margin_fallback,
         )
     if cfg.type == "am":
         return AMSoftmax(embed_dim, num_classes, margin=cfg.margin, scale=cfg.scale)

@@ -46,7 +46,9 @@ from ray_jobs.bench.speaker import section_fbank, section_reference, section_spe
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_FAMILIES = ("speaker", "diarization", "tse", "codec")
+# reference-budget: speakerlab's trainer and ours for the same minutes on the same data
+# (ray_jobs/bench/reference_budget.py); alone: --families reference-budget --no-ray-data --no-service
+SUPPORTED_FAMILIES = ("speaker", "diarization", "tse", "codec", "reference-budget")
 
 
 # --- machine ------------------------------------------------------------------------------------
@@ -192,12 +194,20 @@ def run(
         log.info("codecs and classifiers")
         sections.append(codec_section(quick))
 
+    if "reference-budget" in families:
+        from ray_jobs.bench.reference_budget import section_reference_budget
+
+        log.info("same budget as speakerlab's trainer")
+        text = section_reference_budget(quick, notes)
+        if text:
+            sections.append(text)
+
     if quick:
         notes.append(
             "3D-Speaker reference comparison, Ray Data ingest and the speaker service: skipped in "
             "--quick mode."
         )
-    else:
+    elif "speaker" in families:
         ref = section_reference(reference_root, settings, notes)
         if ref:
             sections.append(ref)

@@ -7,6 +7,7 @@ They render the rows that ``ray_jobs.bench.models`` measures (and, for the compa
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -82,8 +83,11 @@ def section_reference(
 ) -> str | None:
     """The 3D-Speaker comparison from ``ray_jobs.compare_reference``, or None with a note."""
     notes = notes if notes is not None else []
-    if reference_root is None:
-        notes.append("3D-Speaker reference comparison: not requested (pass `--reference-root`).")
+    if reference_root is None and importlib.util.find_spec("speakerlab") is None:
+        notes.append(
+            "3D-Speaker reference comparison: speakerlab is not installed (`uv sync` installs "
+            "the dev group) and no `--reference-root` checkout was given."
+        )
         return None
     try:
         import ray_jobs.compare_reference.core as cr
@@ -111,7 +115,9 @@ def section_reference(
         [
             "## 3D-Speaker reference comparison",
             "",
-            f"`ray_jobs.compare_reference` against the checkout at `{reference_root}`: reference "
+            "`ray_jobs.compare_reference` against "
+            + (f"the checkout at `{reference_root}`" if reference_root else "speakerlab (PyPI)")
+            + ": reference "
             "weights (randomised, BatchNorm statistics included) loaded into our "
             "`3dspeaker/<entry>` preset with `strict=True`; max abs difference of the raw "
             f"embeddings on the same fbank input; {torch.get_num_threads()} threads, "

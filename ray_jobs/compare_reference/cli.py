@@ -1,11 +1,12 @@
 """Check voxray's 3D-Speaker-compatible speaker models against the reference implementation.
 
-Usage (the reference checkout must not live inside this repository)::
+Usage (the reference is the installed ``speakerlab`` package, 3D-Speaker's code in the dev
+dependency group; ``--reference-root`` uses a checkout instead, which must not live inside this
+repository)::
 
-    git --git-dir=<3D-Speaker.git> archive HEAD speakerlab | tar -x -C /tmp/3D-Speaker
+    uv run python -m ray_jobs.compare_reference
+    uv run python -m ray_jobs.compare_reference --entries campplus_192,eres2net_192 --json
     uv run python -m ray_jobs.compare_reference --reference-root /tmp/3D-Speaker
-    uv run python -m ray_jobs.compare_reference --reference-root /tmp/3D-Speaker \
-        --entries campplus_192,eres2net_192 --json
     # GE2E: our import against the resemblyzer package, EER on the same trials
     uv run python -m ray_jobs.compare_reference --resemblyzer --checkpoint ge2e.pt \
         --data-root DIR [--layout auto] [--max-trials 200000]
@@ -34,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ray_jobs.compare_reference", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--reference-root", type=Path, help="3D-Speaker checkout")
+    parser.add_argument(
+        "--reference-root",
+        type=Path,
+        default=None,
+        help="a 3D-Speaker checkout (default: the installed speakerlab package)",
+    )
     parser.add_argument(
         "--resemblyzer",
         action="store_true",

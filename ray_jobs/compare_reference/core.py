@@ -1,7 +1,8 @@
 """Check voxray's 3D-Speaker-compatible speaker models against the reference implementation.
 
 For every entry of ``shared/reference/3dspeaker_state_dicts.json`` this builds the reference class
-from a 3D-Speaker checkout (``speakerlab/models/...``) with the entry's constructor arguments,
+from the installed ``speakerlab`` package (3D-Speaker's code, a dev dependency; or from a
+3D-Speaker checkout given as ``reference_root``) with the entry's constructor arguments,
 randomises its weights *and* BatchNorm running statistics under a fixed seed (so that a
 mis-wired layer cannot hide behind identity-like defaults), copies its state dict into
 ``build_model("3dspeaker/<entry>")`` with ``strict=True`` and runs both in eval mode on the same
@@ -44,12 +45,24 @@ def default_json_path() -> Path:
     return base / "reference" / "3dspeaker_state_dicts.json"
 
 
-def import_reference_class(reference_root: Path, dotted: str) -> type[nn.Module]:
-    """``models.campplus.DTDNN.CAMPPlus`` (relative to ``speakerlab``) -> the class object.
+def import_reference_class(reference_root: Path | None, dotted: str) -> type[nn.Module]:
+    """``models.campplus.DTDNN.CAMPPlus`` (relative to ``speakerlab``) -> the class object, from
+    the installed ``speakerlab`` (``reference_root=None``) or a 3D-Speaker checkout.
 
     The reference package is imported as ``speakerlab.models...``: its own ``models`` package
     must never be put on ``sys.path`` bare, where it would shadow voxray's ``models``.
     """
+    if not dotted.startswith("speakerlab."):
+        dotted = f"speakerlab.{dotted}"
+    module_name, cls_name = dotted.rsplit(".", 1)
+    if reference_root is None:
+        try:
+            return getattr(importlib.import_module(module_name), cls_name)
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError(
+                "3D-Speaker's speakerlab is not installed (`uv sync` installs the dev group); "
+                "or pass a checkout as reference_root / --reference-root"
+            ) from exc
     if not (reference_root / "speakerlab" / "models").is_dir():
         raise FileNotFoundError(
             f"{reference_root} is not a 3D-Speaker checkout (no speakerlab/models inside)"
@@ -57,9 +70,6 @@ def import_reference_class(reference_root: Path, dotted: str) -> type[nn.Module]
     root = str(reference_root.resolve())
     if root not in sys.path:
         sys.path.append(root)
-    if not dotted.startswith("speakerlab."):
-        dotted = f"speakerlab.{dotted}"
-    module_name, cls_name = dotted.rsplit(".", 1)
     return getattr(importlib.import_module(module_name), cls_name)
 
 
@@ -133,8 +143,15 @@ def time_pair(ours: nn.Module, ref: nn.Module, x: torch.Tensor, repeats: int) ->
 
 
 def compare_entry(
-    entry: str, spec: dict[str, Any], reference_root: Path, repeats: int, seed: int
+    entry: str,
+    spec: dict[str, Any],
+    reference_root: Path | None,
+    repeats: int,
+    seed: int,
+    batch: int = 16,
 ) -> dict[str, Any]:
+    """Embedding difference (and, with ``repeats`` > 0, CPU time) of one entry, ours against
+    the reference, on ``batch`` utterances of 3 s (timing needs ``batch`` 16)."""
     preset = f"3dspeaker/{entry}"
     if preset not in list_presets():
         return {"entry": entry, "status": f"skipped: preset {preset!r} is not registered yet"}
@@ -149,16 +166,13 @@ def compare_entry(
     n_ours = sum(p.numel() for p in ours.parameters())
 
     fbank = Fbank(FbankConfig(sample_rate=SAMPLE_RATE))
-    feats16 = fbank(speech_like(16, seed))  # (16, 298, 80)
+    feats16 = fbank(speech_like(batch, seed))  # (batch, 298, 80)
     feats1 = feats16[:1].clone()
     with torch.inference_mode():
         e_ours = ours(feats16.clone())
         e_ref = ref(feats16.clone())
     diff = (e_ours - e_ref).abs().max().item()
-
-    b1 = time_pair(ours, ref, feats1, repeats)
-    b16 = time_pair(ours, ref, feats16, max(3, repeats // 3))
-    return {
+    result = {
         "entry": entry,
         "status": "ok",
         "reference_class": spec["reference_class"],
@@ -168,6 +182,16 @@ def compare_entry(
         "max_abs_diff": diff,
         "max_abs_ref": e_ref.abs().max().item(),
         "threads": torch.get_num_threads(),
+    }
+    if repeats <= 0:
+        return result
+    if batch != 16:
+        raise ValueError("timing is per batch of 16 utterances: pass batch=16 with repeats > 0")
+
+    b1 = time_pair(ours, ref, feats1, repeats)
+    b16 = time_pair(ours, ref, feats16, max(3, repeats // 3))
+    return {
+        **result,
         # CPU ms per 3-s utterance (process time, median); wall-clock medians alongside.
         "b1_ms_ours": b1["cpu_ms_ours"],
         "b1_ms_ref": b1["cpu_ms_ref"],

@@ -84,8 +84,9 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)  # adam(w) only
     schedule: Literal["cosine", "exponential", "constant", "step"] = "cosine"
     warmup_steps: int = 0  # warm-up length in optimizer steps
-    # linear: ramp from 0 to lr; constant: lr * warmup_factor throughout (ACDNet's recipe)
-    warmup_mode: Literal["linear", "constant"] = "linear"
+    # linear: ramp from 0 to lr; constant: lr * warmup_factor throughout (ACDNet's recipe);
+    # from_min: ramp from min_lr at step 0 to lr (3D-Speaker's WarmupCosineScheduler)
+    warmup_mode: Literal["linear", "constant", "from_min"] = "linear"
     warmup_factor: float = 0.1
     min_lr: float = 1e-5  # floor of cosine/exponential decay
     # step schedule: multiply lr by `gamma` at each milestone, given as fractions of training

@@ -47,11 +47,13 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.o
 
 def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
     """Multiplier of ``cfg.lr`` at optimizer step ``step``: linear warm-up, then decay."""
+    floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
         if cfg.warmup_mode == "constant":
             return cfg.warmup_factor
+        if cfg.warmup_mode == "from_min":  # 3D-Speaker's WarmupCosineScheduler: min_lr at step 0
+            return floor + (1 - floor) * step / cfg.warmup_steps
         return (step + 1) / cfg.warmup_steps
-    floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
     if cfg.schedule == "constant" or total_steps <= cfg.warmup_steps:
         return 1.0
     if cfg.schedule == "step":  # milestones are fractions of all steps, warm-up included

@@ -89,8 +89,10 @@ def test_ray_data_section_measures_the_real_pipeline(ray_cluster):
 def test_reference_section_is_omitted_with_a_note(monkeypatch, tmp_path):
     settings = Settings.make(quick=True, threads=2, device=torch.device("cpu"))
     notes: list[str] = []
+    # speakerlab (the installed reference) absent and no checkout given
+    monkeypatch.setitem(sys.modules, "speakerlab", None)
     assert speaker.section_reference(None, settings, notes) is None
-    assert "--reference-root" in notes[-1]
+    assert "--reference-root" in notes[-1] and "speakerlab" in notes[-1]
     # The comparison module missing (another engineer's file) must not break the benchmark.
     monkeypatch.setitem(sys.modules, "ray_jobs.compare_reference.core", None)
     assert speaker.section_reference(tmp_path, settings, notes) is None
