@@ -19,7 +19,7 @@ import torch
 
 sys.modules.setdefault("ray", None)
 
-from ray_jobs.import_checkpoint.core import import_3dspeaker  # noqa: E402
+from models.hub import convert_file  # noqa: E402
 
 from datasets.audio import crop_or_pad, load_audio  # noqa: E402
 from models import load_model  # noqa: E402
@@ -98,7 +98,9 @@ def test_loss_matches_speakerlab_at_every_step(fbank_batches, tmp_path, one_thre
     ref = ReferenceTrainer(ref_model, 192, SPEAKERS, RECIPE, STEPS_PER_EPOCH)
     # speakerlab's initial weights into ours through the importer (a 3D-Speaker state dict)
     torch.save(ref_model.state_dict(), tmp_path / "campplus.bin")
-    import_3dspeaker("campplus_192", tmp_path / "campplus.bin", tmp_path / "campplus.pt")
+    convert_file(
+        "3dspeaker", tmp_path / "campplus.bin", tmp_path / "campplus.pt", arch="campplus_192"
+    )
     ours_model = load_model(tmp_path / "campplus.pt")
 
     exp = load_experiment(
