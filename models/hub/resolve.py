@@ -112,6 +112,12 @@ HF_MODELS: dict[str, tuple[str, str]] = {
     "Wespeaker/wespeaker-voxceleb-resnet34-LM": ("avg_model.pt", "wespeaker"),
     "Wespeaker/wespeaker-voxceleb-resnet34": ("avg_model.pt", "wespeaker"),
     "Wespeaker/wespeaker-voxceleb-campplus-LM": ("avg_model.pt", "wespeaker"),
+    # ECAPA-TDNN repos as named in WeSpeaker's docs/pretrained.md (the 512 LM one has no
+    # "voxceleb-" in its name there).
+    "Wespeaker/wespeaker-voxceleb-ecapa-tdnn512": ("avg_model.pt", "wespeaker"),
+    "Wespeaker/wespeaker-ecapa-tdnn512-LM": ("avg_model.pt", "wespeaker"),
+    "Wespeaker/wespeaker-voxceleb-ecapa-tdnn1024": ("avg_model.pt", "wespeaker"),
+    "Wespeaker/wespeaker-voxceleb-ecapa-tdnn1024-LM": ("avg_model.pt", "wespeaker"),
     "pyannote/wespeaker-voxceleb-resnet34-LM": ("pytorch_model.bin", "wespeaker"),
     "speechbrain/spkrec-ecapa-voxceleb": ("embedding_model.ckpt", "speechbrain"),
 }

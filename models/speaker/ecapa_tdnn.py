@@ -10,6 +10,14 @@ statistics pooling with global context, BatchNorm and a final 1x1 conv. Sub-modu
 3D-Speaker checkpoint loads with ``strict=True`` into the ``3dspeaker/ecapa_tdnn_c1024_192``
 preset and gives the same embeddings; that is also why convs and norms sit one level deep inside
 small wrappers.
+
+WeSpeaker's ``wespeaker/models/ecapa_tdnn.py`` (``ECAPA_TDNN_c512`` / ``_c1024`` and their
+``GLOB`` variants) is the same network with four differences, each a config option whose default
+keeps the SpeechBrain layout: zero instead of reflect padding (``padding``), the Res2Net split
+that skips the convs is the last instead of the first (``res2net_passthrough``), the MFA layer
+has no BatchNorm (``mfa_norm``), and the pooling is the plain attentive statistics pooling of
+``models.layers.pooling.ASTP`` (no BatchNorm in the attention, context std with the unbiased
+variance; ``pooling="astp"``). ``models.hub.importers.wespeaker`` renames its keys.
 """
 
 from __future__ import annotations
@@ -20,7 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.layers.pooling import ASTP
 from models.registry import register_model, register_preset
+
+PADDINGS = {"reflect": "reflect", "zeros": "constant"}  # config name -> F.pad mode
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,11 @@ class ECAPATDNNConfig:
     res2net_scale: int = 8  # Res2Net splits per block; channels must divide by it
     se_channels: int = 128  # squeeze-excitation bottleneck
     global_context: bool = True  # attention also sees the utterance mean/std
+    # WeSpeaker's variant (see the module docstring); the defaults are SpeechBrain's/3D-Speaker's.
+    padding: str = "reflect"  # "reflect" or "zeros": how the dilated convs pad the time axis
+    res2net_passthrough: str = "first"  # "first" or "last": the Res2Net split with no conv
+    mfa_norm: bool = True  # BatchNorm after the MFA layer's ReLU
+    pooling: str = "ecapa"  # "ecapa" (TDNN-block attention) or "astp" (layers.pooling.ASTP)
 
     def __post_init__(self) -> None:
         n = len(self.channels)
@@ -47,13 +63,21 @@ class ECAPATDNNConfig:
         bad = [c for c in self.channels[1:-1] if c % self.res2net_scale]
         if bad:
             raise ValueError(f"block channels {bad} must be divisible by res2net_scale")
+        for name, allowed in (
+            ("padding", tuple(PADDINGS)),
+            ("res2net_passthrough", ("first", "last")),
+            ("pooling", ("ecapa", "astp")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
 
 class SameConv1d(nn.Module):
     """Conv1d with SpeechBrain's reflect "same" padding: ``(B, C_in, T)`` -> ``(B, C_out, T)``.
 
     Pads ``dilation * (kernel_size - 1) // 2`` frames on each side by reflection (zero padding
-    would give different border frames than the reference checkpoints were trained with).
+    would give different border frames than the reference checkpoints were trained with), or
+    with zeros when ``padding="zeros"`` (WeSpeaker's layout).
     """
 
     def __init__(
@@ -63,14 +87,16 @@ class SameConv1d(nn.Module):
         kernel_size: int = 1,
         dilation: int = 1,
         bias: bool = True,
+        padding: str = "reflect",
     ) -> None:
         super().__init__()
         self.pad = dilation * (kernel_size - 1) // 2
+        self.mode = PADDINGS[padding]
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad:
-            x = F.pad(x, (self.pad, self.pad), mode="reflect")
+            x = F.pad(x, (self.pad, self.pad), mode=self.mode)
         return self.conv(x)
 
 
@@ -86,45 +112,70 @@ class BatchNorm(nn.Module):
 
 
 class TDNNBlock(nn.Module):
-    """Conv -> ReLU -> BatchNorm: ``(B, C_in, T)`` -> ``(B, C_out, T)``."""
+    """Conv -> ReLU -> BatchNorm (none when ``norm=False``): ``(B, C_in, T)`` -> ``(B, C_out, T)``."""
 
     def __init__(
-        self, *, in_channels: int, out_channels: int, kernel_size: int, dilation: int
+        self,
+        *,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        dilation: int,
+        padding: str = "reflect",
+        norm: bool = True,
     ) -> None:
         super().__init__()
-        self.conv = SameConv1d(in_channels, out_channels, kernel_size, dilation)
-        self.norm = BatchNorm(out_channels)
+        self.conv = SameConv1d(in_channels, out_channels, kernel_size, dilation, padding=padding)
+        self.norm = BatchNorm(out_channels) if norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(F.relu(self.conv(x)))
+        x = F.relu(self.conv(x))
+        return x if self.norm is None else self.norm(x)
 
 
 class Res2NetBlock(nn.Module):
     """Hierarchical split conv: ``(B, C, T)`` -> ``(B, C, T)``.
 
-    The channels are cut into ``scale`` groups; group 0 passes through, group ``i >= 1`` goes
-    through its own TDNN block after adding the previous group's output.
+    The channels are cut into ``scale`` groups; one passes through unchanged (group 0, or the
+    last one with ``passthrough="last"``), the others go in order through their own TDNN block
+    after adding the previous block's output.
     """
 
-    def __init__(self, *, channels: int, scale: int, kernel_size: int, dilation: int) -> None:
+    def __init__(
+        self,
+        *,
+        channels: int,
+        scale: int,
+        kernel_size: int,
+        dilation: int,
+        padding: str = "reflect",
+        passthrough: str = "first",
+    ) -> None:
         super().__init__()
         width = channels // scale
         self.scale = scale
+        self.passthrough = passthrough
         self.blocks = nn.ModuleList(
             TDNNBlock(
-                in_channels=width, out_channels=width, kernel_size=kernel_size, dilation=dilation
+                in_channels=width,
+                out_channels=width,
+                kernel_size=kernel_size,
+                dilation=dilation,
+                padding=padding,
             )
             for _ in range(scale - 1)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         chunks = torch.chunk(x, self.scale, dim=1)
-        out = [chunks[0]]
+        first = self.passthrough == "first"
+        kept, convolved = (chunks[0], chunks[1:]) if first else (chunks[-1], chunks[:-1])
+        out = []
         y = None
-        for block, x_i in zip(self.blocks, chunks[1:], strict=True):
+        for block, x_i in zip(self.blocks, convolved, strict=True):
             y = block(x_i if y is None else x_i + y)
             out.append(y)
-        return torch.cat(out, dim=1)
+        return torch.cat([kept, *out] if first else [*out, kept], dim=1)
 
 
 class SEBlock(nn.Module):
@@ -154,13 +205,20 @@ class SERes2NetBlock(nn.Module):
         se_channels: int,
         kernel_size: int,
         dilation: int,
+        padding: str = "reflect",
+        res2net_passthrough: str = "first",
     ) -> None:
         super().__init__()
         self.tdnn1 = TDNNBlock(
             in_channels=in_channels, out_channels=out_channels, kernel_size=1, dilation=1
         )
         self.res2net_block = Res2NetBlock(
-            channels=out_channels, scale=res2net_scale, kernel_size=kernel_size, dilation=dilation
+            channels=out_channels,
+            scale=res2net_scale,
+            kernel_size=kernel_size,
+            dilation=dilation,
+            padding=padding,
+            passthrough=res2net_passthrough,
         )
         self.tdnn2 = TDNNBlock(
             in_channels=out_channels, out_channels=out_channels, kernel_size=1, dilation=1
@@ -234,7 +292,11 @@ class ECAPATDNN(nn.Module):
         ch, ks, dil = cfg.channels, cfg.kernel_sizes, cfg.dilations
         blocks: list[nn.Module] = [
             TDNNBlock(
-                in_channels=cfg.feat_dim, out_channels=ch[0], kernel_size=ks[0], dilation=dil[0]
+                in_channels=cfg.feat_dim,
+                out_channels=ch[0],
+                kernel_size=ks[0],
+                dilation=dil[0],
+                padding=cfg.padding,
             )
         ]
         for i in range(1, len(ch) - 1):
@@ -246,17 +308,28 @@ class ECAPATDNN(nn.Module):
                     se_channels=cfg.se_channels,
                     kernel_size=ks[i],
                     dilation=dil[i],
+                    padding=cfg.padding,
+                    res2net_passthrough=cfg.res2net_passthrough,
                 )
             )
         self.blocks = nn.ModuleList(blocks)
         self.mfa = TDNNBlock(
-            in_channels=sum(ch[1:-1]), out_channels=ch[-1], kernel_size=ks[-1], dilation=dil[-1]
+            in_channels=sum(ch[1:-1]),
+            out_channels=ch[-1],
+            kernel_size=ks[-1],
+            dilation=dil[-1],
+            padding=cfg.padding,
+            norm=cfg.mfa_norm,
         )
-        self.asp = AttentiveStatsPool(
-            channels=ch[-1],
-            attention_channels=cfg.attention_channels,
-            global_context=cfg.global_context,
-        )
+        self.asp: nn.Module
+        if cfg.pooling == "astp":
+            self.asp = ASTP(ch[-1], cfg.attention_channels, global_context=cfg.global_context)
+        else:
+            self.asp = AttentiveStatsPool(
+                channels=ch[-1],
+                attention_channels=cfg.attention_channels,
+                global_context=cfg.global_context,
+            )
         self.asp_bn = BatchNorm(2 * ch[-1])
         self.fc = SameConv1d(2 * ch[-1], cfg.embed_dim)
 

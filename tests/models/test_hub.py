@@ -10,9 +10,12 @@ mismatch, a corrupted cache file, an interrupted download, offline mode, an unre
 from __future__ import annotations
 
 import io
+import json
 import socket
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -197,3 +200,21 @@ def test_known_hf_repos_take_their_layout_and_front_end(hub, spec, served, layou
     meta = read_checkpoint(spec)["meta"]
     assert meta["source"] == layout and meta["arch"] == "resnet34_256"
     assert embedder.fbank_cfg.window_type == window
+
+
+def test_wespeaker_ecapa_repo_by_name(hub):
+    """A WeSpeaker ECAPA-TDNN repo of the table (served with WeSpeaker's key layout, the small
+    model of the WeSpeaker golden fixture) resolves, is detected and converted."""
+    golden = Path(__file__).resolve().parents[1] / "fixtures" / "wespeaker" / "golden.npz"
+    with np.load(golden) as z:
+        spec, seed = json.loads(str(z["ecapa_glob_c64_keys"])), int(z["ecapa_glob_c64_seed"])
+    state = synth_state_dict({"state_dict": spec}, seed=seed)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    repo = "Wespeaker/wespeaker-voxceleb-ecapa-tdnn512"
+    hub.state.files[("hf", repo, "main", "avg_model.pt")] = buf.getvalue()
+    meta = read_checkpoint(resolve_checkpoint(f"hf:{repo}"))["meta"]
+    assert meta["source"] == "wespeaker" and meta["arch"] == "ecapa_tdnn_glob_c64_96"
+    model = load_model(f"hf:{repo}")
+    assert model.cfg.pooling == "astp" and model.cfg.res2net_passthrough == "last"
+    assert torch.equal(model.state_dict()["fc.conv.weight"][..., 0], state["linear.weight"])

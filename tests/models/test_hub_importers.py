@@ -8,6 +8,7 @@ are rebuilt from the key list and seed, imported, and run through our front end 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from models.hub import convert_file  # noqa: E402
 from models.hub.importers import threedspeaker, wespeaker  # noqa: E402
 from models.hub.resolve import detect_layout  # noqa: E402
 from models.pipelines.speaker import SpeakerEmbedder  # noqa: E402
+from models.registry import build_model  # noqa: E402
 from tests.conftest import synth_state_dict  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "wespeaker" / "golden.npz"
@@ -65,6 +67,70 @@ def test_wespeaker_layout_imports_with_the_references_embeddings(golden, arch, f
     with torch.no_grad():
         emb = imported.model(Fbank(wespeaker.FBANK)(wav))[0].numpy()
     np.testing.assert_allclose(emb, golden[f"{arch}_embedding"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("arch", "found"),
+    [("ecapa_c64", "ecapa_tdnn_c64_128"), ("ecapa_glob_c64", "ecapa_tdnn_glob_c64_96")],
+)
+def test_wespeaker_ecapa_imports_with_the_references_embeddings(golden, arch, found, tmp_path):
+    """WeSpeaker's ECAPA_TDNN (64 channels; GLOB = pooling with utterance context): every
+    reference tensor lands in exactly one of ours, unchanged, and the embedding is the
+    reference's. Auto-detected through a saved ``avg_model.pt`` and loaded back from the
+    converted checkpoint, so the WeSpeaker config options survive the round trip."""
+    spec, state = published(golden, arch)
+    assert wespeaker.detect(state) == found
+    assert threedspeaker.detect(state) is None
+    src = tmp_path / "avg_model.pt"
+    torch.save(state, src)
+    out = convert_file(None, src, tmp_path / "ecapa.pt")
+    meta = read_checkpoint(out)["meta"]
+    assert meta["source"] == "wespeaker" and meta["arch"] == found
+    embedder = SpeakerEmbedder.from_checkpoint(out)
+    model = embedder.model
+    assert embedder.fbank_cfg == wespeaker.FBANK
+    assert model.cfg.global_context == ("glob" in arch)
+    assert model.cfg.channels == (64, 64, 64, 64, 1536)
+
+    ref = {k: state[k] for k in spec if not k.startswith("projection.")}
+    ours = model.state_dict()
+    assert len(ours) == len(ref)
+    counters = "num_batches_tracked"  # all equal in the fixture: counted, not matched by value
+    assert sum(k.endswith(counters) for k in ours) == sum(k.endswith(counters) for k in ref)
+    ref = {k: v for k, v in ref.items() if not k.endswith(counters)}
+    by_values = {}
+    for key, value in ours.items():
+        if key.endswith(counters):
+            continue
+        hits = [k for k, v in ref.items() if v.numel() == value.numel() and torch.equal(
+            v.flatten(), value.flatten())]  # fmt: skip
+        assert len(hits) == 1, (key, hits)
+        by_values[hits[0]] = key
+    assert set(by_values) == set(ref)  # a bijection of tensors
+    assert by_values["layer2.se_res2block.1.convs.0.weight"] == (
+        "blocks.1.res2net_block.blocks.0.conv.conv.weight"
+    )
+
+    wav = torch.from_numpy(golden["wave_int16"].astype(np.float32) / 32768.0)
+    feats = Fbank(wespeaker.FBANK)(wav)
+    with torch.no_grad():
+        emb = model(feats)[0].numpy()
+    np.testing.assert_allclose(emb, golden[f"{arch}_embedding"], atol=1e-5, rtol=0)
+    # each WeSpeaker difference matters: the SpeechBrain choice misses the reference by more
+    # than twice the tolerance above (small random weights make the effects small)
+    for change in ({"padding": "reflect"}, {"res2net_passthrough": "first"}):
+        other = build_model("ecapa_tdnn", dataclasses.replace(model.cfg, **change)).eval()
+        other.load_state_dict(ours)
+        with torch.no_grad():
+            wrong = other(feats)[0].numpy()
+        assert np.abs(wrong - golden[f"{arch}_embedding"]).max() > 2e-5, change
+
+
+def test_wespeaker_ecapa_with_embedding_bn_is_refused(golden):
+    _, state = published(golden, "ecapa_c64")
+    state = {**state, "bn2.weight": torch.ones(128), "bn2.bias": torch.zeros(128)}
+    with pytest.raises(ValueError, match="emb_bn"):
+        wespeaker.convert(state)
 
 
 @dataclass
