@@ -1,5 +1,19 @@
 """Diarization of a real two-person conversation (pyannote's 30 s sample) against its RTTM.
 
+The pipeline is checked with the pretrained GE2E encoder (``pip:resemblyzer``: fixed published
+weights, so the result is the same on every machine): DER 0.055 with the count given (collar
++-0.25 s, Silero VAD, 1.5 s windows / 0.75 s hop, spectral clustering), against 0.464 for all
+speech as one speaker. The bound 0.15 leaves room for thread-count rounding, none for a
+broken pipeline.
+
+Why not the small model the session trains (``tests/speaker_model_fixture.py``): its seeded
+training is not bit-reproducible across thread counts and machines, and on these two voices it
+sits at the edge. Measured, count given: DER 0.231 in one run, 0.327 and 0.494 in clean-clone
+CI runs; untrained 0.47. A bound on it would test the luck of that run, not the pipeline; the
+count-estimate test below still uses it, with bounds its runs meet by a wide margin.
+
+Earlier notes on that model:
+
 Measured (collar +-0.25 s, overlap scored, Silero VAD, 1.5 s windows / 0.75 s hop, spectral
 clustering with num_speakers=2): ``ecapa_tdnn-tiny`` (40 mel) trained by
 ``tests/speaker_model_fixture.py`` (400 AdamW steps, seed 0, LibriSpeech speakers only):
@@ -28,17 +42,17 @@ from tests.speaker_model_fixture import small_speaker_checkpoint  # noqa: E402, 
 
 SAMPLE = "diarization/pyannote-sample"
 COLLAR = 0.25  # seconds on each side of every reference boundary (md-eval convention)
-DER_BOUND = 0.38
+DER_BOUND = 0.15
 SINGLE_SPEAKER_DER = 0.4639  # everything VAD finds given to one speaker (measured, see above)
 
 
 @pytest.mark.realdata
-@pytest.mark.slow
-def test_trained_model_diarizes_sample(real_data, small_speaker_checkpoint):  # noqa: F811
+def test_pretrained_model_diarizes_sample(real_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("VOXRAY_CACHE", str(tmp_path / "cache"))  # converted here, not reused
     torch.set_num_threads(2)
     wav, sr = load_audio(real_data / SAMPLE / "sample.wav")
     ref = read_rttm(real_data / SAMPLE / "sample.rttm")["sample"]
-    diarizer = Diarizer(SpeakerEmbedder.from_checkpoint(small_speaker_checkpoint))
+    diarizer = Diarizer(SpeakerEmbedder.from_checkpoint("pip:resemblyzer"))
     res = diarizer(wav, sr, num_speakers=2)
     hyp = [(s.start, s.end, s.speaker) for s in res.segments]
     single = diarization_error_rate(ref, [(s, e, "A") for s, e, _ in hyp], collar=COLLAR)
@@ -46,7 +60,7 @@ def test_trained_model_diarizes_sample(real_data, small_speaker_checkpoint):  # 
     assert res.num_speakers == 2
     assert single.der == pytest.approx(SINGLE_SPEAKER_DER, abs=0.03)
     assert der.der < DER_BOUND, der
-    assert der.der < single.der - 0.08  # clearly better than one speaker for everything
+    assert der.der < single.der - 0.3  # far better than one speaker for everything
 
 
 # --- the speaker-count estimate on real excerpts (default settings, count not given) ----------

@@ -128,7 +128,7 @@ def test_tse_sweep_makes_progress_on_two_cpus(ray_cluster, tmp_path):
         num_samples=1,
         scheduler="fifo",
     )
-    assert summary["metric"] == "val_si_sdr"
+    assert summary["metric"] == "val_si_sdri"
     (trial,) = summary["trials"]
     assert trial["error"] is None and trial["iterations"] == 1
     assert isinstance(trial["val_si_sdr"], float)
