@@ -19,10 +19,9 @@ import torch
 
 sys.modules.setdefault("ray", None)
 
-from models.hub import convert_file  # noqa: E402
-
 from datasets.audio import crop_or_pad, load_audio  # noqa: E402
 from models import load_model  # noqa: E402
+from models.hub import convert_file  # noqa: E402
 from models.registry import resolve_task  # noqa: E402
 from models.speaker.heads import AAMSoftmax  # noqa: E402
 from models.tasks.speaker import SpeakerTask  # noqa: E402
