@@ -323,7 +323,7 @@ def benchmark_identification(
 
     Serves ``checkpoint`` (a file or a published model by name) on loopback
     (:func:`served_app`), enrolls each speaker of ``split`` (:func:`identification_split`, its
-    waveforms at ``sample_rate``) with one ``POST /enroll`` of its clips (base64 WAV), and sends
+    waveforms at ``sample_rate``) with one ``POST /speakers`` (enrollment) of its clips (base64 WAV), and sends
     every query to ``/identify`` at the service's own threshold (``GET /health``:
     ``--threshold``, else the model's calibration record, else 0.5). Returns counts and rates:
     ``top1`` (the best-scoring enrolled speaker is the right one, threshold ignored),
@@ -338,14 +338,18 @@ def benchmark_identification(
         return base64.b64encode(_wav_bytes(wav, sample_rate)).decode()
 
     longest = max(len(w) for clips in split["enroll"].values() for w in clips) / sample_rate
-    overrides = {"max_seconds": max(60.0, longest + 1), **(app_args or {})}
+    overrides = {
+        "max_seconds": max(60.0, longest + 1),
+        "diarization": {"enabled": False},  # not measured here: no replica competing for CPUs
+        **(app_args or {}),
+    }
     with served_app(checkpoint, overrides) as (base_url, _):
         with httpx.Client(base_url=base_url, timeout=timeout_s) as client:
             health = client.get("/health").raise_for_status().json()
             t0 = time.perf_counter()
             ids: dict[str, str] = {}
             for spk, clips in split["enroll"].items():
-                r = client.post("/enroll", json={"name": spk, "audio": [b64(w) for w in clips]})
+                r = client.post("/speakers", json={"name": spk, "audio": [b64(w) for w in clips]})
                 ids[r.raise_for_status().json()["id"]] = spk
             enroll_s = time.perf_counter() - t0
 

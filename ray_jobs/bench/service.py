@@ -229,7 +229,7 @@ def section_identification(
     lines = [
         "## Speaker identification",
         "",
-        "`serve.bench.benchmark_identification`: the app on loopback, `POST /enroll` per speaker "
+        "`serve.bench.benchmark_identification`: the app on loopback, `POST /speakers` (enrollment) per speaker "
         "(2 clips), then `POST /identify` for each query at the service's own threshold "
         "(`/health`: the model's calibration record). Speakers are LibriSpeech "
         "(`../shared/data`, one recording each) cut into 3-s segments: an enrolled speaker's "
