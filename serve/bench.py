@@ -318,6 +318,7 @@ def benchmark_identification(
     sample_rate: int = 16000,
     timeout_s: float = 60.0,
     app_args: dict[str, Any] | None = None,
+    operating_points: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Open-set identification through the real service: enroll, then ``POST /identify``.
 
@@ -329,8 +330,10 @@ def benchmark_identification(
     ``top1`` (the best-scoring enrolled speaker is the right one, threshold ignored),
     ``identified`` (accepted *and* right: the open-set answer), ``false_reject`` (an enrolled
     speaker's query answered "unknown"), ``false_accept`` (an impostor's query matched to
-    someone), and ``health`` (threshold and where it came from). Requests are sequential, each
-    with ``timeout_s``.
+    someone), and ``health`` (threshold and where it came from). ``operating_points`` (name ->
+    threshold, e.g. a calibration record's others) adds ``at_points``: the same rates had the
+    service decided at each, from the best scores /identify returned (it accepts the best
+    speaker iff its score >= the threshold). Requests are sequential, each with ``timeout_s``.
     """
     import httpx
 
@@ -363,11 +366,13 @@ def benchmark_identification(
 
             t0 = time.perf_counter()
             top1 = identified = rejected = 0
+            genuine: list[tuple[bool, float]] = []  # (best speaker right, its score)
             for spk, wav in split["queries"]:
-                accepted, best, _ = answer(wav)
+                accepted, best, score = answer(wav)
                 top1 += best == spk
                 identified += accepted == spk
                 rejected += accepted is None
+                genuine.append((best == spk, score))
             false_accepts = 0
             impostor_scores = []
             for _, wav in split["impostors"]:
@@ -376,6 +381,17 @@ def benchmark_identification(
                 impostor_scores.append(score)
             query_s = time.perf_counter() - t0
     nq, ni = len(split["queries"]), len(split["impostors"])
+    at_points = {
+        name: {
+            "threshold": round(float(t), 4),
+            "identified": round(sum(ok and sc >= t for ok, sc in genuine) / nq, 4),
+            "false_reject": round(sum(sc < t for _, sc in genuine) / nq, 4),
+            "false_accept": round(sum(sc >= t for sc in impostor_scores) / ni, 4)
+            if ni
+            else float("nan"),
+        }
+        for name, t in (operating_points or {}).items()
+    }
     return {
         "checkpoint": str(checkpoint),
         "health": health,
@@ -399,6 +415,7 @@ def benchmark_identification(
         "impostor_best_score_median": round(float(np.median(impostor_scores)), 4)
         if impostor_scores
         else float("nan"),
+        "at_points": at_points,
         "enroll_s": round(enroll_s, 2),
         "identify_s": round(query_s, 2),
     }

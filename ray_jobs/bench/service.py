@@ -159,7 +159,12 @@ def identification_row(
     with tempfile.TemporaryDirectory(prefix="voxray-bench-identify-") as tmp:
         copy, cal = _calibrated_copy(checkpoint, split["unused"], Path(tmp))
         init_ray()
-        res = benchmark_identification(copy, split)
+        points = {
+            p: cal[f"{p}_threshold"]
+            for p in ("eer", "min_dcf_0.01", "min_dcf_0.05")
+            if f"{p}_threshold" in cal
+        }
+        res = benchmark_identification(copy, split, operating_points=points)
     source = res["health"]["threshold_source"]
     if not source.startswith("calibration"):  # the service must decide at the calibrated point
         raise RuntimeError(f"{checkpoint}: the service's threshold came from {source!r}")
@@ -252,4 +257,22 @@ def section_identification(
             f"| {100 * r['top1']:.1f}% | {100 * r['identified']:.1f}% "
             f"| {100 * r['false_reject']:.1f}% | {100 * r['false_accept']:.1f}% |"
         )
+    head = "| model | speakers | operating point | threshold | identified | false reject | false accept |"
+    lines += [
+        "",
+        "The same answers at each threshold of the model's calibration record (the service's "
+        "`--operating-point`), from the best scores /identify returned: an EER threshold is a "
+        "pairwise (verification) operating point, while an impostor is accepted when its best "
+        "score over the whole gallery passes it, so open-set false accepts grow with the gallery.",
+        "",
+        head,
+        head_rule(head),
+    ]
+    for pool, name, r in rows:
+        for point, m in r.get("at_points", {}).items():
+            lines.append(
+                f"| `{name}` | {pool} | {point} | {m['threshold']:.3f} "
+                f"| {100 * m['identified']:.1f}% | {100 * m['false_reject']:.1f}% "
+                f"| {100 * m['false_accept']:.1f}% |"
+            )
     return "\n".join(lines)

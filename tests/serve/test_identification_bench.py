@@ -41,7 +41,12 @@ def test_identify_over_http_with_the_pretrained_model(ray_cluster, real_data, tm
     from serve.bench import benchmark_identification, identification_split
 
     split = identification_split(LIBRI, num_enrolled=4, num_impostors=3, queries_per_speaker=1)
-    r = benchmark_identification("pip:resemblyzer", split, app_args={"threshold": 0.75})
+    r = benchmark_identification(
+        "pip:resemblyzer",
+        split,
+        app_args={"threshold": 0.75},
+        operating_points={"same": 0.75, "strict": 2.0},
+    )
     assert r["health"]["threshold_source"] == "config" and r["health"]["num_speakers"] == 0
     assert r["config"] == {
         "speakers_available": r["config"]["speakers_available"],
@@ -54,3 +59,12 @@ def test_identify_over_http_with_the_pretrained_model(ray_cluster, real_data, tm
     assert r["top1"] == 1.0 and r["counts"]["top1"] == 4
     assert r["identified"] + r["false_reject"] <= 1.0
     assert 0.0 <= r["false_accept"] <= 1.0
+    # rates recomputed from the returned best scores match the service's own decisions
+    same = r["at_points"]["same"]
+    assert (same["identified"], same["false_reject"], same["false_accept"]) == (
+        r["identified"],
+        r["false_reject"],
+        r["false_accept"],
+    )
+    strict = r["at_points"]["strict"]  # cosine never reaches 2: everyone is "unknown"
+    assert strict["false_reject"] == 1.0 and strict["false_accept"] == 0.0
