@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import socket
 import statistics
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +41,7 @@ def _clips(n: int, seconds: float, sr: int = 16000, seed: int = 0) -> list[bytes
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
-        wav = synthesize_utterance(sample_voice(rng), seconds, sr, rng)
-        buf = io.BytesIO()
-        sf.write(buf, wav, sr, format="WAV", subtype="PCM_16")
-        out.append(buf.getvalue())
+        out.append(_wav_bytes(synthesize_utterance(sample_voice(rng), seconds, sr, rng), sr))
     return out
 
 
@@ -118,6 +117,44 @@ def _model_throughput(checkpoint: str, clips: list[bytes], batch: int, min_clips
     return {"batch_size": batch, "clips": done, "clips_per_s": round(done / wall, 2)}
 
 
+@contextlib.contextmanager
+def served_app(
+    checkpoint: str | Path, app_args: dict[str, Any] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The app (``serve.app.build_app``) for ``checkpoint`` on a free loopback port, with a
+    temporary enrollment database, one replica of each deployment at ``num_cpus=0`` (what the
+    benchmark's local cluster can place) and ``app_args`` on top -> ``(base URL, the app's
+    arguments)``; Serve is shut down afterwards. Uses the connected Ray cluster, or starts a
+    local one."""
+    import ray
+    from ray import serve
+
+    from datasets.ray_data import init_ray
+    from serve.app import build_app
+
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="voxray-bench-") as tmp:
+        args = {
+            "checkpoint": str(checkpoint),
+            "db": str(Path(tmp) / "bench.db"),
+            "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+            "ingress_num_cpus": 0,
+            "model_num_cpus": 0,
+            **(app_args or {}),
+        }
+        app = build_app(args)
+        if not ray.is_initialized():
+            init_ray()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        try:
+            serve.run(app, name=APP_NAME, route_prefix="/")
+            yield f"http://127.0.0.1:{port}", args
+        finally:
+            serve.delete(APP_NAME)
+            # serve.start ignores http_options when Serve already runs, so never leave ours up.
+            serve.shutdown()
+
+
 def benchmark_service(
     checkpoint: str | Path,
     *,
@@ -137,67 +174,42 @@ def benchmark_service(
     Uses the connected Ray cluster, or starts a local one.
     """
     import httpx
-    import ray
-    from ray import serve
-
-    from datasets.ray_data import init_ray
-    from serve.app import build_app
 
     checkpoint = str(checkpoint)
     clips = _clips(num_clips, clip_seconds)
     b64 = [base64.b64encode(c).decode() for c in clips]
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="voxray-bench-") as tmp:
-        args = {
-            "checkpoint": checkpoint,
-            "db": str(Path(tmp) / "bench.db"),
-            "max_seconds": max(60.0, clip_seconds + 1),
-            "autoscaling": {"min_replicas": 1, "max_replicas": 1},
-            "ingress_num_cpus": 0,
-            "model_num_cpus": 0,
-            **(app_args or {}),
-        }
-        app = build_app(args)
-        if not ray.is_initialized():
-            init_ray()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            serve.run(app, name=APP_NAME, route_prefix="/")
-            with httpx.Client(base_url=base_url, timeout=timeout_s) as client:
-                cfg = client.get("/config").raise_for_status().json()
-                dim = int(cfg["model"]["embed_dim"])
-                rng = np.random.default_rng(0)
-                gallery = rng.standard_normal((num_enrolled, dim)).astype(np.float32)
-                t0 = time.perf_counter()
-                client.post(
-                    "/galleries",
-                    json={
-                        "group": "bench",
-                        "labels": [f"spk{i:05d}" for i in range(num_enrolled)],
-                        "embeddings": gallery.tolist(),
-                    },
-                ).raise_for_status()
-                enroll_s = time.perf_counter() - t0
+    overrides = {"max_seconds": max(60.0, clip_seconds + 1), **(app_args or {})}
+    with served_app(checkpoint, overrides) as (base_url, args):
+        with httpx.Client(base_url=base_url, timeout=timeout_s) as client:
+            cfg = client.get("/config").raise_for_status().json()
+            dim = int(cfg["model"]["embed_dim"])
+            rng = np.random.default_rng(0)
+            gallery = rng.standard_normal((num_enrolled, dim)).astype(np.float32)
+            t0 = time.perf_counter()
+            client.post(
+                "/galleries",
+                json={
+                    "group": "bench",
+                    "labels": [f"spk{i:05d}" for i in range(num_enrolled)],
+                    "embeddings": gallery.tolist(),
+                },
+            ).raise_for_status()
+            enroll_s = time.perf_counter() - t0
 
-            async def verify(client: httpx.AsyncClient, i: int) -> httpx.Response:
-                a, b = b64[i % len(b64)], b64[(i + 1) % len(b64)]
-                return await client.post("/verify", json={"audio_a": a, "audio_b": b})
+        async def verify(client: httpx.AsyncClient, i: int) -> httpx.Response:
+            a, b = b64[i % len(b64)], b64[(i + 1) % len(b64)]
+            return await client.post("/verify", json={"audio_a": a, "audio_b": b})
 
-            async def identify(client: httpx.AsyncClient, i: int) -> httpx.Response:
-                return await client.post("/identify", json={"audio": b64[i % len(b64)]})
+        async def identify(client: httpx.AsyncClient, i: int) -> httpx.Response:
+            return await client.post("/identify", json={"audio": b64[i % len(b64)]})
 
-            results: dict[str, list[dict[str, Any]]] = {"verify": [], "identify": []}
-            for name, fn in (("verify", verify), ("identify", identify)):
-                asyncio.run(_level(base_url, fn, 1, 2, timeout_s))  # warm-up
-                for c in concurrency:
-                    results[name].append(
-                        asyncio.run(_level(base_url, fn, c, requests_per_level, timeout_s))
-                    )
-        finally:
-            serve.delete(APP_NAME)
-            # serve.start ignores http_options when Serve already runs, so never leave ours up.
-            serve.shutdown()
+        results: dict[str, list[dict[str, Any]]] = {"verify": [], "identify": []}
+        for name, fn in (("verify", verify), ("identify", identify)):
+            asyncio.run(_level(base_url, fn, 1, 2, timeout_s))  # warm-up
+            for c in concurrency:
+                results[name].append(
+                    asyncio.run(_level(base_url, fn, c, requests_per_level, timeout_s))
+                )
     model_only = _model_throughput(
         checkpoint, clips, batch=16, min_clips=max(64, 2 * requests_per_level)
     )
@@ -221,6 +233,191 @@ def benchmark_service(
         "service_overhead": round(model_only["clips_per_s"] / service_clips, 2)
         if service_clips
         else float("nan"),
+    }
+
+
+def _wav_bytes(wav: np.ndarray, sr: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, wav, sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def identification_split(
+    data_root: str | Path,
+    *,
+    layout: str = "librispeech",
+    num_enrolled: int = 100,
+    num_impostors: int = 100,
+    enroll_clips: int = 2,
+    queries_per_speaker: int = 2,
+    segment_seconds: float = 3.0,
+    sample_rate: int = 16000,
+    seed: int = 0,
+    speakers: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """Enrollment clips, held-out queries and impostor queries from a labelled tree.
+
+    Each speaker's recordings (``datasets.manifests.scan_source``) are cut into non-overlapping
+    ``segment_seconds`` segments (a shorter tail is dropped). A seeded shuffle picks
+    ``num_enrolled`` speakers among those with at least ``enroll_clips + 1`` segments: their
+    first ``enroll_clips`` segments enroll them, up to ``queries_per_speaker`` of the others are
+    queries. ``num_impostors`` other speakers give one query each (their first segment) and are
+    never enrolled. ``speakers`` restricts the pool (e.g. the speakers a trained model never
+    saw). Returns ``{"enroll": {speaker: [wav...]}, "queries": [(speaker, wav)], "impostors":
+    [(speaker, wav)], "unused": {speaker: [wav...]}, "speakers_available"}`` (``unused``: the
+    pool's other speakers, e.g. to calibrate on), float32 waveforms at ``sample_rate``. A
+    ``ValueError`` when the pool has too few speakers.
+    """
+    from datasets.audio import load_audio
+    from datasets.manifests import scan_source
+
+    if enroll_clips < 1 or queries_per_speaker < 1 or num_enrolled < 1 or num_impostors < 0:
+        raise ValueError("enroll_clips, queries_per_speaker and num_enrolled must be >= 1")
+    n = int(round(segment_seconds * sample_rate))
+    segments: dict[str, list[np.ndarray]] = {}
+    pool = set(speakers) if speakers is not None else None
+    for u in sorted(scan_source(data_root, layout), key=lambda u: u.key):
+        if pool is not None and u.speaker not in pool:
+            continue
+        wav, _ = load_audio(u.path, target_sr=sample_rate)
+        segments.setdefault(u.speaker, []).extend(
+            wav[i * n : (i + 1) * n].astype(np.float32) for i in range(len(wav) // n)
+        )
+    rng = np.random.default_rng(seed)
+    found = sorted(segments)
+    order = [found[i] for i in rng.permutation(len(found))]
+    enrollable = [s for s in order if len(segments[s]) > enroll_clips]
+    if len(enrollable) < num_enrolled:
+        raise ValueError(
+            f"{data_root}: {len(enrollable)} speakers have more than {enroll_clips} "
+            f"{segment_seconds:g}-s segments; {num_enrolled} wanted for enrollment"
+        )
+    enrolled = enrollable[:num_enrolled]
+    others = [s for s in order if s not in set(enrolled) and segments[s]]
+    if len(others) < num_impostors:
+        raise ValueError(
+            f"{data_root}: {len(others)} speakers left for impostor queries; {num_impostors} wanted"
+        )
+    return {
+        "enroll": {s: segments[s][:enroll_clips] for s in enrolled},
+        "queries": [
+            (s, w)
+            for s in enrolled
+            for w in segments[s][enroll_clips : enroll_clips + queries_per_speaker]
+        ],
+        "impostors": [(s, segments[s][0]) for s in others[:num_impostors]],
+        "unused": {s: segments[s] for s in others[num_impostors:]},
+        "speakers_available": len(found),
+    }
+
+
+def benchmark_identification(
+    checkpoint: str | Path,
+    split: dict[str, Any],
+    *,
+    sample_rate: int = 16000,
+    timeout_s: float = 60.0,
+    app_args: dict[str, Any] | None = None,
+    operating_points: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Open-set identification through the real service: enroll, then ``POST /identify``.
+
+    Serves ``checkpoint`` (a file or a published model by name) on loopback
+    (:func:`served_app`), enrolls each speaker of ``split`` (:func:`identification_split`, its
+    waveforms at ``sample_rate``) with one ``POST /speakers`` (enrollment) of its clips (base64 WAV), and sends
+    every query to ``/identify`` at the service's own threshold (``GET /health``:
+    ``--threshold``, else the model's calibration record, else 0.5). Returns counts and rates:
+    ``top1`` (the best-scoring enrolled speaker is the right one, threshold ignored),
+    ``identified`` (accepted *and* right: the open-set answer), ``false_reject`` (an enrolled
+    speaker's query answered "unknown"), ``false_accept`` (an impostor's query matched to
+    someone), and ``health`` (threshold and where it came from). ``operating_points`` (name ->
+    threshold, e.g. a calibration record's others) adds ``at_points``: the same rates had the
+    service decided at each, from the best scores /identify returned (it accepts the best
+    speaker iff its score >= the threshold). Requests are sequential, each with ``timeout_s``.
+    """
+    import httpx
+
+    def b64(wav: np.ndarray) -> str:
+        return base64.b64encode(_wav_bytes(wav, sample_rate)).decode()
+
+    longest = max(len(w) for clips in split["enroll"].values() for w in clips) / sample_rate
+    overrides = {
+        "max_seconds": max(60.0, longest + 1),
+        "diarization": {"enabled": False},  # not measured here: no replica competing for CPUs
+        **(app_args or {}),
+    }
+    with served_app(checkpoint, overrides) as (base_url, _):
+        with httpx.Client(base_url=base_url, timeout=timeout_s) as client:
+            health = client.get("/health").raise_for_status().json()
+            t0 = time.perf_counter()
+            ids: dict[str, str] = {}
+            for spk, clips in split["enroll"].items():
+                r = client.post("/speakers", json={"name": spk, "audio": [b64(w) for w in clips]})
+                ids[r.raise_for_status().json()["id"]] = spk
+            enroll_s = time.perf_counter() - t0
+
+            def answer(wav: np.ndarray) -> tuple[str | None, str | None, float]:
+                """(accepted speaker or None, best enrolled speaker, best score)."""
+                matches = client.post("/identify", json={"audio": b64(wav), "top_k": 1})
+                matches = matches.raise_for_status().json()["matches"]
+                best = next(m for m in matches if m["speaker_id"] is not None)
+                accepted = matches[0]["speaker_id"]
+                return (ids[accepted] if accepted else None), ids[best["speaker_id"]], best["score"]
+
+            t0 = time.perf_counter()
+            top1 = identified = rejected = 0
+            genuine: list[tuple[bool, float]] = []  # (best speaker right, its score)
+            for spk, wav in split["queries"]:
+                accepted, best, score = answer(wav)
+                top1 += best == spk
+                identified += accepted == spk
+                rejected += accepted is None
+                genuine.append((best == spk, score))
+            false_accepts = 0
+            impostor_scores = []
+            for _, wav in split["impostors"]:
+                accepted, _, score = answer(wav)
+                false_accepts += accepted is not None
+                impostor_scores.append(score)
+            query_s = time.perf_counter() - t0
+    nq, ni = len(split["queries"]), len(split["impostors"])
+    at_points = {
+        name: {
+            "threshold": round(float(t), 4),
+            "identified": round(sum(ok and sc >= t for ok, sc in genuine) / nq, 4),
+            "false_reject": round(sum(sc < t for _, sc in genuine) / nq, 4),
+            "false_accept": round(sum(sc >= t for sc in impostor_scores) / ni, 4)
+            if ni
+            else float("nan"),
+        }
+        for name, t in (operating_points or {}).items()
+    }
+    return {
+        "checkpoint": str(checkpoint),
+        "health": health,
+        "config": {
+            "speakers_available": split["speakers_available"],
+            "enrolled": len(split["enroll"]),
+            "enroll_clips": max(len(c) for c in split["enroll"].values()),
+            "queries": nq,
+            "impostors": ni,
+        },
+        "top1": round(top1 / nq, 4),
+        "identified": round(identified / nq, 4),
+        "false_reject": round(rejected / nq, 4),
+        "false_accept": round(false_accepts / ni, 4) if ni else float("nan"),
+        "counts": {
+            "top1": top1,
+            "identified": identified,
+            "rejected": rejected,
+            "false_accepts": false_accepts,
+        },
+        "impostor_best_score_median": round(float(np.median(impostor_scores)), 4)
+        if impostor_scores
+        else float("nan"),
+        "at_points": at_points,
+        "enroll_s": round(enroll_s, 2),
+        "identify_s": round(query_s, 2),
     }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from datasets.cohort import load_cohort
 from models.calibration import CalibrationError, calibration_path, read_calibration
+from models.hub import resolve_checkpoint
 from serve import schemas as S
 from serve.errors import ServiceError
 
@@ -64,11 +65,12 @@ def check_calibration(name: str, spec: S.ModelSpec, threshold: float | None) -> 
     load_cohort(spec.cohort)
     if threshold is not None:
         return
-    record = read_calibration(spec.path)
+    ckpt = resolve_checkpoint(spec.path)  # a name's record lies beside its cached file
+    record = read_calibration(ckpt)
     if record is None:
         raise CalibrationError(
             f"model {name!r} has a cohort (AS-norm scores) but no calibration record "
-            f"({calibration_path(spec.path)}); run python -m ray_jobs.evaluate --calibrate "
+            f"({calibration_path(ckpt)}); run python -m ray_jobs.evaluate --calibrate "
             f"--cohort {spec.cohort} --checkpoint {spec.path} --data-root DEV, or give --threshold"
         )
     record.entry("asnorm")  # raises CalibrationError naming the fix

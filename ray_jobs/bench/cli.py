@@ -46,6 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="trained speaker checkpoint: adds DER on real excerpts to the diarization section",
     )
+    parser.add_argument(
+        "--identification-checkpoint",
+        type=Path,
+        default=None,
+        help="trained speaker checkpoint beside its run's val_utterances.csv: adds it, next to "
+        "the pretrained GE2E model, to /identify on its held-out speakers (default: "
+        "--diarization-checkpoint)",
+    )
     args = parser.parse_args(argv)
     configure_cli_logging()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -60,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ray_data=not args.no_ray_data,
         service=not args.no_service,
         diarization_checkpoint=args.diarization_checkpoint,
+        identification_checkpoint=args.identification_checkpoint or args.diarization_checkpoint,
         argv=argv,
     )
     return 0

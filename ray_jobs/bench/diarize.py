@@ -34,6 +34,7 @@ from datasets.conversations import build_conversation
 from datasets.ray_env import REPO_ROOT
 from datasets.rttm import read_rttm
 from models.calibration import eer_threshold, read_calibration
+from models.hub import resolve_checkpoint
 from models.metrics import diarization_error_rate
 from models.pipelines.clustering import cluster_embeddings
 from models.pipelines.diarize import (
@@ -135,6 +136,7 @@ def der_comparison(
 ) -> str:
     """Markdown table: mean DER, files worse than one speaker, mean |K est - K| per row of
     ``DER_ROWS``, and the pyannote sample's DER and count (module docstring)."""
+    checkpoint = resolve_checkpoint(checkpoint)  # a name's record lies beside its cached file
     embedder = SpeakerEmbedder.from_checkpoint(checkpoint)
     t_eer = eer_threshold(read_calibration(checkpoint, embedder.model_id))
     base = Diarizer(embedder, verification_threshold=t_eer)

@@ -6,9 +6,10 @@ GFLOPs per second of audio (``torch.utils.flop_counter.FlopCounterMode`` on 1 s 
 input), milliseconds per 3-s utterance at batch 1 and batch 16, and the cost of the Kaldi fbank
 front end (``models.features.Fbank``) next to a forward. Optional sections: the 3D-Speaker
 reference comparison (``ray_jobs.compare_reference``, with ``--reference-root``), Ray Data
-ingest throughput (``datasets.ray_data.benchmark_throughput``) and the speaker service's requests/s
-and latency over HTTP (``serve.bench.benchmark_service``); each is omitted with a note when
-its code or inputs are absent.
+ingest throughput (``datasets.ray_data.benchmark_throughput``), the speaker service's requests/s
+and latency over HTTP (``serve.bench.benchmark_service``) and its open-set /identify accuracy on
+real speakers (``serve.bench.benchmark_identification``); each is omitted with a note when its
+code or inputs are absent.
 
 Timing follows the usual micro-benchmark practice (cf. ``torch.utils.benchmark``): warm-up runs
 first, then the median of repeated runs; things that are compared (fbank, batch 1, batch 16) run
@@ -41,7 +42,7 @@ from ray_jobs.bench.models import (
     speaker_targets,
     warm_up_runtime,
 )
-from ray_jobs.bench.service import section_service
+from ray_jobs.bench.service import section_identification, section_service
 from ray_jobs.bench.speaker import section_fbank, section_reference, section_speaker
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def run(
     ray_data: bool = True,
     service: bool = True,
     diarization_checkpoint: Path | None = None,
+    identification_checkpoint: Path | None = None,
     argv: Sequence[str] = (),
 ) -> Path:
     """Measure, write ``output`` (Markdown) and return its path."""
@@ -217,6 +219,11 @@ def run(
             (ray_data, section_ray_data, "Ray Data ingest throughput: skipped (--no-ray-data)."),
             (ray_data, section_extraction, None),
             (service, section_service, "Speaker service: skipped (--no-service)."),
+            (
+                service,
+                lambda q, n: section_identification(q, n, identification_checkpoint),
+                None,
+            ),
         )
         for wanted, section, skipped in optional:
             if wanted:

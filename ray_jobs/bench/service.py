@@ -93,3 +93,186 @@ def section_service(quick: bool, notes: list[str] | None = None) -> str | None:
         "enroll. The bare model is timed in the same run on the same decoded clips.",
     ]
     return "\n".join(lines)
+
+
+# --- identification ------------------------------------------------------------------------------
+
+IDENTIFY_MODEL = (
+    "pip:resemblyzer"  # the pretrained model every machine has (README "Pretrained GE2E")
+)
+
+
+def _calibrated_copy(checkpoint: str | Path, dev: dict[str, list], tmp: Path) -> tuple[Path, dict]:
+    """``checkpoint`` (a file or a name) copied into ``tmp`` and calibrated there with
+    ``python -m ray_jobs.evaluate --calibrate`` on ``dev`` (speaker -> 16 kHz waveforms, written
+    as a speaker/utt tree): the user's path, without touching the record beside their file or
+    cache. -> (the copy, evaluate's JSON result)."""
+    import contextlib
+    import io
+    import json
+    import shutil
+
+    from datasets.audio import write_audio
+    from models.hub import resolve_checkpoint
+    from ray_jobs.evaluate.cli.speaker import main as evaluate_main
+
+    copy = tmp / "model.pt"
+    shutil.copyfile(resolve_checkpoint(checkpoint), copy)
+    for spk, wavs in dev.items():
+        for i, wav in enumerate(wavs):
+            write_audio(tmp / "dev" / spk / f"{spk}-s{i:02d}.wav", wav, 16000)
+    out = io.StringIO()
+    argv = ["--checkpoint", str(copy), "--data-root", str(tmp / "dev"), "--layout"]
+    with contextlib.redirect_stdout(out):
+        rc = evaluate_main([*argv, "speaker/utt", "--calibrate", "--json"])
+    if rc != 0:
+        raise RuntimeError(f"ray_jobs.evaluate --calibrate on {checkpoint} failed ({rc})")
+    return copy, json.loads(out.getvalue())
+
+
+def identification_row(
+    checkpoint: str | Path,
+    root: Path,
+    *,
+    num_enrolled: int,
+    num_impostors: int,
+    speakers: list[str] | None = None,
+    seed: int = 0,
+) -> dict:
+    """One row of the identification table: split ``root``'s speakers (``speakers`` only, when
+    given) with ``serve.bench.identification_split``, calibrate a copy of ``checkpoint`` on the
+    speakers the split leaves unused, then ``serve.bench.benchmark_identification``."""
+    import tempfile
+
+    from datasets.ray_data import init_ray
+    from serve.bench import benchmark_identification, identification_split
+
+    split = identification_split(
+        root,
+        num_enrolled=num_enrolled,
+        num_impostors=num_impostors,
+        speakers=speakers,
+        seed=seed,
+    )
+    if not split["unused"]:
+        raise ValueError("no speakers left to calibrate on; enroll or impose fewer")
+    with tempfile.TemporaryDirectory(prefix="voxray-bench-identify-") as tmp:
+        copy, cal = _calibrated_copy(checkpoint, split["unused"], Path(tmp))
+        init_ray()
+        points = {
+            p: cal[f"{p}_threshold"]
+            for p in ("eer", "min_dcf_0.01", "min_dcf_0.05")
+            if f"{p}_threshold" in cal
+        }
+        res = benchmark_identification(copy, split, operating_points=points)
+    source = res["health"]["threshold_source"]
+    if not source.startswith("calibration"):  # the service must decide at the calibrated point
+        raise RuntimeError(f"{checkpoint}: the service's threshold came from {source!r}")
+    res["checkpoint"] = str(checkpoint)
+    res["calibration"] = {
+        "speakers": len(split["unused"]),
+        "eer": cal["eer"],
+        "eer_threshold": cal["eer_threshold"],
+        "num_trials": cal["num_trials"],
+    }
+    return res
+
+
+def held_out_speakers(checkpoint: Path) -> list[str] | None:
+    """The speakers a training run held out (``val_utterances.csv`` beside its checkpoint,
+    written by ``ray_jobs.train``), or None when that file is absent."""
+    from datasets.manifests import read_manifest_csv
+
+    path = Path(checkpoint).parent / "val_utterances.csv"
+    if not path.is_file():
+        return None
+    return sorted({u.speaker for u in read_manifest_csv(path)})
+
+
+def section_identification(
+    quick: bool, notes: list[str] | None = None, trained: Path | None = None
+) -> str | None:
+    """Open-set ``/identify`` over HTTP on real LibriSpeech speakers (``../shared/data``): the
+    pretrained GE2E import on the whole pool and, with ``trained`` (a checkpoint beside its
+    run's ``val_utterances.csv``), both models on that run's held-out speakers only."""
+    notes = notes if notes is not None else []
+    from ray_jobs.bench.tse import LIBRISPEECH, SHARED
+
+    root = SHARED / LIBRISPEECH
+    if not root.is_dir():
+        notes.append(f"Speaker identification: no LibriSpeech under {root}.")
+        return None
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        notes.append(f"Speaker identification: Ray Serve not importable ({exc}).")
+        return None
+    rows: list[tuple[str, str, dict]] = []
+    n_enroll, n_imp = (20, 20) if quick else (100, 100)
+    rows.append(
+        (
+            "all",
+            IDENTIFY_MODEL,
+            identification_row(IDENTIFY_MODEL, root, num_enrolled=n_enroll, num_impostors=n_imp),
+        )
+    )
+    if trained is not None:
+        held = held_out_speakers(trained)
+        if held is None:
+            notes.append(
+                f"Speaker identification: {trained} has no val_utterances.csv beside it (its "
+                "held-out speakers are unknown), so it was not measured."
+            )
+        else:
+            for ckpt in (IDENTIFY_MODEL, trained):
+                r = identification_row(ckpt, root, num_enrolled=20, num_impostors=14, speakers=held)
+                rows.append((f"{len(held)} held out of `{trained.name}`'s training", str(ckpt), r))
+    head = (
+        "| model | speakers | enrolled / queries / impostors | calibration EER (spk) "
+        "| threshold | top-1 | identified | false reject | false accept |"
+    )
+    lines = [
+        "## Speaker identification",
+        "",
+        "`serve.bench.benchmark_identification`: the app on loopback, `POST /speakers` (enrollment) per speaker "
+        "(2 clips), then `POST /identify` for each query at the service's own threshold "
+        "(`/health`: the model's calibration record). Speakers are LibriSpeech "
+        "(`../shared/data`, one recording each) cut into 3-s segments: an enrolled speaker's "
+        "first 2 segments enroll it, up to 2 later segments are its queries (the same "
+        "recording: a same-session protocol, easier than across sessions); impostors are other "
+        "speakers, never enrolled, one segment each. Each model is calibrated first "
+        "(`ray_jobs.evaluate --calibrate`, on a copy) on the pool's remaining speakers, "
+        "disjoint from both. top-1: the best-scoring enrolled speaker is right (threshold "
+        "ignored); identified: accepted and right; false accept: an impostor matched to "
+        "anyone.",
+        "",
+        head,
+        head_rule(head),
+    ]
+    for pool, name, r in rows:
+        c, cal = r["config"], r["calibration"]
+        lines.append(
+            f"| `{name}` | {pool} | {c['enrolled']} / {c['queries']} / {c['impostors']} "
+            f"| {100 * cal['eer']:.1f}% ({cal['speakers']}) | {r['health']['threshold']:.3f} "
+            f"| {100 * r['top1']:.1f}% | {100 * r['identified']:.1f}% "
+            f"| {100 * r['false_reject']:.1f}% | {100 * r['false_accept']:.1f}% |"
+        )
+    head = "| model | speakers | operating point | threshold | identified | false reject | false accept |"
+    lines += [
+        "",
+        "The same answers at each threshold of the model's calibration record (the service's "
+        "`--operating-point`), from the best scores /identify returned: an EER threshold is a "
+        "pairwise (verification) operating point, while an impostor is accepted when its best "
+        "score over the whole gallery passes it, so open-set false accepts grow with the gallery.",
+        "",
+        head,
+        head_rule(head),
+    ]
+    for pool, name, r in rows:
+        for point, m in r.get("at_points", {}).items():
+            lines.append(
+                f"| `{name}` | {pool} | {point} | {m['threshold']:.3f} "
+                f"| {100 * m['identified']:.1f}% | {100 * m['false_reject']:.1f}% "
+                f"| {100 * m['false_accept']:.1f}% |"
+            )
+    return "\n".join(lines)

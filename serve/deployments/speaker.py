@@ -20,6 +20,7 @@ import torch
 from ray import serve
 
 from models.calibration import calibration_path, read_calibration
+from models.hub import resolve_checkpoint
 from models.pipelines.speaker import SpeakerEmbedder
 from models.waveform import AudioError
 
@@ -40,8 +41,11 @@ def load_embedder(path: str, backend: str) -> Any:
 def model_info(name: str, spec: dict[str, Any], embedder: Any) -> dict[str, Any]:
     """What the ingress knows of a model: ids, rates, and its calibration record
     (``models.calibration``; ``calibration`` is ``{norm: {thresholds, metrics, data, ...}}``,
-    None without a record or when the record belongs to another model id)."""
-    record = read_calibration(spec["path"], embedder.model_id)
+    None without a record or when the record belongs to another model id). The record lies
+    beside the checkpoint file: for a published model by name (``pip:resemblyzer``), beside the
+    converted file in the cache, where ``ray_jobs.evaluate --calibrate`` writes it."""
+    ckpt = resolve_checkpoint(spec["path"])
+    record = read_calibration(ckpt, embedder.model_id)
     return {
         "name": name,
         "model_id": embedder.model_id,
@@ -49,7 +53,7 @@ def model_info(name: str, spec: dict[str, Any], embedder: Any) -> dict[str, Any]
         "sample_rate": int(embedder.sample_rate),
         "backend": spec.get("backend", "torch"),
         "path": spec["path"],
-        "calibration_file": str(calibration_path(spec["path"])) if record else None,
+        "calibration_file": str(calibration_path(ckpt)) if record else None,
         "calibration": (
             {k: asdict(v) for k, v in record.entries.items()} if record is not None else None
         ),
