@@ -1,13 +1,12 @@
 """A published model by name (``pip:resemblyzer``) takes its operating point from the calibration
 record ``ray_jobs.evaluate --calibrate`` writes beside the *converted file in the cache*, not
 from a ``pip:resemblyzer.calibration.json`` beside the name (the README's ``make serve
-CKPT=pip:resemblyzer`` path). Needs the ``ray`` package (the deployment module), not a cluster."""
+CKPT=pip:resemblyzer`` path). Needs the ``ray`` package (the deployment module), not a cluster:
+the serve modules are imported in the test, after collection, because other test modules block
+``ray`` while they are collected (``tests/conftest.py``)."""
 
 import numpy as np
 import pytest
-
-pytest.importorskip("ray")
-pytest.importorskip("resemblyzer")
 
 from models.calibration import (  # noqa: E402
     ScoreNorm,
@@ -17,14 +16,15 @@ from models.calibration import (  # noqa: E402
 )
 from models.hub import resolve_checkpoint  # noqa: E402
 from models.pipelines.speaker import SpeakerEmbedder  # noqa: E402
-from serve import schemas as S  # noqa: E402
-from serve.deployments.speaker import model_info  # noqa: E402
-from serve.thresholds import check_calibration, operating_point  # noqa: E402
 
 NAME = "pip:resemblyzer"
 
 
 def test_named_model_reads_the_record_beside_its_cached_file(tmp_path, monkeypatch):
+    from serve import schemas as S
+    from serve.deployments.speaker import model_info
+    from serve.thresholds import check_calibration, operating_point
+
     monkeypatch.setenv("VOXRAY_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)  # a record beside the *name* would be looked up here
     ckpt = resolve_checkpoint(NAME)
