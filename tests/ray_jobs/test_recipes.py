@@ -26,33 +26,16 @@ VOX2_DEV_UTTERANCES = 1_092_009
 GLOBAL_BATCH = 256  # 4 GPUs x 64
 STEPS_PER_EPOCH = VOX2_DEV_UTTERANCES // GLOBAL_BATCH  # drop_last=True, as their DataLoader
 
+# 3D-Speaker's VoxCeleb ERes2Net and ECAPA-TDNN recipes share one training schedule
+LONG_SCHEDULE = ReferenceRecipe(
+    num_epoch=70, lr=0.2, min_lr=5e-5, margin=0.3, margin_start_epoch=20, margin_fix_epoch=50
+)
+
 # recipe file -> (published training values, embedding size, model parameters in millions)
 PUBLISHED = {
     "campplus.yaml": (ReferenceRecipe(), 512, 7.18),
-    "eres2net.yaml": (
-        ReferenceRecipe(
-            num_epoch=70,
-            lr=0.2,
-            min_lr=5e-5,
-            margin=0.3,
-            margin_start_epoch=20,
-            margin_fix_epoch=50,
-        ),
-        192,
-        6.61,
-    ),
-    "ecapa_tdnn.yaml": (
-        ReferenceRecipe(
-            num_epoch=70,
-            lr=0.2,
-            min_lr=5e-5,
-            margin=0.3,
-            margin_start_epoch=20,
-            margin_fix_epoch=50,
-        ),
-        192,
-        20.77,
-    ),
+    "eres2net.yaml": (LONG_SCHEDULE, 192, 6.61),
+    "ecapa_tdnn.yaml": (LONG_SCHEDULE, 192, 20.77),
 }
 
 
