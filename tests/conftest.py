@@ -42,6 +42,18 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+# The entries of shared/reference/3dspeaker_state_dicts.json (test_compare_reference checks it)
+REFERENCE_ENTRIES = (
+    "campplus_192",
+    "campplus_512",
+    "eres2net_192",
+    "eres2net_base_512",
+    "eres2netv2_192",
+    "ecapa_tdnn_c1024_192",
+    "resnet34_256",
+)
+
+
 def reference_state_dicts() -> dict:
     """``shared/reference/3dspeaker_state_dicts.json``: per 3D-Speaker entry its constructor
     arguments, every state-dict key with its shape, and the parameter count. Skips without it."""

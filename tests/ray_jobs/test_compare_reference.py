@@ -13,19 +13,10 @@ import pytest
 sys.modules.setdefault("ray", None)
 
 from ray_jobs.compare_reference.core import compare_entry, import_reference_class  # noqa: E402
+from tests.conftest import REFERENCE_ENTRIES as ENTRIES  # noqa: E402
 from tests.conftest import reference_state_dicts  # noqa: E402
 
 pytest.importorskip("speakerlab")
-
-ENTRIES = (
-    "campplus_192",
-    "campplus_512",
-    "eres2net_192",
-    "eres2net_base_512",
-    "eres2netv2_192",
-    "ecapa_tdnn_c1024_192",
-    "resnet34_256",
-)
 
 
 def test_every_listed_entry_is_covered():

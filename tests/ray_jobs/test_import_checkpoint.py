@@ -16,17 +16,8 @@ sys.modules.setdefault("ray", None)
 
 from models import load_model, read_checkpoint  # noqa: E402
 from ray_jobs.import_checkpoint.cli import main  # noqa: E402
+from tests.conftest import REFERENCE_ENTRIES as ENTRIES  # noqa: E402
 from tests.conftest import reference_state_dicts, synth_state_dict  # noqa: E402
-
-ENTRIES = [
-    "campplus_192",
-    "campplus_512",
-    "eres2net_192",
-    "eres2net_base_512",
-    "eres2netv2_192",
-    "ecapa_tdnn_c1024_192",
-    "resnet34_256",
-]
 
 
 @pytest.mark.parametrize("arch", ENTRIES)
