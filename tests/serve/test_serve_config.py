@@ -45,7 +45,7 @@ def test_build_app_takes_a_model_name_and_fetches_it_in_the_driver(tmp_path, mon
     with HubServer() as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         hub.state.files[("hf", repo, "main", "avg_model.pt")] = buf.getvalue()
-        build_app({"checkpoint": f"hf:{repo}", "db": str(tmp_path / "s.db")})
+        build_app({"checkpoint": f"hf:{repo}", "db": str(tmp_path / "s.db"), "auth": "disabled"})
         assert hub.state.total > 0
         assert list((tmp_path / "cache" / "checkpoints").glob("*.pt"))
     with pytest.raises(FileNotFoundError, match="model name"):
