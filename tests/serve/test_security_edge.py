@@ -27,6 +27,7 @@ pytestmark = pytest.mark.ray
 
 SR = 16000
 APP = "security_edge"
+GOOD_ORIGIN = "https://app.example"  # the one origin this app's CORS allows
 
 
 def _wav(seconds: float, seed: int) -> bytes:
@@ -62,7 +63,13 @@ def svc(ray_cluster, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("edge")
     ckpt = models.save_checkpoint(models.build_model("campplus-tiny").eval(), root / "a.pt")
-    args = app_args(ckpt, root, max_request_mb=25.0, diarization={"enabled": False})
+    args = app_args(
+        ckpt,
+        root,
+        max_request_mb=25.0,
+        diarization={"enabled": False},
+        cors_origins=[GOOD_ORIGIN],
+    )
     clip = base64.b64encode(_wav(1.0, 1)).decode()
     with running_app(args, APP) as client:
         moved = ckpt.rename(root / "moved-away.pt")
@@ -89,6 +96,7 @@ def test_keys_and_scopes_gate_every_route(svc):
         http_client(port, key=KEYS["admin"]) as admin,
     ):
         assert expect_ok(anon.get("/health"))["status"] == "ok"  # open, for load balancers
+        assert anon.get("/openapi.json").status_code == 200  # the API's description, no data
         for client in (anon, wrong):
             for method, path in [("GET", "/config"), ("POST", "/verify"), ("GET", "/speakers")]:
                 r, dt = _timed(client.request, method, path, json={})
@@ -132,9 +140,12 @@ def test_cross_site_posts_cannot_change_the_threshold(svc):
         expect_error(r, 415, "unsupported_media_type")
         assert dt < 2.0 and "access-control-allow-origin" not in r.headers
     assert expect_ok(client.get("/config"))["threshold"] == before
-    # CORS is off unless configured: a preflight gets no allow-origin
-    r = client.options("/config", headers={**evil, "Access-Control-Request-Method": "POST"})
+    # CORS allows only the configured origin: a preflight from elsewhere gets no allow-origin
+    preflight = {"Access-Control-Request-Method": "POST"}
+    r = client.options("/config", headers={**evil, **preflight})
     assert "access-control-allow-origin" not in r.headers
+    r = client.options("/config", headers={"Origin": GOOD_ORIGIN, **preflight})
+    assert r.headers["access-control-allow-origin"] == GOOD_ORIGIN
 
 
 def test_oversized_json_list_is_refused_fast_in_bounded_memory(svc):
