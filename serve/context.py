@@ -86,10 +86,9 @@ class ServeContext:
         enable_with: dict[str, str],
         keys: list[ApiKey] | None = None,
     ) -> ServeContext:
-        """``keys``: the API keys ``build_app`` loaded; None only with ``auth: disabled``."""
+        """``keys``: the API keys ``build_app`` loaded (none: every keyed route answers 401);
+        ignored with ``auth: disabled``."""
         cfg = S.AppArgs.model_validate(args)
-        if keys is None and cfg.auth != "disabled":
-            raise ValueError("no API keys given to the ingress; build it with build_app")
         return cls(
             args=cfg,
             store=SpeakerStore(cfg.db),
@@ -99,7 +98,7 @@ class ServeContext:
             roots=tuple(Path(os.path.realpath(r)) for r in cfg.allowed_roots),
             threshold=cfg.threshold,
             cohorts={n: load_cohort(m.cohort) for n, m in cfg.models.items() if m.cohort},
-            auth=Authorizer(None if keys is None else KeyRing(keys)),
+            auth=Authorizer(None if cfg.auth == "disabled" else KeyRing(keys or ())),
         )
 
     # -- scoring -----------------------------------------------------------------------------
