@@ -18,7 +18,7 @@ help:
 	@echo "make test   - create the environment if missing, then run the test suite"
 	@echo "make bench  - write BENCHMARKS.md"
 	@echo "make gpu-check - GPU training/extraction throughput + memory (bf16, fp16) -> BENCHMARKS.md"
-	@echo "make serve CKPT=model.pt - speaker service on http://127.0.0.1:8000 (docs: /docs)"
+	@echo "make serve CKPT=model.pt - speaker service on http://127.0.0.1:8000 (docs: /docs; keys: keys.json)"
 	@echo "make train-realdata OUT=DIR - train on ../shared/data/speech (10 min on 2 cores)"
 	@echo "make lint   - ruff check + format check + layer contracts (lint-imports)"
 
@@ -46,8 +46,12 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	$(RUN) python -m ray_jobs.gpu_check --output BENCHMARKS.md
 
+# API keys: `uv run python -m serve.keys add me --scopes admin --file keys.json` first
+# (README "Security"); KEYS= (empty) runs keyless on loopback, for development only.
+KEYS ?= keys.json
 serve: $(STAMP)
-	$(RUN) python -m serve --checkpoint $(CKPT) --db speakers.db --port 8000
+	$(RUN) python -m serve --checkpoint $(CKPT) --db speakers.db --port 8000 \
+		$(if $(KEYS),--api-keys-file $(KEYS),--no-auth)
 
 lint: $(STAMP)
 	$(RUN) ruff check .

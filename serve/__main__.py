@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from serve.auth import is_loopback
 from serve.schemas import AppArgs
 
 log = logging.getLogger("serve")
@@ -36,7 +37,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
         help="another model to switch to at runtime (POST /config {'model': NAME}); repeatable",
     )
     p.add_argument("--db", default="speakers.db", help="SQLite enrollment database")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; the default is loopback only, 0.0.0.0 exposes the service",
+    )
+    p.add_argument(
+        "--api-keys-file",
+        help="API keys (python -m serve.keys add NAME --scopes ... --file F); or $VOXRAY_API_KEYS",
+    )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="development only: no API keys; refused unless --host is loopback",
+    )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
         "--threshold",
@@ -84,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     p.add_argument("--max-replicas", type=int, default=2, help="embedding-model replicas")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster")
     ns = p.parse_args(argv)
+    if ns.no_auth and not is_loopback(ns.host):
+        p.error(f"--no-auth is for loopback only; with --host {ns.host} create API keys")
 
     def pairs(items: list[str], flag: str, form: str) -> list[tuple[str, str]]:
         out = []
@@ -120,6 +136,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
         "cohort": ns.cohort,
         "asnorm_topk": ns.asnorm_topk,
         "allowed_roots": ns.allow_root,
+        "api_keys_file": ns.api_keys_file,
+        "auth": "disabled" if ns.no_auth else "keys",
         "autoscaling": {"min_replicas": 1, "max_replicas": ns.max_replicas},
     }
     return ns, args

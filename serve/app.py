@@ -41,6 +41,7 @@ from ray.serve.handle import DeploymentHandle
 from models.hub import resolve_checkpoint
 from serve import deployments, routes
 from serve import schemas as S
+from serve.auth import ENV_VAR, ApiKey, is_loopback, load_keys
 from serve.context import ServeContext
 from serve.deployments.speaker import bind_embedding
 from serve.http import app
@@ -87,8 +88,47 @@ class VoxrayService(*ROUTES):
         args: dict[str, Any],
         handles: dict[str, DeploymentHandle] | None = None,
         enable_with: dict[str, str] | None = None,
+        keys: list[ApiKey] | None = None,
     ) -> None:
-        self.ctx = ServeContext.create(model, args, handles or {}, enable_with or {})
+        self.ctx = ServeContext.create(model, args, handles or {}, enable_with or {}, keys)
+
+
+def serve_http_host() -> str | None:
+    """The host the running Serve HTTP proxy listens on; None when Serve is not running yet
+    (``serve.run`` then starts it on Serve's default, 127.0.0.1)."""
+    import ray
+    from ray.serve.context import _get_global_client
+
+    if not ray.is_initialized():
+        return None
+    client = _get_global_client(raise_if_no_controller_running=False)
+    return None if client is None else client.http_config.host
+
+
+def api_keys(cfg: S.AppArgs) -> list[ApiKey] | None:
+    """The app's API keys (``api_keys_file`` and ``$VOXRAY_API_KEYS``); None with ``auth:
+    disabled``, which is refused unless Serve listens on loopback only. No keys at all is
+    refused: a service holding voiceprints does not start open by accident."""
+    if cfg.auth == "disabled":
+        host = serve_http_host()
+        if host is not None and not is_loopback(host):
+            raise ValueError(
+                f"auth: disabled, but Serve listens on {host}; keyless mode is for loopback "
+                "(127.0.0.1) only: create keys (python -m serve.keys add) instead"
+            )
+        log.warning(
+            "AUTHENTICATION IS DISABLED (auth: disabled): anyone who can reach this machine's "
+            "loopback can enroll, delete and change the threshold; use API keys in production"
+        )
+        return None
+    keys = load_keys(cfg.api_keys_file)
+    if not keys:
+        raise ValueError(
+            f"no API keys: set api_keys_file (python -m serve.keys add admin --scopes admin "
+            f"--file keys.json) or ${ENV_VAR}; for a loopback-only development service, "
+            "auth: disabled"
+        )
+    return keys
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -118,7 +158,12 @@ def build_app(args: dict[str, Any]) -> Application:
     for product in PRODUCTS:
         handles.update(product.applications(cfg, model))
     enable_with = {p.key: p.enable_with for p in PRODUCTS}
+    keys = api_keys(cfg)
     ingress = VoxrayService.options(ray_actor_options={"num_cpus": cfg.ingress_num_cpus})
     return ingress.bind(
-        model, cfg.model_dump(mode="json", exclude={"checkpoint", "backend"}), handles, enable_with
+        model,
+        cfg.model_dump(mode="json", exclude={"checkpoint", "backend"}),
+        handles,
+        enable_with,
+        keys,
     )

@@ -17,8 +17,10 @@ from the header before decoding).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import io
 import json
 import os
 import typing
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import soundfile as sf
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -192,16 +195,33 @@ def json_to_model(body: bytes, model: type[M]) -> M:
         raise
 
 
-async def parse_request(request: Request, model: type[M], *, max_bytes: int, max_files: int) -> M:
-    """A JSON or multipart request -> ``model``, the body capped at ``max_bytes`` (413).
+async def parse_request(
+    request: Request,
+    model: type[M],
+    *,
+    max_bytes: int,
+    max_files: int,
+    max_json_bytes: int | None = None,
+    max_json_values: int = 2_000_000,
+    max_seconds: float = 3600.0,
+) -> M:
+    """A JSON or multipart request -> ``model``, the body capped before it is held (413).
 
-    ``max_files``: file parts a multipart body may hold (text fields: as many plus 16).
+    Content types are strict: ``application/json``, or ``multipart/form-data`` for a model with
+    audio fields; anything else, or none, is 415 (so a cross-site HTML form or a ``text/plain``
+    "simple request" never reaches a route). A model without audio fields (``/config``,
+    ``/galleries``, ...) is JSON-only and capped at ``max_json_bytes``; audio bodies at
+    ``max_bytes``. ``max_files``: file parts a multipart body may hold (text fields: as many
+    plus 16), and what bounds the audio items of a JSON body (:func:`check_json_counts`).
+    Raw-sample audio items longer than ``max_seconds`` are refused before any array is built.
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    limited, counter = limit_body(request, max_bytes)
-    if ctype == "multipart/form-data":
+    audio = any(_is_audio(f.annotation) for f in model.model_fields.values())
+    cap = max_bytes if audio or max_json_bytes is None else min(max_bytes, max_json_bytes)
+    if ctype == "multipart/form-data" and audio:
+        limited, counter = limit_body(request, cap)
         fields, files = await read_form(
-            limited, max_files=max_files, max_fields=max_files + 16, max_part_size=max_bytes
+            limited, max_files=max_files, max_fields=max_files + 16, max_part_size=cap
         )
         if not fields and not files:
             if counter.total:  # python-multipart drops an unterminated part silently
@@ -213,16 +233,100 @@ async def parse_request(request: Request, model: type[M], *, max_bytes: int, max
                 )
             raise _empty_body()
         return form_to_model(fields, files, model)
-    if ctype in ("application/json", "") or ctype.endswith("+json"):
+    if ctype == "application/json":
+        limited, _ = limit_body(request, cap)
         body = await limited.body()
         if not body:
             raise _empty_body()
-        return json_to_model(body, model)
+        if audio:
+            check_json_counts(body, max_items=max_files, max_values=max_json_values)
+        if len(body) <= INLINE_JSON_BYTES:
+            return _json_request(body, model, max_seconds)
+        # the event loop keeps serving other requests (and /health) meanwhile
+        return await asyncio.to_thread(_json_request, body, model, max_seconds)
+    accepted = "application/json or multipart/form-data" if audio else "application/json"
     raise ServiceError(
         415,
         "unsupported_media_type",
-        f"content type {ctype!r} is not accepted; send application/json or multipart/form-data",
+        f"content type {ctype or '(none)'!r} is not accepted here; send {accepted} "
+        "with a Content-Type header",
     )
+
+
+INLINE_JSON_BYTES = 4096  # larger JSON bodies are parsed in a worker thread
+RAW_SAMPLE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
+
+
+def _json_request(body: bytes, model: type[M], max_seconds: float) -> M:
+    req = json_to_model(body, model)
+    for name, field in model.model_fields.items():
+        value = getattr(req, name)
+        if not _is_audio(field.annotation) or value is None:
+            continue
+        if isinstance(value, list):
+            value = [samples_upload(v, f"{name}[{i}]", max_seconds) for i, v in enumerate(value)]
+        else:
+            value = samples_upload(value, name, max_seconds)
+        setattr(req, name, value)
+    return req
+
+
+def samples_upload(src: AudioSource, field: str, max_seconds: float) -> AudioSource:
+    """A raw-samples audio item (``{"samples": [...], "sample_rate": 16000}``) -> the same audio
+    as an upload (a float WAV), so it meets the same decoding, resampling and duration limits
+    as a file; other items are returned as they are. The rate must be one of
+    ``RAW_SAMPLE_RATES`` (an odd rate would make resampling cost without bound) and the count
+    at most ``max_seconds`` of it, checked before any array is built."""
+    if src.samples is None:
+        return src
+    rate = int(src.sample_rate or 0)
+    if rate not in RAW_SAMPLE_RATES:
+        raise ServiceError(
+            400,
+            "invalid_sample_rate",
+            f"{field}: sample_rate {rate} is not one of {RAW_SAMPLE_RATES}",
+        )
+    if len(src.samples) > max_seconds * rate:
+        raise ServiceError(
+            400,
+            "audio_too_long",
+            f"{field}: {len(src.samples)} samples are {len(src.samples) / rate:.1f} s at {rate} Hz, "
+            f"longer than {max_seconds:g} s",
+        )
+    wav = np.asarray(src.samples, dtype=np.float32)
+    if not np.isfinite(wav).all():
+        raise ServiceError(400, "invalid_audio", f"{field}: samples must be finite numbers")
+    buf = io.BytesIO()
+    sf.write(buf, wav, rate, format="WAV", subtype="FLOAT")
+    return AudioSource.from_upload(buf.getvalue())
+
+
+def check_json_counts(body: bytes, *, max_items: int, max_values: int) -> None:
+    """Refuse (413) a JSON body of an audio route that would parse into too many objects,
+    strings or values, from byte counts alone (C speed, nothing parsed).
+
+    Each count is an upper bound: every object opens with ``{``, every string (and key) takes
+    two ``"``, every value but the first of a container follows a ``,``; characters inside
+    strings only inflate the bounds (base64 holds none of them). Audio items are objects or
+    strings, so ``max_items`` (the route's audio-field bound, as for multipart) plus slack for
+    the request's own fields and metadata bounds them; ``max_values`` bounds numbers, which
+    raw-sample clips legitimately hold many of.
+    """
+    objects = body.count(b"{")
+    strings = body.count(b'"') // 2
+    values = body.count(b",") + objects + body.count(b"[") + 1
+    for what, n, limit in (
+        ("objects", objects, 2 * max_items + 256),
+        ("strings", strings, 4 * max_items + 256),
+        ("values", values, max_values),
+    ):
+        if n > limit:
+            raise ServiceError(
+                413,
+                "too_many_items",
+                f"the JSON body holds up to {n} {what}, over this route's limit of {limit}; "
+                f"send at most {max_items} audio items per request",
+            )
 
 
 def _empty_body() -> ServiceError:

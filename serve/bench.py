@@ -140,6 +140,9 @@ def served_app(
             "autoscaling": {"min_replicas": 1, "max_replicas": 1},
             "ingress_num_cpus": 0,
             "model_num_cpus": 0,
+            # keyless on loopback (serve/auth.py): the clients send no key; checking one costs
+            # a SHA-256 of a few bytes per request, nothing next to a model call
+            "auth": "disabled",
             **(app_args or {}),
         }
         app = build_app(args)

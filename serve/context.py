@@ -26,6 +26,7 @@ from datasets.cohort import load_cohort
 from models.pipelines.scoring import asnorm_matrix, asnorm_pairs, cosine_pairs, score_centroids
 from serve import schemas as S
 from serve.audio_input import AudioLimits, load_source, parse_request
+from serve.auth import ApiKey, Authorizer, KeyRing
 from serve.errors import ServiceError, checked
 from serve.store import SpeakerStore
 from serve.thresholds import operating_point
@@ -73,6 +74,7 @@ class ServeContext:
     roots: tuple[Path, ...]  # allowed server-side folders, symlinks resolved
     threshold: float | None  # explicit operating point (POST /config sets it); None: calibrated
     cohorts: dict[str, np.ndarray] = field(default_factory=dict)  # model name -> (C, D) unit
+    auth: Authorizer = field(default_factory=lambda: Authorizer(KeyRing(())))  # no keys: closed
     _infos: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -82,7 +84,10 @@ class ServeContext:
         args: dict[str, Any],
         handles: dict[str, DeploymentHandle],
         enable_with: dict[str, str],
+        keys: list[ApiKey] | None = None,
     ) -> ServeContext:
+        """``keys``: the API keys ``build_app`` loaded (none: every keyed route answers 401);
+        ignored with ``auth: disabled``."""
         cfg = S.AppArgs.model_validate(args)
         return cls(
             args=cfg,
@@ -93,6 +98,7 @@ class ServeContext:
             roots=tuple(Path(os.path.realpath(r)) for r in cfg.allowed_roots),
             threshold=cfg.threshold,
             cohorts={n: load_cohort(m.cohort) for n, m in cfg.models.items() if m.cohort},
+            auth=Authorizer(None if cfg.auth == "disabled" else KeyRing(keys or ())),
         )
 
     # -- scoring -----------------------------------------------------------------------------
@@ -166,6 +172,9 @@ class ServeContext:
             model,
             max_bytes=self.args.max_request_bytes,
             max_files=self.args.max_candidates + 1 if max_files is None else max_files,
+            max_json_bytes=int(self.args.max_json_kb * 1024),
+            max_json_values=self.args.max_json_values,
+            max_seconds=max(self.args.max_seconds, self.args.diarization.max_seconds),
         )
 
     def audio_limits(self, sample_rate: int, min_seconds: float, max_seconds: float) -> AudioLimits:

@@ -14,6 +14,7 @@ that run without Ray.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,11 +35,14 @@ log = logging.getLogger(__name__)
 class ServiceError(Exception):
     """A request the service refuses; becomes ``{"error": {"code", "message"}}`` with ``status``."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
 
 def checked(out: Any, field: str | None, code: str = "invalid_audio") -> Any:
@@ -50,8 +54,36 @@ def checked(out: Any, field: str | None, code: str = "invalid_audio") -> Any:
     return out
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+REQUEST_ID_HEADER = "x-request-id"  # the Serve proxy sets it on every request and response
+
+
+def internal_error(request: Request, exc: BaseException) -> JSONResponse:
+    """500 with a generic message and a request id; the exception (text, traceback, server
+    paths) goes to the server log only, under that id."""
+    rid = request.headers.get(REQUEST_ID_HEADER)
+    headers = None
+    if not rid:  # not behind the Serve proxy: make one, and send it back ourselves
+        rid = uuid.uuid4().hex
+        headers = {"X-Request-ID": rid}
+    log.error(
+        "internal error, request %s (%s %s)", rid, request.method, request.url.path, exc_info=exc
+    )
+    body = {
+        "error": {
+            "code": "internal_error",
+            "message": f"internal error; the server log has the details under request id {rid}",
+            "request_id": rid,
+        }
+    }
+    return JSONResponse(body, status_code=500, headers=headers)
 
 
 def validation_message(errors: list[Any]) -> str:
@@ -78,7 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(ValidationError)
     async def _pydantic_error(_: Request, exc: ValidationError) -> JSONResponse:
@@ -102,9 +134,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return internal_error(request, exc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,6 +148,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "Bad audio or body"),
         (404, "Unknown speaker, group or path"),
         (413, "Request too large"),
+        (401, "No or wrong API key (Authorization: Bearer <key>)"),
+        (403, "The key lacks the route's scope"),
         (415, "Neither JSON nor multipart/form-data"),
         (422, "Invalid request"),
     ]

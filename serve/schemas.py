@@ -114,6 +114,14 @@ class AppArgs(BaseModel):
     max_candidates: int = Field(64, ge=1)  # /verify_batch candidates and audios per enrollment
     max_import_files: int = Field(5000, ge=1)  # /speakers/import of a folder tree
     allowed_roots: list[str] = Field(default_factory=list)  # server-side paths must lie here
+    # The HTTP edge (README "Security"): API keys (serve/auth.py), CORS, JSON body limits.
+    api_keys_file: str | None = None  # {name: {hash, scopes}}; python -m serve.keys writes it
+    auth: Literal["keys", "disabled"] = "keys"  # disabled: no keys, loopback only (development)
+    cors_origins: list[str] = Field(default_factory=list)  # browser origins allowed; none: off
+    max_json_kb: float = Field(1024.0, gt=0.0)  # bodies of the JSON-only routes (no audio)
+    # JSON values (numbers, strings, objects...) in the JSON body of an audio route, counted
+    # before parsing: raw samples count one each (a 60 s clip at 16 kHz is 960000)
+    max_json_values: int = Field(2_000_000, ge=1000)
     # Embedding deployment: dynamic batching, autoscaling, resources.
     max_batch_size: int = Field(16, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0.0)
@@ -179,16 +187,20 @@ class AppArgs(BaseModel):
 
 
 class AudioSource(BaseModel):
-    """Audio in a JSON body: ``{"base64": "<file bytes>"}`` or ``{"path": "<server path>"}``.
+    """Audio in a JSON body: ``{"base64": "<file bytes>"}``, ``{"path": "<server path>"}`` or
+    raw samples ``{"samples": [floats in -1..1], "sample_rate": 16000}``.
 
     A bare string is read as base64 (a ``data:audio/...;base64,`` prefix is allowed). Paths
-    are read only under the service's ``allowed_roots``.
+    are read only under the service's ``allowed_roots``. Raw samples are mono, at one of
+    ``RAW_SAMPLE_RATES``, within the route's duration limits (``serve/audio_input.py``).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     base64: str | None = None
     path: str | None = None
+    samples: list[float] | None = None
+    sample_rate: int | None = None  # of `samples` (required with them)
     _raw: bytes | None = PrivateAttr(None)  # a multipart upload's bytes
 
     @model_validator(mode="before")
@@ -198,13 +210,16 @@ class AudioSource(BaseModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> AudioSource:
-        if self._raw is None and (self.base64 is None) == (self.path is None):
-            raise ValueError("give exactly one of 'base64' or 'path'")
+        given = [f for f in ("base64", "path", "samples") if getattr(self, f) is not None]
+        if self._raw is None and len(given) != 1:
+            raise ValueError("give exactly one of 'base64', 'path' or 'samples'")
+        if (self.samples is None) != (self.sample_rate is None):
+            raise ValueError("'sample_rate' goes with 'samples' (and only with them)")
         return self
 
     @classmethod
     def from_upload(cls, data: bytes) -> AudioSource:
-        src = cls.model_construct(base64=None, path=None)
+        src = cls.model_construct(base64=None, path=None, samples=None, sample_rate=None)
         src._raw = data
         return src
 
@@ -301,6 +316,7 @@ class GalleryRequest(_Req):
 class ErrorBody(BaseModel):
     code: str
     message: str
+    request_id: str | None = None  # 5xx only: quote it; the server log has the details
 
 
 class ErrorResponse(BaseModel):

@@ -27,6 +27,7 @@ from fastapi import Request
 from datasets.manifests import ManifestError, scan_tree
 from serve import schemas as S
 from serve.audio_input import resolve_allowed_path
+from serve.auth import audit
 from serve.context import ServeContext
 from serve.errors import ERRORS, ServiceError, request_body
 from serve.http import app
@@ -94,6 +95,11 @@ async def _store_model_id(ctx: ServeContext) -> str:
     return model_id
 
 
+def _who(request: Request) -> str | None:
+    """The name of the API key that made ``request`` (``serve/http.py``'s ``authorize``)."""
+    return getattr(request.state, "key_name", None)
+
+
 def check_group(ctx: ServeContext, group: str) -> None:
     """``UnknownGroupError`` (404) unless the store has ``group``."""
     if not any(g.get("name") == group for g in ctx.store.list_groups()):
@@ -155,8 +161,10 @@ class SpeakerRoutes:
                     422, "unknown_model", f"model {req.model!r} is not one of {sorted(models)}"
                 )
             await _check_store_model(self.ctx, models[req.model]["model_id"])
+            audit(_who(request), "set model", old=self.ctx.embedding.active, new=req.model)
             self.ctx.embedding.active = req.model
         if req.threshold is not None:
+            audit(_who(request), "set threshold", old=self.ctx.threshold, new=req.threshold)
             self.ctx.threshold = req.threshold
         return await self._config()
 
@@ -287,8 +295,9 @@ class SpeakerRoutes:
         return _speaker_out(self.ctx.store.get(speaker_id))
 
     @app.delete("/speakers/{speaker_id}", response_model=S.DeleteResponse, responses=ERRORS)
-    async def delete_speaker(self, speaker_id: str) -> S.DeleteResponse:
+    async def delete_speaker(self, speaker_id: str, request: Request) -> S.DeleteResponse:
         self.ctx.store.delete(speaker_id)
+        audit(_who(request), "deleted speaker", speaker_id=speaker_id)
         return S.DeleteResponse(deleted=speaker_id)
 
     @app.post(
@@ -350,6 +359,7 @@ class SpeakerRoutes:
         """Enroll every speaker folder of a server-side tree, or a job's speakers.parquet."""
         req = await self.ctx.parse(request, S.ImportRequest)
         path = resolve_allowed_path(req.path, self.ctx.roots)
+        audit(_who(request), "import", path=req.path, group=req.group)
         model_id = await _store_model_id(self.ctx)
         if path.is_file() and path.suffix == ".parquet":
             speakers = self.ctx.store.import_speakers_parquet(
@@ -428,6 +438,7 @@ class SpeakerRoutes:
         speakers = self.ctx.store.import_gallery(
             req.labels, emb, group=req.group, model_id=model_id
         )
+        audit(_who(request), "import gallery", group=req.group, speakers=len(req.labels))
         return _import_response(req.group, "gallery", speakers)
 
 

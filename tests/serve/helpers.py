@@ -1,5 +1,9 @@
 """Shared by the Serve test modules: a real app on a free loopback port, its arguments, request
-bodies, and the checks of an answer."""
+bodies, and the checks of an answer.
+
+Auth lives here, in one place: every app these helpers configure reads ``<root>/keys.json``
+with one key per scope (``KEYS``), and :func:`http_client` sends the admin key unless told
+otherwise."""
 
 from __future__ import annotations
 
@@ -15,15 +19,21 @@ import httpx
 import numpy as np
 import soundfile as sf
 
+from serve.auth import hash_key, new_key
+
 ONE_REPLICA = {"min_replicas": 1, "max_replicas": 1}
+# One key per scope for this test session (only their hashes are written to keys.json).
+KEYS = {scope: new_key() for scope in ("read", "enroll", "admin")}
 PRODUCT = {"num_cpus": 0, "autoscaling": ONE_REPLICA}  # an optional product deployment's settings
 
 
 def app_args(checkpoint: str | Path, root: Path, **overrides: Any) -> dict[str, Any]:
     """``build_app`` arguments for the 2-CPU test cluster: one replica of each deployment at
     ``num_cpus=0``, enrollments in ``<root>/speakers.db``, 0.5-5 s clips, 1 MB bodies;
-    ``overrides`` add products (``PRODUCT`` settings) or change the limits."""
+    ``overrides`` add products (``PRODUCT`` settings) or change the limits. Writes the key file
+    (``KEYS``) beside the database."""
     return {
+        "api_keys_file": str(write_keys(root)),
         "checkpoint": str(checkpoint),
         "db": str(root / "speakers.db"),
         "min_seconds": 0.5,
@@ -34,6 +44,23 @@ def app_args(checkpoint: str | Path, root: Path, **overrides: Any) -> dict[str, 
         "ingress_num_cpus": 0,
         **overrides,
     }
+
+
+def write_keys(root: Path) -> Path:
+    """``<root>/keys.json`` holding the hashes of ``KEYS``, each key named after its scope."""
+    from serve.keys import write_key_file
+
+    path = root / "keys.json"
+    records = {s: {"hash": hash_key(k), "scopes": [s]} for s, k in KEYS.items()}
+    write_key_file(path, records)
+    return path
+
+
+def http_client(port: int, key: str | None = KEYS["admin"], timeout: float = 60) -> httpx.Client:
+    """A client of the app on loopback ``port`` sending ``Authorization: Bearer <key>``
+    (``key=None``: no header)."""
+    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+    return httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout, headers=headers)
 
 
 def expect_ok(r: httpx.Response) -> dict:
@@ -82,7 +109,7 @@ def running_app(args: dict[str, Any], name: str, timeout: float = 60) -> Iterato
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(args), name=name, route_prefix="/")
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as c:
+        with http_client(port, timeout=timeout) as c:
             yield c
     finally:
         serve.delete(name)

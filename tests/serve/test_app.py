@@ -12,14 +12,13 @@ from __future__ import annotations
 import io
 import time
 
-import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from tests.serve.helpers import app_args, b64, expect_error, expect_ok, free_port
+from tests.serve.helpers import app_args, b64, expect_error, expect_ok, free_port, http_client
 
 pytestmark = pytest.mark.ray
 
@@ -98,7 +97,7 @@ def client(ray_cluster, files):
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     _start(files)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+    with http_client(port) as c:
         yield c
     serve.delete(APP)
     serve.shutdown()

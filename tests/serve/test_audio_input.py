@@ -123,9 +123,8 @@ def _service_error(body: bytes, ctype: str | None, model=VerifyRequest, **kw) ->
 
 
 def test_parse_request_errors():
-    for ctype in ("application/json", None):
-        err = _service_error(b"", ctype)
-        assert (err.status, err.code) == (400, "empty_body")
+    err = _service_error(b"", "application/json")
+    assert (err.status, err.code) == (400, "empty_body")
     err = _service_error(b"{not json", "application/json")
     assert (err.status, err.code) == (400, "invalid_json")
     with pytest.raises(ValidationError, match="audio_b"):

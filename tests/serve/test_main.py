@@ -47,3 +47,12 @@ def test_malformed_product_arguments_are_refused():
         parse_args(["--checkpoint", "spk.pt", "--codec", "no-equals-sign"])
     with pytest.raises(SystemExit):
         parse_args(["--checkpoint", "spk.pt", "--diarization-set", "=1"])
+
+
+def test_loopback_by_default_and_keyless_only_there():
+    ns, args = parse_args(["--checkpoint", "spk.pt", "--api-keys-file", "k.json"])
+    assert ns.host == "127.0.0.1" and args["auth"] == "keys" and args["api_keys_file"] == "k.json"
+    _, dev = parse_args(["--checkpoint", "spk.pt", "--no-auth"])
+    assert dev["auth"] == "disabled"
+    with pytest.raises(SystemExit):
+        parse_args(["--checkpoint", "spk.pt", "--no-auth", "--host", "0.0.0.0"])

@@ -45,8 +45,28 @@ def test_build_app_takes_a_model_name_and_fetches_it_in_the_driver(tmp_path, mon
     with HubServer() as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         hub.state.files[("hf", repo, "main", "avg_model.pt")] = buf.getvalue()
-        build_app({"checkpoint": f"hf:{repo}", "db": str(tmp_path / "s.db")})
+        build_app({"checkpoint": f"hf:{repo}", "db": str(tmp_path / "s.db"), "auth": "disabled"})
         assert hub.state.total > 0
         assert list((tmp_path / "cache" / "checkpoints").glob("*.pt"))
     with pytest.raises(FileNotFoundError, match="model name"):
         build_app({"checkpoint": str(tmp_path / "missing.pt"), "db": str(tmp_path / "s.db")})
+
+
+def test_no_keys_refuses_to_start_and_the_shipped_bind_is_loopback(tmp_path, monkeypatch):
+    """A service holding voiceprints never starts open by accident: no keys -> refused; keyless
+    only by asking (``auth: disabled``); the shipped config listens on loopback."""
+    pytest.importorskip("ray")
+    from serve.app import api_keys
+    from serve.auth import ENV_VAR, hash_key
+    from serve.schemas import AppArgs
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    with pytest.raises(ValueError, match="no API keys"):
+        api_keys(AppArgs(checkpoint="x.pt"))
+    assert api_keys(AppArgs(checkpoint="x.pt", auth="disabled")) is None
+    monkeypatch.setenv(ENV_VAR, f'{{"ops": {{"hash": "{hash_key("k")}", "scopes": ["read"]}}}}')
+    (key,) = api_keys(AppArgs(checkpoint="x.pt"))
+    assert key.name == "ops"
+    cfg = yaml.safe_load(CONFIG.read_text())
+    assert cfg["http_options"]["host"] == "127.0.0.1"
+    assert cfg["applications"][0]["args"]["cors_origins"] == []
