@@ -102,6 +102,25 @@ def real_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible server (moto, server mode) on loopback for the session; the AWS
+    variables point at it while it runs (``tests/s3_server.py``)."""
+    pytest.importorskip("moto")
+    from tests.s3_server import s3_server
+
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint) -> str:
+    """``s3://<a new bucket>`` on the session's S3 server."""
+    from tests.s3_server import new_bucket
+
+    return new_bucket(s3_endpoint)
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray cluster (2 CPUs) shared by every ``ray`` test of the session."""
     ray = pytest.importorskip("ray")
