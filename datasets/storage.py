@@ -195,6 +195,34 @@ def fetch(location: str | os.PathLike, cache: str | os.PathLike | None = None) -
     return local
 
 
+def mirror(location: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
+    """A local copy of a file or folder: the path itself when local; for a URI a folder in
+    ``$VOXRAY_CACHE/storage/`` named after it, holding every file under it (a shard folder
+    with its ``manifest.json``, an audio tree). Files whose size matches are not downloaded
+    again, so a rerun, or a second job on the same node, reads the cache."""
+    if is_local(location):
+        return local_path(location)
+    if is_file(location):
+        return fetch(location, cache)
+    names = list_files(location)
+    if not names:
+        raise FileNotFoundError(f"{os.fspath(location)} holds no files")
+    digest = hashlib.sha256(os.fspath(location).encode()).hexdigest()[:16]
+    root = Path(cache if cache is not None else cache_root() / "storage") / digest
+    fs, base = resolve(location)
+    fetched = 0
+    for name in names:
+        local = root / name
+        size = fs.get_file_info(f"{base.rstrip('/')}/{name}").size
+        if not (local.is_file() and local.stat().st_size == size):
+            download_file(join(location, name), local)
+            fetched += 1
+    log.info(
+        "%s: %d of %d file(s) downloaded into %s", os.fspath(location), fetched, len(names), root
+    )
+    return root
+
+
 @contextmanager
 def staged_output(location: str | os.PathLike) -> Iterator[Path]:
     """A local folder a job writes its results into: ``location`` itself when it is local
