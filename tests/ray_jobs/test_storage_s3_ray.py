@@ -64,9 +64,11 @@ def test_train_to_s3_resumes_after_worker_kill_then_evaluate_and_extract_read_it
 
     capsys.readouterr()
     argv = ["--checkpoint", f"{run}/model.pt", "--data-root", str(synth_tree), "--json"]
-    assert evaluate(argv) == 0
+    assert evaluate([*argv, "--report", f"{run}/eval"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert 0.0 <= ev["eer"] <= 1.0 and ev["num_trials"] > 0
+    assert json.loads(storage.read_text(f"{run}/eval/result.json"))["eer"] == ev["eer"]
+    assert "scores.tsv" in storage.list_files(f"{run}/eval")
 
     from ray_jobs.extract.cli import main as extract
 
