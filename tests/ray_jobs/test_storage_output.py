@@ -11,7 +11,6 @@ from datasets import storage
 from datasets.audio import write_audio
 from datasets.hdf5_shards import load_manifest, read_all
 from ray_jobs.pack.cli import main as pack
-from ray_jobs.storage import SHARED_MOUNTS_ENV, check_output
 
 
 def test_pack_to_s3_and_read_the_shards_back(s3_bucket, tmp_path, capsys):
@@ -34,6 +33,8 @@ def test_pack_to_s3_and_read_the_shards_back(s3_bucket, tmp_path, capsys):
 
 
 def test_where_an_output_may_go(tmp_path, monkeypatch):
+    from ray_jobs.storage import SHARED_MOUNTS_ENV, check_output, on_shared_mount  # imports ray
+
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     check_output("s3://bucket/runs/x")  # a URI: always
     check_output(tmp_path / "run")  # a local folder with a local (single-node) cluster
@@ -45,7 +46,5 @@ def test_where_an_output_may_go(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="cannot open storage"):
         check_output("nope://bucket/x")
     monkeypatch.setenv(SHARED_MOUNTS_ENV, str(tmp_path / "shared"))
-    from ray_jobs.storage import on_shared_mount
-
     assert on_shared_mount(tmp_path / "shared" / "runs" / "x")
     assert not on_shared_mount(tmp_path / "sharedx")
