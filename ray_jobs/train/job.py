@@ -83,6 +83,8 @@ def run_folder(output: str | Path) -> tuple[str, Path]:
     remote = storage.join(location, EXPERIMENT_FILE)
     if storage.exists(remote):
         storage.download_file(remote, work / EXPERIMENT_FILE)
+    else:  # the stored run is what counts: a copy left by an earlier, deleted run is not
+        (work / EXPERIMENT_FILE).unlink(missing_ok=True)
     return location, work
 
 
@@ -153,6 +155,7 @@ def run_training(
     """
     check_output(output)  # a local folder on a multi-node cluster is refused before any work
     location, output = run_folder(output)  # output: the local folder (staging for a URI)
+    output.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     record_experiment(output, exp, resuming=resume or resume_from is not None)
     if location != str(output):
