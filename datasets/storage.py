@@ -14,6 +14,11 @@ own ``?endpoint_override=...&scheme=http`` query; for GCS Google's application-d
 credentials. pyarrow covers every operation here, so fsspec is not used. Ray Train takes the
 same ``(filesystem, path)`` pair (``RunConfig(storage_path=..., storage_filesystem=...)``).
 
+Shards and checkpoints are read from a local copy (``fetch``/``mirror``), not through a remote
+file object: h5py accepts pyarrow's file objects, but reads a shard in many small ranged GETs;
+on loopback moto a 12 MB shard of 128 utterances took 1.9 s that way and 0.12 s downloaded and
+read locally (median of 3), a gap a real network only widens.
+
 Writes are atomic-ish per file: on a local or mounted filesystem a temporary sibling is renamed
 over the target (``os.replace``); on an object store one upload is one object, which appears
 whole or not at all, so readers never see half a file either way.
