@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from datasets import storage
 from models.hub import resolve_checkpoint
 
 log = logging.getLogger("ray_jobs")
@@ -29,11 +30,14 @@ def configure_cli_logging(level: int = logging.INFO) -> None:
 
 def existing_checkpoint(path: str | Path, hint: str = "") -> Path:
     """``--checkpoint`` as the :class:`Path` of a voxray checkpoint, checked before any work
-    starts: a file, or a published model by name (``modelscope:``, ``hf:``, ``pip:``), which is
+    starts: a file, a URI (``s3://bucket/run/model.pt``, fetched into the cache), or a
+    published model by name (``modelscope:``, ``hf:``, ``pip:``), which is
     downloaded and converted here, once (``models.hub``). A ``FileNotFoundError`` naming it (and
     ``hint``, what to give instead) when it is neither; a ``HubError`` (a ``ValueError``) when a
     named model cannot be fetched."""
     try:
+        if storage.is_uri(path):  # s3://bucket/run/model.pt: a cached local copy
+            return storage.fetch(path)
         return resolve_checkpoint(path)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{exc}" + (f"; {hint}" if hint else "")) from exc

@@ -102,15 +102,35 @@ def real_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """One local Ray cluster (2 CPUs) shared by every ``ray`` test of the session."""
+def s3_endpoint():
+    """A real S3-compatible server (moto, server mode) on loopback for the session; the AWS
+    variables point at it while it runs (``tests/s3_server.py``)."""
+    pytest.importorskip("moto")
+    from tests.s3_server import s3_server
+
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint) -> str:
+    """``s3://<a new bucket>`` on the session's S3 server."""
+    from tests.s3_server import new_bucket
+
+    return new_bucket(s3_endpoint)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_endpoint):
+    """One local Ray cluster (2 CPUs) shared by every ``ray`` test of the session. Its workers
+    get the AWS variables of the session's S3 server (``s3_endpoint``), as the nodes of a real
+    cluster get theirs from their environment or instance profile."""
+    from tests.s3_server import aws_env
+
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(
-            num_cpus=2,
-            runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}},
-            log_to_driver=False,
-        )
+        env = {"PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", **aws_env(s3_endpoint)}
+        ray.init(num_cpus=2, runtime_env={"env_vars": env}, log_to_driver=False)
     yield ray
     ray.shutdown()
 

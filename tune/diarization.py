@@ -27,16 +27,18 @@ import numpy as np
 import yaml
 from ray import tune
 
+from datasets import storage
 from datasets.audio import load_audio
 from datasets.ray_data import init_ray
 from models.calibration import eer_threshold, read_calibration
 from models.checkpoint import read_checkpoint
 from models.config import ConfigError
-from models.hub import resolve_checkpoint
 from models.pipelines.diarize import Diarizer, diarization_config
 from models.pipelines.speaker import SpeakerEmbedder
 from models.pipelines.vad import SileroVAD
+from ray_jobs.cli import existing_checkpoint
 from ray_jobs.diarize.core import der_report, list_inputs, load_references
+from ray_jobs.storage import check_output
 from tune.spaces import example_values
 from tune.tuner import fit_sweep
 
@@ -151,7 +153,7 @@ def run_diarization_sweep(
 ) -> dict[str, Any]:
     """Sweep ``space`` (``{dotted key: sampler spec}``) on the dev set; returns the summary
     (``kind``, ``metric``, ``mode``, ``best``, ``trials``) also written to ``sweep.json``."""
-    output = Path(output)
+    check_output(output)  # a folder or a URI (s3://...); local on a multi-node cluster: refused
     base = _overrides_dict(overrides)
     # every key must fit DiarizationConfig: fail in the driver, before any trial starts
     try:
@@ -160,7 +162,7 @@ def run_diarization_sweep(
         raise ConfigError(f"search space does not fit DiarizationConfig: {exc}") from exc
     if metric not in ("der", "missed", "false_alarm", "confusion"):
         raise ValueError(f"metric {metric!r}: use der, missed, false_alarm or confusion")
-    path = resolve_checkpoint(checkpoint)  # a file or a published model by name
+    path = existing_checkpoint(checkpoint)  # a file, a URI or a published model by name
     ckpt = read_checkpoint(path)
     probe = SpeakerEmbedder.from_checkpoint(path)
     sample_rate = probe.sample_rate
@@ -170,7 +172,6 @@ def run_diarization_sweep(
     if not any(k == "vad" or k.startswith("vad.") for k in space):
         vad = SileroVAD(diarization_config(base).vad)
         regions = {f["uri"]: vad(f["wav"], sample_rate) for f in files}
-    output.mkdir(parents=True, exist_ok=True)
     init_ray()
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -191,6 +192,10 @@ def run_diarization_sweep(
         seed=seed,
     )
     best = {**base, **summary["best"]["config"]}
-    (output / "best_config.yaml").write_text(yaml.safe_dump(best, sort_keys=True))
-    (output / "best_config.json").write_text(json.dumps(best, indent=2, sort_keys=True))
+    storage.write_text(
+        storage.join(output, "best_config.yaml"), yaml.safe_dump(best, sort_keys=True)
+    )
+    storage.write_text(
+        storage.join(output, "best_config.json"), json.dumps(best, indent=2, sort_keys=True)
+    )
     return summary

@@ -42,11 +42,13 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from datasets import storage
 from datasets.ray_data import init_ray
 from datasets.ray_env import REPO_ROOT
 from models.config import ConfigError
 from models.registry import resolve_task
 from ray_jobs.cli import USER_ERRORS, configure_cli_logging, run_main, user_error
+from ray_jobs.storage import check_output
 from ray_jobs.train.data import build_train_data
 from ray_jobs.train.experiment import (
     ExperimentConfig,
@@ -110,7 +112,7 @@ def validate_space(base: dict[str, Any], space: dict[str, Any]) -> None:
 def train_trial(config: dict[str, Any], *, base: dict[str, Any], root: str) -> None:
     """One Tune trial: the training job with this trial's overrides (a Tune function)."""
     exp = load_experiment(base=base, overrides=config)
-    trial_dir = Path(root) / "trials" / tune.get_context().get_trial_name()
+    trial_dir = storage.join(root, "trials", tune.get_context().get_trial_name())
     run_training(exp, trial_dir, callbacks=[TuneReportCallback()])
 
 
@@ -127,17 +129,21 @@ def run_train_sweep(
     max_concurrent: int = 1,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Sweep ``space`` over the experiment dict ``base``; returns the summary in sweep.json."""
-    output = Path(output).resolve()
-    output.mkdir(parents=True, exist_ok=True)
+    """Sweep ``space`` over the experiment dict ``base``; returns the summary in sweep.json.
+    ``output`` is a folder or a URI (``s3://bucket/sweeps/x``): the trials' runs and Tune's
+    results go there; the data is packed in a local folder (the output's own, or one named
+    after the URI), once per node."""
+    check_output(output)  # a local folder on a multi-node cluster is refused before any work
+    output = str(output) if storage.is_uri(output) else storage.local_path(output)
+    pack_root = storage.stage_dir(output, "sweep")
     base = copy.deepcopy(base)
-    base.setdefault("data", {})["pack_dir"] = str(output / "data")
+    base.setdefault("data", {})["pack_dir"] = str(pack_root / "data")
     validate_space(base, space)
     exp = experiment_from_dict(base)
     default_metric, default_mode = resolve_task(exp.task.name)[0].cls.sweep_metric
     metric, mode = metric or default_metric, mode or default_mode
     # Pack once in the driver; the trials find finished shards (packing is resumable).
-    data = build_train_data(exp, output / "data")
+    data = build_train_data(exp, pack_root / "data")
     if metric.startswith("val_") and data.val is None:
         raise ConfigError(
             f"the sweep ranks trials by {metric}, which needs validation data every epoch: set "
@@ -202,7 +208,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_cli_logging()
-    output = Path(args.output or REPO_ROOT / "runs" / f"sweep-{args.kind}")
+    output = args.output or str(REPO_ROOT / "runs" / f"sweep-{args.kind}")  # a path or a URI
     try:
         if args.kind == "train":
             base = experiment_dict(

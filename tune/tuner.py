@@ -13,6 +13,7 @@ from typing import Any
 
 from ray import tune
 
+from datasets import storage
 from tune.spaces import to_param_space
 
 log = logging.getLogger("tune.tuner")
@@ -21,7 +22,7 @@ log = logging.getLogger("tune.tuner")
 def fit_sweep(
     trainable: Any,
     space: dict[str, Any],
-    output: Path,
+    output: str | Path,
     *,
     kind: str,
     metric: str,
@@ -34,7 +35,8 @@ def fit_sweep(
     """The sweep every kind runs: seeded random/grid search over ``space``, Tune's results under
     ``<output>/tune``; returns the summary, also written to ``<output>/sweep.json``. The search
     algorithm carries the concurrency limit: Tune applies ``max_concurrent_trials`` only to the
-    search algorithms it builds itself."""
+    search algorithms it builds itself. ``output`` is a folder or a URI (``s3://...``)."""
+    results_fs, results_path = storage.resolve(storage.join(output, "tune"))
     tuner = tune.Tuner(
         trainable,
         param_space=to_param_space(space),
@@ -47,12 +49,16 @@ def fit_sweep(
                 random_state=seed, max_concurrent=max_concurrent
             ),
         ),
-        run_config=tune.RunConfig(name="sweep", storage_path=str(Path(output).resolve() / "tune")),
+        run_config=tune.RunConfig(
+            name="sweep", storage_path=results_path, storage_filesystem=results_fs
+        ),
     )
     return summarize(tuner.fit(), metric, mode, output, kind=kind)
 
 
-def summarize(results: Any, metric: str, mode: str, output: Path, kind: str) -> dict[str, Any]:
+def summarize(
+    results: Any, metric: str, mode: str, output: str | Path, kind: str
+) -> dict[str, Any]:
     trials = []
     for r in results:
         m = dict(r.metrics or {})
@@ -69,9 +75,11 @@ def summarize(results: Any, metric: str, mode: str, output: Path, kind: str) -> 
         )
     scored = [t for t in trials if t[metric] is not None and not t["error"]]
     if not scored:
-        raise RuntimeError(f"no trial reported {metric!r}; see {output / 'tune'}")
+        raise RuntimeError(f"no trial reported {metric!r}; see {storage.join(output, 'tune')}")
     best = (min if mode == "min" else max)(scored, key=lambda t: t[metric])
     summary = {"kind": kind, "metric": metric, "mode": mode, "best": best, "trials": trials}
-    (output / "sweep.json").write_text(json.dumps(summary, indent=2, default=str))
+    storage.write_text(
+        storage.join(output, "sweep.json"), json.dumps(summary, indent=2, default=str)
+    )
     log.info("best %s = %s with %s", metric, best[metric], best["config"])
     return summary

@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 import ray
 
+from datasets import storage
 from datasets.ray_data import init_ray
 from models.calibration import eer_threshold, read_calibration
 from models.checkpoint import read_checkpoint
 from models.config import to_dict
-from models.hub import resolve_checkpoint
 from models.pipelines.diarize import DiarizationConfig, Diarizer, diarization_config
 from models.pipelines.speaker import SpeakerEmbedder
+from ray_jobs.cli import existing_checkpoint
 from ray_jobs.diarize.core import (
     DiarizeJobError,
     diarize_rows,
@@ -37,6 +38,7 @@ from ray_jobs.diarize.core import (
     write_der,
     write_outputs,
 )
+from ray_jobs.storage import check_output
 
 log = logging.getLogger("ray_jobs.diarize.job")
 
@@ -90,8 +92,9 @@ def diarize(
 ) -> dict[str, Any]:
     """Diarize ``rows`` (from :func:`diarize_core.list_inputs`) on the Ray cluster into
     ``output``; returns the summary (counts, failures, and the DER totals with references)."""
-    try:  # a file, or a published model by name (fetched once, here in the driver)
-        checkpoint = resolve_checkpoint(checkpoint)
+    check_output(output)  # a local folder on a multi-node cluster is refused before any work
+    try:  # a file, a URI or a published model by name (fetched once, here in the driver)
+        checkpoint = existing_checkpoint(checkpoint)
     except FileNotFoundError as exc:
         raise DiarizeJobError(f"--checkpoint: {exc}") from exc
     bounds = speaker_bounds(num_speakers, min_speakers, max_speakers)
@@ -116,10 +119,11 @@ def diarize(
         num_cpus=cpus_per_actor,
     )  # fmt: skip
     done = list(ds.iter_rows())
-    summary = write_outputs(done, output)
-    hyps = summary.pop("hypotheses")
-    if reference_rttm is not None:
-        report = write_der(output, hyps, reference_rttm, collar=collar, uem_path=uem)
-        summary["der"] = report["total"]
+    with storage.staged_output(output) as out:  # a URI's files are uploaded when all are written
+        summary = write_outputs(done, out)
+        hyps = summary.pop("hypotheses")
+        if reference_rttm is not None:
+            report = write_der(out, hyps, reference_rttm, collar=collar, uem_path=uem)
+            summary["der"] = report["total"]
     log.info("diarized %d files, %d failed", summary["num_diarized"], summary["num_failed"])
     return summary

@@ -33,11 +33,13 @@ from typing import Any
 
 import ray
 
+from datasets import storage
 from datasets.manifests import Utterance
 from datasets.ray_data import init_ray
 from models.checkpoint import read_checkpoint
 from models.features import FrontEndConfig
 from models.pipelines.speaker import SpeakerEmbedder
+from ray_jobs.cli import existing_checkpoint
 from ray_jobs.extract.core import (
     Stream,
     embed_rows,
@@ -46,6 +48,7 @@ from ray_jobs.extract.core import (
     run_extraction,
 )
 from ray_jobs.extract.output import Batch, ExtractError, OutputState, open_output
+from ray_jobs.storage import check_output
 
 log = logging.getLogger("ray_jobs.extract.job")
 
@@ -147,6 +150,11 @@ def extract(
     summary. Resumes from ``output``'s parts; refuses an ``output`` made by another model."""
     if batch_size < 1:
         raise ExtractError(f"--batch-size must be >= 1, got {batch_size}")
+    check_output(output)  # a local folder on a multi-node cluster is refused before any work
+    checkpoint = existing_checkpoint(checkpoint)  # a URI (s3://.../model.pt): a cached copy
+    location = output
+    if storage.is_uri(output):  # parts and results are staged here, then uploaded
+        output = storage.stage_dir(output, "extract")
     embedder = SpeakerEmbedder.from_checkpoint(checkpoint)
     ckpt = read_checkpoint(checkpoint)
     state = OutputState(
@@ -157,7 +165,13 @@ def extract(
         ckpt, embedder.model_id, embedder.fbank_cfg, batch_size=batch_size, num_gpus=num_gpus,
         num_actors=num_actors, cpus_per_actor=cpus_per_actor,
     )  # fmt: skip
-    return run_extraction(utterances, output, state, stream, formats=formats, part_rows=part_rows)
+    summary = run_extraction(
+        utterances, output, state, stream, formats=formats, part_rows=part_rows
+    )
+    if storage.is_uri(location):
+        names = storage.upload_tree(output, location)
+        log.info("uploaded %d file(s) of %s to %s", len(names), output, location)
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------

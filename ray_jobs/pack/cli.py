@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
+from datasets import storage
 from datasets.audio import AudioError
 from datasets.hdf5_shards import ShardError, load_manifest, pack_shards
 from datasets.manifests import (
@@ -84,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         return user_error("--sample-rate and --utts-per-shard must be positive")
     try:
         utts = collect(args)
+        # a URI (s3://bucket/shards/vox): packed in a local folder named after it (resumable
+        # there), then uploaded; training reads it back with --data-root s3://...
+        local = storage.stage_dir(args.output, "pack")
         path = pack_shards(
             utts,
-            args.output,
+            local,
             sample_rate=args.sample_rate,
             kind=args.kind,
             utts_per_shard=args.utts_per_shard,
@@ -95,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
         )
         manifest = load_manifest(path)
+        if storage.is_uri(args.output):
+            storage.upload_tree(local, args.output)
+            path = storage.join(args.output, Path(path).name)
     except (AudioError, ManifestError, ShardError, OSError) as exc:
         return user_error(exc)
     print(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from datasets.ray_env import REPO_ROOT
 from models.config import ConfigError
@@ -49,7 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="val_root",
         help="labelled tree held out of training for the val metrics and report (sets data.val)",
     )
-    p.add_argument("--output", help="output directory (default runs/<name>)")
+    p.add_argument(
+        "--output",
+        help="where the run's checkpoints, model.pt, report and logs go: a folder, or a URI "
+        "(s3://bucket/prefix, gs://...); required on a multi-node cluster (default runs/<name>)",
+    )
     p.add_argument(
         "--max-minutes", type=float, help="wall-clock training budget (train.max_minutes)"
     )
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         exp = load_experiment(args.config, args.overrides, flags=flags)
     except USER_ERRORS as exc:  # unknown keys, names or values: ConfigError is a ValueError
         return user_error(exc)
-    output = Path(args.output or REPO_ROOT / "runs" / exp.name)
+    output = args.output or REPO_ROOT / "runs" / exp.name  # a path or a URI (s3://...)
     try:
         report = run_cross_validation(exp, output) if args.cv else run_training(exp, output)
     except (ValueError, FileNotFoundError) as exc:  # bad data; a KeyError here is a bug

@@ -34,14 +34,18 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
+from datasets import storage
 from models.checkpoint import atomic_write, read_checkpoint
 from models.config import ConfigError
 from models.registry import resolve_task
+from ray_jobs.storage import check_output
 from ray_jobs.train.data import build_train_data
 from ray_jobs.train.experiment import ExperimentConfig, experiment_from_dict
 from ray_jobs.train.logbook import CSV_NAME, CURVES_NAME, TB_DIR, pick_best
 from ray_jobs.train.loop import TrainLoop
 from ray_jobs.train.resume import (
+    EXPERIMENT_FILE,
+    RESULTS_DIR,
     record_experiment,
     resume_experiment,
     run_experiment,
@@ -58,17 +62,35 @@ def use_gpu(exp: ExperimentConfig) -> bool:
     return exp.train.use_gpu == "yes"
 
 
-def latest_checkpoint(storage: str | Path) -> ray.train.Checkpoint | None:
+def latest_checkpoint(folder: str | Path) -> ray.train.Checkpoint | None:
     """The latest checkpoint of a Ray Train run folder (a path or URI), or None."""
+    fs, path = storage.resolve(folder)
     try:
-        return ray.train.Result.from_path(str(storage)).checkpoint
+        return ray.train.Result.from_path(path, storage_filesystem=fs).checkpoint
     except RuntimeError:  # no such folder, or no checkpoint reported yet
         return None
 
 
+def run_folder(output: str | Path) -> tuple[str, Path]:
+    """``--output`` -> ``(location, local folder)``: a local path is both (absolute); for a URI
+    (``s3://bucket/run``) the local folder is where the driver packs data and stages files
+    before they are uploaded, and holds a copy of the run's ``experiment.yaml``."""
+    if storage.is_local(output):
+        path = storage.local_path(output)
+        return str(path), path
+    location = str(output).rstrip("/")
+    work = storage.stage_dir(location, "run")
+    remote = storage.join(location, EXPERIMENT_FILE)
+    if storage.exists(remote):
+        storage.download_file(remote, work / EXPERIMENT_FILE)
+    else:  # the stored run is what counts: a copy left by an earlier, deleted run is not
+        (work / EXPERIMENT_FILE).unlink(missing_ok=True)
+    return location, work
+
+
 def open_run(
     source: str, overrides: list[str] | None = None, output: str | Path | None = None
-) -> tuple[ExperimentConfig, Path, ray.train.Checkpoint | None]:
+) -> tuple[ExperimentConfig, str | Path, ray.train.Checkpoint | None]:
     """What ``--resume SOURCE`` continues: ``(experiment, output folder, checkpoint)``.
 
     ``source`` is a run folder (an earlier ``--output``, holding ``experiment.yaml``) or the
@@ -76,14 +98,14 @@ def open_run(
     ``s3://bucket/runs/x/ray_results/NAME``; its checkpoints carry the experiment; ``output``
     is then required). The checkpoint is None for a run stopped before its first one.
     """
-    saved = None if "://" in source else run_experiment(Path(source))
+    location, work = run_folder(source)
+    saved = run_experiment(work)
     if saved is not None:
-        folder = Path(source).resolve()
         exp = resume_experiment(saved, overrides, source)
-        ckpt = latest_checkpoint(storage_folder(folder, experiment_from_dict(saved)))
+        ckpt = latest_checkpoint(storage_folder(location, experiment_from_dict(saved)))
         if ckpt is None:
             log.warning("%s has no checkpoint yet: the run starts from its beginning", source)
-        return exp, Path(output).resolve() if output else folder, ckpt
+        return exp, output or location, ckpt
     ckpt = latest_checkpoint(source)
     if ckpt is None:
         raise ConfigError(
@@ -94,7 +116,7 @@ def open_run(
         raise ConfigError(f"--resume {source} (a storage folder) needs --output for the run")
     with ckpt.as_directory() as d:
         saved = read_checkpoint(Path(d) / "model.pt")["meta"]["experiment"]
-    return resume_experiment(saved, overrides, source), Path(output).resolve(), ckpt
+    return resume_experiment(saved, overrides, source), output, ckpt
 
 
 def _position(ckpt: ray.train.Checkpoint) -> tuple[int, int]:
@@ -131,13 +153,16 @@ def run_training(
     (the same command run again) continues from its latest one; ``output`` holding a run of
     another experiment is refused unless resuming.
     """
-    output = Path(output).resolve()
+    check_output(output)  # a local folder on a multi-node cluster is refused before any work
+    location, output = run_folder(output)  # output: the local folder (staging for a URI)
     output.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     record_experiment(output, exp, resuming=resume or resume_from is not None)
-    start = latest_checkpoint(storage_folder(output, exp)) or resume_from
+    if location != str(output):
+        storage.upload_file(output / EXPERIMENT_FILE, storage.join(location, EXPERIMENT_FILE))
+    start = latest_checkpoint(storage_folder(location, exp)) or resume_from
     if start is not None and resume_from is None:
-        log.info("%s already holds checkpoints of this experiment: continuing it", output)
+        log.info("%s already holds checkpoints of this experiment: continuing it", location)
     data = build_train_data(exp, output)  # Ray-free preparation first, then init_ray()
     if data.task_config:
         exp_dict = exp.to_dict()
@@ -167,7 +192,8 @@ def run_training(
             )
         log.warning("no validation data: %s is not reported and model.pt is the last epoch", metric)
     gpu = use_gpu(exp)
-    run_id = hashlib.sha1(str(output).encode()).hexdigest()[:12]
+    run_id = hashlib.sha1(location.encode()).hexdigest()[:12]
+    results_fs, results_path = storage.resolve(storage.join(location, RESULTS_DIR))
     batches_per_epoch = steps_per_epoch * exp.train.grad_accum
     start_batch = 0  # where the single-pass training data starts, in batches per worker
     if start is not None:
@@ -186,7 +212,8 @@ def run_training(
         train_loop_config={
             "experiment": exp.to_dict(),
             "total_steps": steps_per_epoch * exp.train.epochs,
-            "output_dir": str(output),
+            # workers write their logs there; a URI's are staged on each node and uploaded
+            "output_dir": location,
             "meta": data.meta,
             "has_val": data.val is not None,
             "val_batch_size": data.val_batch_size,
@@ -203,7 +230,8 @@ def run_training(
         ),
         run_config=ray.train.RunConfig(
             name=exp.name,
-            storage_path=str(output / "ray_results"),
+            storage_path=results_path,
+            storage_filesystem=results_fs,
             failure_config=ray.train.FailureConfig(max_failures=exp.train.max_failures),
             # the best epochs by the task's validation metric (the latest is kept as well)
             checkpoint_config=ray.train.CheckpointConfig(
@@ -225,6 +253,8 @@ def run_training(
     with checkpoint.as_directory() as ckpt_dir:
         src = Path(ckpt_dir) / "model.pt"
         atomic_write(output / "model.pt", lambda tmp: shutil.copyfile(src, tmp))
+    if location != str(output):
+        storage.upload_file(output / "model.pt", storage.join(location, "model.pt"))
     last = dict(result.metrics or {})
     log.info(
         "model.pt is epoch %d of %d (%s = %s)",
@@ -236,7 +266,7 @@ def run_training(
     report: dict[str, Any] = {
         "model": exp.model.name,
         "task": exp.task.name,
-        "checkpoint": str(output / "model.pt"),
+        "checkpoint": storage.join(location, "model.pt"),
         # which epoch model.pt is, and why
         "model_pt": {
             "epoch": int(chosen.get("epoch", 0)),
@@ -252,9 +282,9 @@ def run_training(
             and last.get("epoch", 0) < exp.train.epochs
         ),
         "logs": {
-            "metrics_csv": str(output / CSV_NAME),
-            "curves_png": str(output / CURVES_NAME),
-            "tensorboard": str(output / TB_DIR),
+            "metrics_csv": storage.join(location, CSV_NAME),
+            "curves_png": storage.join(location, CURVES_NAME),
+            "tensorboard": storage.join(location, TB_DIR),
         },
         "train_metrics": last,
         **data.summary,
@@ -265,8 +295,9 @@ def run_training(
     }
     if data.evaluate is not None:
         report["eval"] = data.evaluate(output / "model.pt")
-    text = json.dumps(report, indent=2, default=float)
-    atomic_write(output / "report.json", lambda tmp: tmp.write_text(text))
+    storage.write_text(
+        storage.join(location, "report.json"), json.dumps(report, indent=2, default=float)
+    )
     return report
 
 
@@ -289,7 +320,6 @@ def run_cross_validation(
 
     if exp.task.name != "classify":
         raise ConfigError(f"--cv is for the classify task, not {exp.task.name!r}")
-    output = Path(output).resolve()
     fold_ids = sorted({c.fold for c in read_esc50(exp.data.train)})
     if folds is not None:
         unknown = sorted(set(folds) - set(fold_ids))
@@ -303,7 +333,7 @@ def run_cross_validation(
         exp_dict = exp.to_dict()
         exp_dict["data"]["val_fold"] = k
         log.info("cross-validation: fold %d of %s", k, fold_ids)
-        report = run_training(experiment_from_dict(exp_dict), output / f"fold{k}")
+        report = run_training(experiment_from_dict(exp_dict), storage.join(output, f"fold{k}"))
         per_fold[str(k)] = report["eval"]["accuracy"]
     accs = list(per_fold.values())
     summary = {
@@ -312,5 +342,5 @@ def run_cross_validation(
         "mean_accuracy": statistics.fmean(accs),
         "std_accuracy": statistics.pstdev(accs),
     }
-    atomic_write(output / "cv.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    storage.write_text(storage.join(output, "cv.json"), json.dumps(summary, indent=2))
     return summary

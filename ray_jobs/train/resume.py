@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import yaml
 
+from datasets.storage import join
 from models.checkpoint import atomic_write
 from models.config import ConfigError, load_yaml
 from ray_jobs.train.experiment import ExperimentConfig, experiment_dict, experiment_from_dict
@@ -43,9 +44,10 @@ RESUME_KEYS = (
 )
 
 
-def storage_folder(output: Path, exp: ExperimentConfig) -> Path:
-    """Where Ray Train keeps this run's checkpoints: ``<output>/ray_results/<name>``."""
-    return Path(output) / RESULTS_DIR / exp.name
+def storage_folder(output: str | Path, exp: ExperimentConfig) -> str:
+    """Where Ray Train keeps this run's checkpoints: ``<output>/ray_results/<name>`` (a path
+    or a URI, as ``output``)."""
+    return join(output, RESULTS_DIR, exp.name)
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -25,6 +25,7 @@ from typing import Any
 import ray.train
 import ray.train.torch
 
+from datasets import storage
 from models.registry import build_model, resolve_task
 from ray_jobs.cli import configure_cli_logging
 from ray_jobs.train.experiment import experiment_from_dict
@@ -59,6 +60,17 @@ def checkpoint_scratch(run_id: str, rank: int) -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def sync_logs(log_dir: Path, location: str, rank: int) -> None:
+    """Upload a URI run's logs from this node: rank 0 its whole log folder, the other ranks
+    their own progress file (each is written on the node the rank runs on)."""
+    if rank == 0:
+        storage.upload_tree(log_dir, location)
+        return
+    mine = log_dir / "progress" / f"rank{rank}.json"
+    if mine.is_file():
+        storage.upload_file(mine, storage.join(location, "progress", mine.name))
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     configure_cli_logging()  # a worker process: its logs reach the driver through Ray
     exp, task = build_task(config["experiment"])
@@ -74,13 +86,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         parallel_strategy=None if manual_sync else "ddp",
         parallel_strategy_kwargs=None if manual_sync else {"find_unused_parameters": False},
     )
+    # the run's logs (TensorBoard, metrics.csv, curves.png, progress/): in the run folder, or,
+    # for a URI, in a folder on this node that is uploaded after each epoch's report
+    location = config["output_dir"]
+    log_dir = storage.stage_dir(location, "logs") if storage.is_uri(location) else location
     loop = TrainLoop(
         task,
         exp,
         device=device,
         total_steps=config["total_steps"],
         module=module,
-        output_dir=config["output_dir"],
+        output_dir=log_dir,
         rank=rank,
         world_size=world,
         meta=config.get("meta"),
@@ -148,6 +164,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
             try:
                 ray.train.report(metrics, checkpoint=ckpt)  # copies ckpt_dir into storage
+                if log_dir != location:
+                    sync_logs(Path(log_dir), location, rank)
             finally:  # this epoch's folder, on every rank (others made one and left it empty)
                 for path in scratch.iterdir():
                     shutil.rmtree(path, ignore_errors=True)
@@ -159,3 +177,5 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             val_batches=val_batches,
             seek=seek,
         )
+        if log_dir != location:  # the last epoch's logs and the final progress ("done")
+            sync_logs(Path(log_dir), location, rank)

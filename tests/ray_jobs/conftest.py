@@ -15,6 +15,15 @@ import torch
 import models
 from datasets.synth import generate_corpus
 
+
+@pytest.fixture(scope="module")
+def synth_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic speaker tree (8 speakers x 6 utterances) for the training tests."""
+    root = tmp_path_factory.mktemp("synth")
+    generate_corpus(root, num_speakers=8, utts_per_speaker=6, seconds=(1.5, 2.5), seed=3)
+    return root
+
+
 # The extraction corpus's two unreadable files, by utterance key.
 EXTRACT_FAILURES = {"synth_spk000_zz_corrupt", "synth_spk001_zz_empty"}
 
@@ -89,3 +98,47 @@ def assert_best_epoch_reported(out: Path, task: str, epochs: int) -> dict:
     assert math.isclose(chosen[metric], best[metric], rel_tol=1e-6, abs_tol=1e-9)
     assert read_checkpoint(out / "model.pt")["meta"]["epoch"] == best["epoch"]
     return report
+
+
+def train_killing_a_worker(exp: Any, out: str | Path, progress: Path) -> tuple[dict, int]:
+    """Run ``run_training(exp, out)`` (``out`` a folder or a URI) in a thread and SIGKILL its
+    rank-0 training worker once Ray Train has registered an epoch checkpoint in the run's
+    storage and an epoch other than the last is training (``progress``: the worker's progress
+    file on this node). Returns ``(report, killed pid)``; fails if no worker could be killed or
+    the run did not finish."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from datasets import storage
+    from ray_jobs.train.job import run_training
+
+    epochs = exp.train.epochs
+    snapshot = storage.join(out, "ray_results", exp.name, "checkpoint_manager_snapshot.json")
+    result: dict = {}
+
+    def target():
+        try:
+            result["report"] = run_training(exp, out)
+        except BaseException as exc:  # surfaced in the assertion below
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    killed_pid = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and thread.is_alive():
+        if progress.is_file() and storage.exists(snapshot):
+            info = json.loads(progress.read_text())
+            registered = json.loads(storage.read_text(snapshot)).get("latest_checkpoint_result")
+            # kill only once Ray Train has registered an epoch checkpoint and work remains
+            if registered and 1 <= info["epoch"] < epochs - 1 and info["phase"] == "train":
+                killed_pid = info["pid"]
+                os.kill(killed_pid, signal.SIGKILL)
+                break
+        time.sleep(0.2)
+    assert killed_pid is not None, "training finished or stalled before the worker could be killed"
+    thread.join(timeout=600)
+    assert "error" not in result, result.get("error")
+    return result["report"], killed_pid

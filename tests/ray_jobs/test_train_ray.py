@@ -7,10 +7,6 @@ and training resumes from the last epoch checkpoint and finishes.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,20 +14,11 @@ import torch
 
 from models import load_model, read_checkpoint
 from ray_jobs.train.experiment import load_experiment
-from tests.ray_jobs.conftest import assert_best_epoch_reported
+from tests.ray_jobs.conftest import assert_best_epoch_reported, train_killing_a_worker
 
 pytestmark = pytest.mark.ray
 
 CONFIG = Path(__file__).resolve().parents[2] / "ray_jobs" / "configs" / "tiny" / "campplus.yaml"
-
-
-@pytest.fixture(scope="module")
-def synth_tree(tmp_path_factory):
-    from datasets.synth import generate_corpus
-
-    root = tmp_path_factory.mktemp("synth")
-    generate_corpus(root, num_speakers=8, utts_per_speaker=6, seconds=(1.5, 2.5), seed=3)
-    return root
 
 
 def test_train_end_to_end(ray_cluster, synth_tree, tmp_path, capsys):
@@ -60,8 +47,6 @@ def test_train_end_to_end(ray_cluster, synth_tree, tmp_path, capsys):
 
 
 def test_killed_worker_resumes_from_checkpoint(ray_cluster, synth_tree, tmp_path):
-    from ray_jobs.train.job import run_training
-
     out = tmp_path / "out"
     epochs = 6
     exp = load_experiment(
@@ -73,34 +58,8 @@ def test_killed_worker_resumes_from_checkpoint(ray_cluster, synth_tree, tmp_path
             "data.crops_per_utterance": 3,
         },
     )
-    result: dict = {}
-
-    def target():
-        try:
-            result["report"] = run_training(exp, out)
-        except BaseException as exc:  # surfaced in the assertion below
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
     progress = out / "progress" / "rank0.json"
-    snapshot = out / "ray_results" / exp.name / "checkpoint_manager_snapshot.json"
-    killed_pid = None
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and thread.is_alive():
-        if progress.is_file() and snapshot.is_file():
-            info = json.loads(progress.read_text())
-            registered = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
-            # kill only once Ray Train has registered an epoch checkpoint and work remains
-            if registered and 1 <= info["epoch"] < epochs - 1 and info["phase"] == "train":
-                killed_pid = info["pid"]
-                os.kill(killed_pid, signal.SIGKILL)
-                break
-        time.sleep(0.2)
-    assert killed_pid is not None, "training finished or stalled before the worker could be killed"
-    thread.join(timeout=600)
-    assert "error" not in result, result.get("error")
-    report = result["report"]
+    report, killed_pid = train_killing_a_worker(exp, out, progress)
     assert report["train_metrics"]["epoch"] == epochs
     ckpt = read_checkpoint(out / "model.pt")
     assert ckpt["meta"]["epoch"] == epochs

@@ -13,6 +13,7 @@ import argparse
 import json
 from collections.abc import Sequence
 
+from datasets import storage
 from models.pipelines.codec import CodecPipeline
 from ray_jobs.cli import USER_ERRORS, configure_cli_logging, user_error
 from ray_jobs.evaluate.codec import (
@@ -85,7 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lyra": lyra,
     }
     if args.report:
-        result["report"] = str(write_report(result, pipeline, files, args.report))
+        local = write_report(result, pipeline, files, storage.stage_dir(args.report, "report"))
+        if storage.is_uri(args.report):  # staged in a local folder, then uploaded
+            storage.upload_tree(local.parent, args.report)
+            local = storage.join(args.report, local.name)
+        result["report"] = str(local)
     if args.json:
         print(json.dumps(result, sort_keys=True, default=float))
     else:

@@ -27,9 +27,9 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from datasets import storage
 from datasets.cohort import load_cohort
 from datasets.manifests import scan_source
 from models.calibration import calibration_path
@@ -141,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.data_root,
         )
         cohort = load_cohort(args.cohort, embedder.embed_dim) if args.cohort else None
-        report = Path(args.report) if args.report else None
+        # a folder or a URI (s3://...: staged in a local folder, uploaded at the end)
+        report = storage.stage_dir(args.report, "report") if args.report else None
         result = evaluate_tree(
             embedder,
             utterances,
@@ -169,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         (report / "result.json").write_text(
             json.dumps({k: _json_safe(v) for k, v in result.items()}, indent=2, sort_keys=True)
         )
+        if storage.is_uri(args.report):
+            storage.upload_tree(report, args.report)
     if args.json:
         print(json.dumps({k: _json_safe(v) for k, v in result.items()}, sort_keys=True))
     else:

@@ -23,9 +23,10 @@ from typing import Any
 
 import ray.data
 
+from datasets import storage
 from models.config import ConfigError
 from ray_jobs.families import family_module
-from ray_jobs.train.experiment import ExperimentConfig
+from ray_jobs.train.experiment import ExperimentConfig, experiment_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,19 @@ class TrainData:
 
 
 PACKAGE = "ray_jobs.train.data"
+DATA_INPUTS = ("train", "val", "noise", "rir")  # the data fields that name a path or URI
 
 
 def build_train_data(exp: ExperimentConfig, output: Path) -> TrainData:
     """The task's builder, ``ray_jobs/train/data/<task>.py``'s ``build``, found by name (the task
-    name is the family's, e.g. ``speaker``); an unknown task raises ``ConfigError``."""
+    name is the family's, e.g. ``speaker``); an unknown task raises ``ConfigError``. Inputs
+    given as URIs (``s3://bucket/shards/vox``) are read from a local mirror (``storage.mirror``):
+    h5py, soundfile and the tree scanners need local files."""
+    remote = {k: getattr(exp.data, k) for k in DATA_INPUTS if storage.is_uri(getattr(exp.data, k))}
+    if remote:
+        exp_dict = exp.to_dict()
+        exp_dict["data"].update({k: str(storage.mirror(v)) for k, v in remote.items()})
+        exp = experiment_from_dict(exp_dict)
     return family_module(PACKAGE, exp.task.name, "build", "training-data builder").build(
         exp, output
     )
