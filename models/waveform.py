@@ -11,8 +11,8 @@ Resampling is polyphase (``scipy.signal.resample_poly``, Kaiser window), the sam
 torchaudio's sinc resampler and exact for rational rate ratios such as 8 kHz -> 16 kHz or
 44.1 kHz -> 16 kHz. Its cost grows with the reduced ratio's terms (the filter has about
 ``20 x max(up, down)`` taps), so a ratio whose terms pass ``MAX_POLYPHASE`` (e.g. 191,999 Hz ->
-16 kHz: 16,000 / 191,999) is replaced by the nearest ratio with terms under it (relative rate
-error below 1e-6, inaudible) and the output cut or padded to the exact length: a hostile
+16 kHz: 16,000 / 191,999) is replaced by the nearest ratio with terms under it (a rate error
+of a few parts per million, inaudible) and the output cut or padded to the exact length: a hostile
 sample rate cannot make resampling cost seconds and a gigabyte.
 """
 

@@ -3,6 +3,7 @@ and hostile inputs (decode bombs). Shared by tests/datasets, tests/serve and tes
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -51,6 +52,7 @@ def wav_bomb(sample_rate: int = 1_000_003, size: int = 8 * 1024) -> bytes:
     return buf.getvalue()
 
 
+@functools.cache  # ~7 s to encode on a loaded CI core: once per test session
 def flac_bomb(seconds: int = 59, channels: int = 8, sample_rate: int = 655_000) -> bytes:
     """Silence as FLAC: ~335 KB for 59 s x 8 channels at 655 kHz, 1.2 GiB once decoded."""
     buf = io.BytesIO()
@@ -69,22 +71,26 @@ def wav_many_channels(seconds: float, channels: int, sample_rate: int = 16000) -
     return buf.getvalue()
 
 
-def decode_in_subprocess(path: str, timeout: float = 60) -> dict:
-    """``datasets.audio.load_audio(path, 16000, max_seconds=60)`` in a fresh interpreter ->
-    ``{"error": str|None, "seconds": wall, "rss_growth_mib": peak RSS growth of the decode}``.
-    A subprocess, so the peak RSS measures this decode alone."""
+def decode_in_subprocess(paths: list[str], timeout: float = 120) -> list[dict]:
+    """``datasets.audio.load_audio(path, 16000, max_seconds=60)`` of each path, in one fresh
+    interpreter -> per path ``{"error": str|None, "seconds": wall, "rss_growth_mib": growth of
+    the peak RSS over the decode}``. A subprocess, so the peak RSS measures these decodes only
+    (the interpreter and its imports are counted before the first)."""
     code = textwrap.dedent(
         f"""
         import json, resource, time
         import datasets.audio as A
-        r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t = time.perf_counter(); err = None
-        try:
-            A.load_audio({path!r}, 16000, max_seconds=60)
-        except A.AudioError as exc:
-            err = str(exc)
-        print(json.dumps({{"error": err, "seconds": time.perf_counter() - t,
-            "rss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024}}))
+        out = []
+        for path in {paths!r}:
+            r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            t = time.perf_counter(); err = None
+            try:
+                A.load_audio(path, 16000, max_seconds=60)
+            except A.AudioError as exc:
+                err = str(exc)
+            out.append({{"error": err, "seconds": time.perf_counter() - t,
+                "rss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024}})
+        print(json.dumps(out))
         """
     )
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
