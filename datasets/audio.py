@@ -359,7 +359,8 @@ def decode_audio(
 
 
 def audio_info(path: str | Path) -> tuple[int, int, float]:
-    """``(sample_rate, channels, duration_seconds)`` from the header, without decoding."""
+    """``(sample_rate, channels, duration_seconds)`` from the header, without decoding (FFmpeg
+    formats: the container's duration estimate)."""
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file; check the path")
@@ -367,10 +368,10 @@ def audio_info(path: str | Path) -> tuple[int, int, float]:
         raise AudioError(f"{path}: the file is empty (0 bytes); re-copy or re-export it")
     try:
         info = sf.info(str(path))
-    except sf.SoundFileError as exc:
-        raise AudioError(
-            f"{path}: not readable as audio ({exc}); re-export it as WAV/FLAC/OGG/MP3"
-        ) from exc
+    except sf.SoundFileError:
+        with path.open("rb") as fh:
+            empty, sr, frames = decode_av(fh, str(path), None, header_only=True)
+        return sr, empty.shape[1], frames / sr
     return int(info.samplerate), int(info.channels), float(info.frames) / info.samplerate
 
 

@@ -63,13 +63,16 @@ def _float_planar(frame, resampler) -> list[np.ndarray]:  # noqa: ANN001 (PyAV t
     return [f.to_ndarray().astype(np.float32, copy=False) for f in resampler.resample(frame)]
 
 
-def decode_av(fh: BinaryIO, what: str, bounds: Bounds) -> tuple[np.ndarray, int, int]:
+def decode_av(
+    fh: BinaryIO, what: str, bounds: Bounds | None, *, header_only: bool = False
+) -> tuple[np.ndarray, int, int]:
     """Decode the first audio stream of ``fh`` -> ``(data (T, C) float32, sample_rate, 0)``.
 
     ``bounds.header(sample_rate, channels, declared_frames)`` sees the container's metadata
     before decoding and returns the most frames that may be decoded; decoding one more raises
     ``bounds.overflow(...)``. The last element (declared frames) is 0: container
     durations are estimates, so the truncation checks of libsndfile files do not apply.
+    ``header_only``: read no packet; return ``(empty (0, C), sample_rate, estimated frames)``.
     """
     import av  # imported here: only files libsndfile cannot read pay for FFmpeg
 
@@ -99,6 +102,8 @@ def decode_av(fh: BinaryIO, what: str, bounds: Bounds) -> tuple[np.ndarray, int,
                 seconds = container.duration / av.time_base
             else:
                 seconds = 0.0  # unknown: the bound on decoded frames still holds
+            if header_only or bounds is None:
+                return np.zeros((0, channels), np.float32), sr, round(seconds * sr)
             allowed = bounds.header(sr, channels, round(seconds * sr))
             resampler = av.AudioResampler(format="fltp")
             chunks: list[np.ndarray] = []

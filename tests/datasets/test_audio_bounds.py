@@ -55,7 +55,8 @@ def test_tree_scan_lists_ffmpeg_extensions(tmp_path):
         f = tmp_path / "ds" / f"spk_{kind}" / f"u1{suffix}"
         f.parent.mkdir(parents=True)
         f.write_bytes(encode_av(x, 16000, kind))
-    utts = scan_tree(tmp_path)
+    utts = scan_tree(tmp_path, with_durations=True)  # headers read through FFmpeg too
+    assert all(0.95 < u.duration < 1.2 for u in utts), utts
     assert sorted(u.speaker for u in utts) == sorted(f"spk_{k}" for k in FFMPEG_FORMATS)
     for u in utts:
         assert load_audio(u.path, 16000)[0].size > 15000
