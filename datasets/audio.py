@@ -2,8 +2,13 @@
 
 Everything downstream (models/pipelines, packing, augmentation, the HTTP service) receives
 ``float32 (T,)`` waveforms in [-1, 1] plus a sample rate; only this module knows about files.
-Decoding goes through libsndfile (``soundfile``), which reads WAV, FLAC, OGG/Vorbis and MP3
-(libsndfile >= 1.1). Resampling is ``models.waveform.resample`` (polyphase), the one resampler.
+Decoding goes through libsndfile (``soundfile``), which reads WAV, FLAC, OGG/Vorbis/Opus and
+MP3 (libsndfile >= 1.1); what it cannot read (M4A/AAC, WebM/Opus, MP4, ...) goes through FFmpeg
+by PyAV (``datasets/audio_av.py``). Decoding is bounded, header first, on both paths: the sample
+rate and channel count (:class:`DecodeLimits`), the duration (``max_seconds``) and the decoded
+size (:class:`AudioBudget`, per request in the service) are checked from the header before any
+sample is decoded, and the read itself stops at the allowed number of frames, so a header that
+understates its length cannot make it decode more. Resampling is ``models.waveform.resample`` (polyphase), the one resampler.
 
 Every problem a user can cause with a bad file raises :class:`AudioError` (a ``ValueError``,
 defined in ``models/waveform.py`` so that bad files and bad waveforms are one exception family)
@@ -16,17 +21,23 @@ import io
 import logging
 import os
 import struct
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
 
+from datasets.audio_av import decode_av
 from models.waveform import AudioError, resample
 
 __all__ = [
     "AUDIO_EXTENSIONS",
+    "AudioBudget",
     "AudioError",
+    "AudioLimitError",
+    "DecodeLimits",
     "audio_info",
     "crop_or_pad",
     "decode_audio",
@@ -36,7 +47,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+# The one list of audio file extensions that tree scans and jobs look for: libsndfile's formats,
+# then those decoded through FFmpeg (PyAV).
+AUDIO_EXTENSIONS = (
+    ".wav", ".flac", ".ogg", ".opus", ".mp3", ".sph",
+    ".m4a", ".aac", ".mp4", ".webm", ".mka", ".caf", ".amr", ".wma",
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,14 +91,168 @@ def _describe(source: str | Path | bytes) -> str:
     return f"{len(source)} bytes of uploaded audio" if isinstance(source, bytes) else str(source)
 
 
+# ---------------------------------------------------------------------------------------------
+# Limits: checked from the header before decoding, and enforced on what is actually decoded
+
+
+class AudioLimitError(AudioError):
+    """Audio beyond a decoding limit (rate, channels, duration, decoded-audio budget).
+
+    ``code`` names the limit (``sample_rate_too_high``, ``too_many_channels``,
+    ``audio_too_long``, ``audio_budget_exceeded``) for services that map it to a status.
+    """
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Per-file bounds of :func:`load_audio` / :func:`decode_audio`, read from the header first.
+
+    The defaults admit every real recording format (up to 192 kHz, 32 channels) and refuse
+    the decode bombs: a tiny file whose header claims a huge or awkward rate or many
+    channels. A file's decoded size is bounded separately, by the :class:`AudioBudget`.
+    """
+
+    max_sample_rate: int = 192_000  # Hz; above: refused before decoding
+    max_channels: int = 32
+
+
+# Audio sampled above this rate counts proportionally more against an AudioBudget, so that a
+# budget in channel-seconds bounds memory (at most budget x BUDGET_RATE x 4 bytes of float32).
+BUDGET_RATE = 48_000
+# Default budget of one file decoded without a caller's budget (batch jobs, load_audio): four
+# hours of mono audio (<= 2.6 GiB of float32 at 48 kHz, 0.9 GiB at 16 kHz).
+DEFAULT_FILE_BUDGET_SECONDS = 4 * 3600.0
+
+
+class AudioBudget:
+    """Decoded audio allowed across the files of one request (or one file), thread-safe.
+
+    Counted in channel-seconds: ``channels x seconds``, where audio sampled above
+    ``BUDGET_RATE`` (48 kHz) counts ``rate / 48 kHz`` times as much, so the budget bounds the
+    decoded samples, hence memory. Each file is charged from its header before it is decoded,
+    and again for any frames it decodes beyond what its header declared.
+    """
+
+    def __init__(self, channel_seconds: float) -> None:
+        if channel_seconds <= 0:
+            raise ValueError(f"an audio budget must be positive, got {channel_seconds}")
+        self.limit = float(channel_seconds)
+        self.used = 0.0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def cost(frames: int, channels: int, sample_rate: int) -> float:
+        return frames * channels / min(sample_rate, BUDGET_RATE)
+
+    def frames_left(self, channels: int, sample_rate: int) -> int:
+        with self._lock:
+            left = max(0.0, self.limit - self.used)
+        return int(left * min(sample_rate, BUDGET_RATE) / channels)
+
+    def charge(self, what: str, frames: int, channels: int, sample_rate: int) -> None:
+        """Take ``frames`` of ``channels`` at ``sample_rate`` from the budget, or raise."""
+        cost = self.cost(frames, channels, sample_rate)
+        with self._lock:
+            if self.used + cost > self.limit:
+                raise AudioLimitError(
+                    f"{what}: {frames / sample_rate:.1f} s x {channels} channel(s) at "
+                    f"{sample_rate} Hz is {cost:.0f} channel-seconds of decoded audio; with "
+                    f"{self.used:.0f} already used, that passes the budget of {self.limit:g} "
+                    f"channel-seconds (audio above {BUDGET_RATE // 1000} kHz counts "
+                    f"proportionally more); send fewer, shorter or mono files",
+                    "audio_budget_exceeded",
+                )
+            self.used += cost
+
+
+@dataclass
+class _Bounds:
+    """The limits of one decode: checked on the header, then on the decoded frames."""
+
+    what: str
+    limits: DecodeLimits
+    max_seconds: float | None
+    budget: AudioBudget
+    charged: int = 0  # frames charged to the budget so far
+
+    def _too_long(self, frames: int, sr: int) -> AudioLimitError:
+        return AudioLimitError(
+            f"{self.what}: {frames / sr:.2f} s of audio is longer than the "
+            f"{self.max_seconds:g} s allowed; split or trim it",
+            "audio_too_long",
+        )
+
+    def header(self, sr: int, channels: int, declared: int) -> int:
+        lim = self.limits
+        if sr <= 0 or sr > lim.max_sample_rate:
+            raise AudioLimitError(
+                f"{self.what}: the header's sample rate {sr} Hz is outside 1..{lim.max_sample_rate}"
+                f" Hz; resample the recording (e.g. to 16 or 48 kHz)",
+                "sample_rate_too_high",
+            )
+        if channels <= 0 or channels > lim.max_channels:
+            raise AudioLimitError(
+                f"{self.what}: {channels} channels is outside 1..{lim.max_channels}; "
+                f"down-mix the recording",
+                "too_many_channels",
+            )
+        max_frames = None if self.max_seconds is None else int(self.max_seconds * sr) + 1
+        if max_frames is not None and declared > max_frames:
+            raise self._too_long(declared, sr)
+        self.budget.charge(self.what, declared, channels, sr)
+        self.charged = declared
+        allowed = declared + self.budget.frames_left(channels, sr)
+        return allowed if max_frames is None else min(allowed, max_frames)
+
+    def overflow(self, sr: int, channels: int, frames: int) -> AudioLimitError:
+        if self.max_seconds is not None and frames > int(self.max_seconds * sr) + 1:
+            return self._too_long(frames, sr)
+        try:
+            self.budget.charge(self.what, frames - self.charged, channels, sr)
+        except AudioLimitError as exc:
+            return exc
+        return AudioLimitError(
+            f"{self.what}: decodes to more frames than allowed", "audio_too_long"
+        )
+
+
+def _read_soundfile(fh: BinaryIO, bounds: _Bounds) -> tuple[np.ndarray, int, int]:
+    """libsndfile: header (``SoundFile`` reads only that) -> bounds -> at most the allowed
+    frames -> ``(data (T, C) float32, sample_rate, declared frames)``."""
+    with sf.SoundFile(fh) as snd:
+        sr, channels, declared = snd.samplerate, snd.channels, snd.frames
+        allowed = bounds.header(sr, channels, declared)
+        # soundfile never reads past the header's frame count on a seekable file; asking for
+        # one frame more than allowed detects a longer stream without trusting the header
+        data = snd.read(frames=allowed + 1, dtype="float32", always_2d=True)  # (T, C)
+    if data.shape[0] > allowed:
+        raise bounds.overflow(sr, channels, data.shape[0])
+    if data.shape[0] > declared:
+        bounds.budget.charge(bounds.what, data.shape[0] - declared, channels, sr)
+    return data, sr, declared
+
+
 def _decode(
     source: str | Path | bytes,
     target_sr: int | None,
     mono: bool,
     min_seconds: float,
     max_seconds: float | None,
+    limits: DecodeLimits | None = None,
+    budget: AudioBudget | None = None,
+    what: str | None = None,
 ) -> tuple[np.ndarray, int]:
-    what = _describe(source)
+    what = what or _describe(source)
+    bounds = _Bounds(
+        what,
+        limits or DecodeLimits(),
+        max_seconds,
+        budget or AudioBudget(DEFAULT_FILE_BUDGET_SECONDS),
+    )
     if isinstance(source, bytes):
         if len(source) == 0:
             raise AudioError(f"{what}: the upload is empty; send the audio file's bytes")
@@ -105,21 +275,14 @@ def _decode(
             )
         fh.seek(0)
         try:
-            with sf.SoundFile(fh) as snd:
-                sr, channels, declared = snd.samplerate, snd.channels, snd.frames
-                if max_seconds is not None and declared > max_seconds * sr + 1:
-                    raise AudioError(
-                        f"{what}: {declared / sr:.2f} s of audio is longer than the "
-                        f"{max_seconds:g} s allowed; split or trim it"
-                    )
-                data = snd.read(dtype="float32", always_2d=True)  # (T, C)
-        except sf.SoundFileError as exc:
-            raise AudioError(
-                f"{what}: cannot be decoded as audio ({exc}); it is corrupt, truncated or not "
-                f"a WAV/FLAC/OGG/MP3 file: re-export it in one of those formats"
-            ) from exc
+            data, sr, declared = _read_soundfile(fh, bounds)
+        except sf.SoundFileError:
+            # not a libsndfile format (M4A/AAC, WebM/Opus, ...): FFmpeg through PyAV, bounded
+            # the same way (datasets/audio_av.py)
+            data, sr, declared = decode_av(fh, what, bounds)
     finally:
         fh.close()
+    channels = data.shape[1]
     got = data.shape[0]
     if got == 0:
         if declared > 0:
@@ -135,15 +298,11 @@ def _decode(
             f"{what}: truncated: the header declares {declared} samples but only {got} could "
             f"be decoded; fetch the file again"
         )
-    if max_seconds is not None and got > max_seconds * sr + 1:
-        raise AudioError(
-            f"{what}: {got / sr:.2f} s of audio is longer than the {max_seconds:g} s allowed; "
-            f"split or trim it"
-        )
     if mono or channels == 1:
         wav = data.mean(axis=1) if channels > 1 else data[:, 0]
     else:
         wav = data.T  # (C, T)
+    del data
     if target_sr is not None and target_sr != sr:
         # clipped: the anti-alias filter can overshoot full-scale input slightly
         wav = np.clip(resample(wav, sr, target_sr), -1.0, 1.0)
@@ -164,6 +323,8 @@ def load_audio(
     mono: bool = True,
     min_seconds: float = 0.0,
     max_seconds: float | None = None,
+    limits: DecodeLimits | None = None,
+    budget: AudioBudget | None = None,
 ) -> tuple[np.ndarray, int]:
     """Read an audio file -> ``(wav, sample_rate)``.
 
@@ -172,9 +333,11 @@ def load_audio(
     ``min_seconds`` / ``max_seconds`` bound the duration (after resampling); audio outside
     them raises :class:`AudioError` (the length is checked from the header before decoding,
     so an oversized upload is rejected cheaply). Crop with :func:`crop_or_pad` instead when
-    long inputs are fine.
+    long inputs are fine. ``limits`` (default :class:`DecodeLimits`) bound the header's rate
+    and channels; ``budget`` the decoded channel-seconds (default: a fresh budget of
+    ``DEFAULT_FILE_BUDGET_SECONDS`` for this file). Limits raise :class:`AudioLimitError`.
     """
-    return _decode(Path(path), target_sr, mono, min_seconds, max_seconds)
+    return _decode(Path(path), target_sr, mono, min_seconds, max_seconds, limits, budget)
 
 
 def decode_audio(
@@ -184,15 +347,20 @@ def decode_audio(
     mono: bool = True,
     min_seconds: float = 0.0,
     max_seconds: float | None = None,
+    limits: DecodeLimits | None = None,
+    budget: AudioBudget | None = None,
+    name: str | None = None,
 ) -> tuple[np.ndarray, int]:
-    """:func:`load_audio` for in-memory bytes (an HTTP upload)."""
+    """:func:`load_audio` for in-memory bytes (an HTTP upload); ``name`` replaces "N bytes of
+    uploaded audio" in messages."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise AudioError(f"decode_audio expects bytes, got {type(data).__name__}")
-    return _decode(bytes(data), target_sr, mono, min_seconds, max_seconds)
+    return _decode(bytes(data), target_sr, mono, min_seconds, max_seconds, limits, budget, name)
 
 
 def audio_info(path: str | Path) -> tuple[int, int, float]:
-    """``(sample_rate, channels, duration_seconds)`` from the header, without decoding."""
+    """``(sample_rate, channels, duration_seconds)`` from the header, without decoding (FFmpeg
+    formats: the container's duration estimate)."""
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file; check the path")
@@ -200,10 +368,10 @@ def audio_info(path: str | Path) -> tuple[int, int, float]:
         raise AudioError(f"{path}: the file is empty (0 bytes); re-copy or re-export it")
     try:
         info = sf.info(str(path))
-    except sf.SoundFileError as exc:
-        raise AudioError(
-            f"{path}: not readable as audio ({exc}); re-export it as WAV/FLAC/OGG/MP3"
-        ) from exc
+    except sf.SoundFileError:
+        with path.open("rb") as fh:
+            empty, sr, frames = decode_av(fh, str(path), None, header_only=True)
+        return sr, empty.shape[1], frames / sr
     return int(info.samplerate), int(info.channels), float(info.frames) / info.samplerate
 
 

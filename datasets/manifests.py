@@ -20,6 +20,7 @@ import csv
 import logging
 import os
 import re
+import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -88,15 +89,53 @@ def _finish(utts: list[Utterance], source: str, with_durations: bool) -> list[Ut
     return utts
 
 
-def _walk_audio(root: Path, extensions: tuple[str, ...]) -> list[Path]:
+@dataclass(frozen=True)
+class WalkLimits:
+    """How a tree walk treats symlinks and how far it may go (``scan_tree(walk=...)``).
+
+    ``follow_links=False`` lists neither symlinked folders nor symlinked files (a service
+    importing from allow-listed folders must not be led outside them); with ``True`` (data
+    trees of symlinked corpora) each folder is entered once, by device and inode, so a
+    symlink loop ends. ``max_files`` and ``max_seconds`` bound the walk itself:
+    :class:`ManifestError` once more files are found or the time is up.
+    """
+
+    follow_links: bool = True
+    max_files: int | None = None
+    max_seconds: float | None = None
+
+
+def _walk_audio(
+    root: Path, extensions: tuple[str, ...], walk: WalkLimits = WalkLimits()
+) -> list[Path]:
     """Audio files under ``root`` (recursive, hidden entries skipped), sorted."""
     exts = tuple(e.lower() for e in extensions)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    start = time.monotonic()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=walk.follow_links):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a symlink: a loop
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        if walk.max_seconds is not None and time.monotonic() - start > walk.max_seconds:
+            raise ManifestError(
+                f"listing the tree took over {walk.max_seconds:g} s; import smaller folders"
+            )
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
-            if not name.startswith(".") and name.lower().endswith(exts):
-                found.append(Path(dirpath) / name)
+            if name.startswith(".") or not name.lower().endswith(exts):
+                continue
+            f = Path(dirpath) / name
+            if not walk.follow_links and f.is_symlink():
+                continue
+            found.append(f)
+            if walk.max_files is not None and len(found) > walk.max_files:
+                raise ManifestError(
+                    f"the tree holds more than {walk.max_files} audio files; import sub-folders "
+                    f"separately"
+                )
     return sorted(found)
 
 
@@ -112,6 +151,7 @@ def scan_tree(
     layout: Layout = "auto",
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS,
     with_durations: bool = False,
+    walk: WalkLimits = WalkLimits(),
 ) -> list[Utterance]:
     """Scan a speaker tree into a sorted utterance list.
 
@@ -120,13 +160,14 @@ def scan_tree(
     dataset level (``root/id00012/21Uxsk56VDQ/00001.wav``) looks like ``dataset/speaker/utt``
     to depth alone: pass ``layout="speaker/utt"`` for it. Files shallower than the layout are
     skipped with a warning. ``with_durations`` reads every header (slower on big trees).
+    ``walk``: symlink policy and bounds of the walk (:class:`WalkLimits`).
     """
     root = _check_root(root)
     if layout not in ("auto", "dataset/speaker/utt", "speaker/utt"):
         raise ManifestError(
             f"unknown layout {layout!r}; use auto, dataset/speaker/utt or speaker/utt"
         )
-    files = _walk_audio(root, extensions)
+    files = _walk_audio(root, extensions, walk)
     rels = [f.relative_to(root).parts for f in files]
     if layout == "auto":
         min_depth = min((len(p) for p in rels), default=3)

@@ -9,17 +9,25 @@ every problem with audio a user sent, from a file that will not decode
 
 Resampling is polyphase (``scipy.signal.resample_poly``, Kaiser window), the same family as
 torchaudio's sinc resampler and exact for rational rate ratios such as 8 kHz -> 16 kHz or
-44.1 kHz -> 16 kHz.
+44.1 kHz -> 16 kHz. Its cost grows with the reduced ratio's terms (the filter has about
+``20 x max(up, down)`` taps), so a ratio whose terms pass ``MAX_POLYPHASE`` (e.g. 191,999 Hz ->
+16 kHz: 16,000 / 191,999) is replaced by the nearest ratio with terms under it (a rate error
+of a few parts per million, inaudible) and the output cut or padded to the exact length: a hostile
+sample rate cannot make resampling cost seconds and a gigabyte.
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import TypeVar
 
 import numpy as np
 import torch
 from scipy.signal import resample_poly
+
+# Largest term of the rate ratio resampled exactly (44.1 kHz <-> 16 kHz is 160 / 441).
+MAX_POLYPHASE = 2048
 
 Wave = TypeVar("Wave", np.ndarray, torch.Tensor)
 
@@ -82,5 +90,21 @@ def resample(wav: Wave, orig_sr: int, target_sr: int) -> Wave:
     if orig_sr == target_sr:
         return x.copy()
     g = math.gcd(orig_sr, target_sr)
-    out = resample_poly(x, target_sr // g, orig_sr // g, axis=-1)
+    up, down = target_sr // g, orig_sr // g
+    if max(up, down) <= MAX_POLYPHASE:
+        return resample_poly(x, up, down, axis=-1).astype(np.float32, copy=False)
+    # an awkward ratio: the nearest one with small terms, then the exact output length
+    ratio = Fraction(up, down)
+    near = (
+        ratio.limit_denominator(MAX_POLYPHASE)
+        if up <= down
+        else 1 / (1 / ratio).limit_denominator(MAX_POLYPHASE)
+    )
+    near = near or Fraction(1, MAX_POLYPHASE)  # ratios below 1/2048 round to 0
+    out = resample_poly(x, near.numerator, near.denominator, axis=-1)
+    n = -(-x.shape[-1] * up // down)  # ceil(T * target / orig)
+    if out.shape[-1] >= n:
+        out = out[..., :n]
+    else:
+        out = np.pad(out, [(0, 0)] * (out.ndim - 1) + [(0, n - out.shape[-1])], mode="edge")
     return out.astype(np.float32, copy=False)

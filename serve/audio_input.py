@@ -6,13 +6,17 @@ Ray-free (tested without Ray). Three ways to send audio, under the same field na
   with limits on the number of parts);
 * JSON with base64 strings (``{"audio": {"base64": "..."}}`` or a bare string);
 * JSON with a server-side path (``{"audio": {"path": "..."}}``), read only under the configured
-  allow-listed folders: ``..`` components are refused and symlinks are resolved before the
-  containment check, so a link cannot point outside.
+  allow-listed folders: ``..`` components are refused, and the file is opened first and checked
+  after: the opened descriptor's real path (``/proc/self/fd``) must lie inside a root and be a
+  regular file, and the bytes are read from that descriptor. Swapping a folder for a symlink
+  between a check and the open therefore cannot make it read outside (:func:`read_allowed_file`).
 
 Bodies are read through a byte counter (413 as soon as a body, chunked or not, passes the cap:
 before it is held whole and before any decoding); decoding, down-mixing, resampling and
-the duration limits are ``datasets.audio.decode_audio``'s job (the maximum duration is checked
-from the header before decoding).
+the limits are ``datasets.audio.decode_audio``'s job: sample rate, channels and duration are
+checked from the header before decoding, and the decoded audio of all the files of one request
+draws on one ``AudioBudget`` (``AudioLimits.budget``, 413 ``audio_budget_exceeded``). Messages
+name the path the client sent, never the server's resolved path or its allowed roots.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import io
 import json
 import os
+import stat
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +42,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.types import Message, Receive
 
-from datasets.audio import AudioError, decode_audio
+from datasets.audio import AudioBudget, AudioError, AudioLimitError, DecodeLimits, decode_audio
 from serve.errors import ServiceError
 from serve.schemas import AudioSource
 
@@ -50,6 +56,11 @@ class AudioLimits:
     max_seconds: float
     max_bytes: int  # per request body and per server-side file
     allowed_roots: tuple[Path, ...] = ()
+    # decoded channel-seconds of the whole request, shared by its audio fields (None: per file)
+    budget: AudioBudget | None = None
+    decode: DecodeLimits = dataclasses.field(
+        default_factory=DecodeLimits
+    )  # header rate/channel bounds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,11 +394,67 @@ def resolve_allowed_path(path: str, roots: tuple[Path, ...]) -> Path:
     for root in roots:
         if real == root or real.is_relative_to(root):
             return real
-    raise ServiceError(
-        403,
-        "path_not_allowed",
-        f"{path} is outside the allowed folders {[str(r) for r in roots]}",
+    raise _outside(path)
+
+
+def _outside(path: str) -> ServiceError:
+    return ServiceError(
+        403, "path_not_allowed", f"{path} is outside the folders this service may read"
     )
+
+
+def read_allowed_file(path: str, roots: tuple[Path, ...], max_bytes: int, field: str) -> bytes:
+    """The bytes of the regular file ``path`` inside ``roots``, opened race-free.
+
+    The name is checked first (:func:`resolve_allowed_path`: no ``..``, inside a root), then
+    opened, and the *opened* file is checked: its real path (``/proc/self/fd/N``, what the
+    descriptor refers to after every symlink) must lie inside a root, and ``fstat`` must show a
+    regular file of at most ``max_bytes``; the bytes are read from that descriptor. A folder
+    swapped for a symlink after the name check is caught by the second check. ``O_NONBLOCK``
+    keeps a FIFO from blocking the open. Errors name ``path`` as sent, never the server's.
+    """
+    resolve_allowed_path(path, roots)
+    p = Path(path) if Path(path).is_absolute() else roots[0] / path
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as exc:
+        raise ServiceError(404, "path_not_found", f"{field}: {path}: no such audio file") from exc
+    except OSError as exc:
+        raise ServiceError(
+            403, "path_not_allowed", f"{field}: {path} cannot be opened ({exc.strerror})"
+        ) from exc
+    try:
+        try:
+            real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError as exc:  # no /proc: the opened file cannot be checked, so refuse
+            raise ServiceError(
+                403, "path_not_allowed", "this platform cannot check opened paths; upload"
+            ) from exc
+        if not any(real == r or real.is_relative_to(r) for r in roots):
+            raise _outside(path)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ServiceError(404, "path_not_found", f"{field}: {path}: no such audio file")
+        if st.st_size > max_bytes:
+            raise ServiceError(
+                413,
+                "file_too_large",
+                f"{field}: {path} is {st.st_size} bytes, over the {max_bytes}-byte limit",
+            )
+        chunks, total = [], 0
+        while total <= max_bytes:  # bounded: a file growing while read stops at the cap
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > max_bytes:
+            raise ServiceError(
+                413, "file_too_large", f"{field}: {path} is over the {max_bytes}-byte limit"
+            )
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,17 +489,7 @@ def source_bytes(src: AudioSource, field: str, limits: AudioLimits) -> bytes:
             raise ServiceError(
                 400, "invalid_base64", f"{field}: not valid base64 ({exc}); encode the file bytes"
             ) from exc
-    path = resolve_allowed_path(src.path or "", limits.allowed_roots)
-    if not path.is_file():
-        raise ServiceError(404, "path_not_found", f"{field}: {src.path}: no such audio file")
-    size = path.stat().st_size
-    if size > limits.max_bytes:
-        raise ServiceError(
-            413,
-            "file_too_large",
-            f"{field}: {src.path} is {size} bytes, over the {limits.max_bytes}-byte limit",
-        )
-    return path.read_bytes()
+    return read_allowed_file(src.path or "", limits.allowed_roots, limits.max_bytes, field)
 
 
 def load_source(src: AudioSource, field: str, limits: AudioLimits) -> np.ndarray:
@@ -444,10 +501,14 @@ def load_source(src: AudioSource, field: str, limits: AudioLimits) -> np.ndarray
             limits.sample_rate,
             min_seconds=limits.min_seconds,
             max_seconds=limits.max_seconds,
+            limits=limits.decode,
+            budget=limits.budget,
+            name=src.path,
         )
+    except AudioLimitError as exc:  # the request's decoded-audio budget is a size limit: 413
+        status = 413 if exc.code == "audio_budget_exceeded" else 400
+        raise ServiceError(status, exc.code, f"{field}: {exc}") from exc
     except AudioError as exc:
         msg = str(exc)
-        if src.path is not None:
-            msg = msg.replace(f"{len(data)} bytes of uploaded audio", src.path)
         raise ServiceError(400, _audio_code(msg), f"{field}: {msg}") from exc
     return wav

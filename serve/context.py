@@ -22,6 +22,7 @@ import numpy as np
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 
+from datasets.audio import AudioBudget, DecodeLimits
 from datasets.cohort import load_cohort
 from models.pipelines.scoring import asnorm_matrix, asnorm_pairs, cosine_pairs, score_centroids
 from serve import schemas as S
@@ -177,14 +178,25 @@ class ServeContext:
             max_seconds=max(self.args.max_seconds, self.args.diarization.max_seconds),
         )
 
-    def audio_limits(self, sample_rate: int, min_seconds: float, max_seconds: float) -> AudioLimits:
-        """Decoding limits of one audio field: the app's body size and allowed roots."""
+    def audio_limits(
+        self,
+        sample_rate: int,
+        min_seconds: float,
+        max_seconds: float,
+        budget_seconds: float | None = None,
+    ) -> AudioLimits:
+        """Decoding limits of one request's audio: the app's body size, allowed roots, header
+        bounds, and a fresh decoded-audio budget shared by the request's files
+        (``budget_seconds`` channel-seconds, default ``max_request_audio_seconds``). Call it
+        once per request."""
         return AudioLimits(
             sample_rate=int(sample_rate),
             min_seconds=min_seconds,
             max_seconds=max_seconds,
             max_bytes=self.args.max_request_bytes,
             allowed_roots=self.roots,
+            budget=AudioBudget(budget_seconds or self.args.max_request_audio_seconds),
+            decode=DecodeLimits(self.args.max_sample_rate, self.args.max_channels),
         )
 
     def product_limits(self, info: dict[str, Any], min_seconds: float = 0.0) -> AudioLimits:

@@ -77,6 +77,9 @@ class DiarizationArgs(BaseModel):
 
     enabled: bool = True
     max_seconds: float = Field(3600.0, gt=0.0)  # longest recording /diarize accepts
+    # decoded-audio budget of one /diarize request, in channel-seconds (a long-file route:
+    # larger than AppArgs.max_request_audio_seconds; see the README's limits)
+    max_request_audio_seconds: float = Field(7200.0, gt=0.0)
     # DiarizationConfig overrides by dotted key (e.g. {"clustering.threshold": 0.6}); the
     # values a Tune sweep found (tune.sweep diarization) go here.
     config: dict[str, Any] = Field(default_factory=dict)
@@ -111,6 +114,12 @@ class AppArgs(BaseModel):
     min_seconds: float = Field(0.5, ge=0.0)  # audio shorter than this is refused (400)
     max_seconds: float = Field(60.0, gt=0.0)  # longer audio is refused from the header (400)
     max_request_mb: float = Field(25.0, gt=0.0)  # bodies above this get 413 before decoding
+    # Decoding bounds, checked from each file's header before decoding (datasets.audio):
+    max_sample_rate: int = Field(192_000, ge=8000)  # Hz; above: 400 sample_rate_too_high
+    max_channels: int = Field(32, ge=1)  # above: 400 too_many_channels
+    # decoded audio of all the files of one request, in channel-seconds (audio above 48 kHz
+    # counts proportionally more); above: 413 audio_budget_exceeded. /diarize has its own.
+    max_request_audio_seconds: float = Field(600.0, gt=0.0)
     max_candidates: int = Field(64, ge=1)  # /verify_batch candidates and audios per enrollment
     max_import_files: int = Field(5000, ge=1)  # /speakers/import of a folder tree
     allowed_roots: list[str] = Field(default_factory=list)  # server-side paths must lie here

@@ -157,46 +157,81 @@ class EncodedAudio:
         """Parse ``to_bytes`` output; raises ``CodecFormatError`` (a ``ValueError``) on bad
         magic, unknown version, truncated or trailing data, or out-of-range codes."""
         data = bytes(data)
-        if len(data) < 4 or data[:4] != MAGIC:
-            raise CodecFormatError(
-                f"not a voxray codec stream: magic is {data[:4]!r}, not {MAGIC!r}"
-            )
-        if len(data) < HEADER_SIZE:
-            raise CodecFormatError(f"truncated header: {len(data)} of {HEADER_SIZE} bytes")
-        _, version, bits, id_len, sr, n_samples, q, frames, k, hop = _HEADER.unpack_from(data)
-        if version != VERSION:
-            raise CodecFormatError(
-                f"unsupported codec stream version {version}; this reader knows {VERSION}"
-            )
-        if k < 2 or bits != bits_per_code(k) or q < 1 or hop < 1 or sr < 1:
-            raise CodecFormatError(
-                f"corrupt header: {q} quantizers, codebook {k}, {bits} bits/code, hop {hop}, "
-                f"rate {sr}"
-            )
-        start = HEADER_SIZE + id_len
-        payload = math.ceil(q * frames * bits / 8)
-        if len(data) != start + payload:
-            kind = "truncated" if len(data) < start + payload else "trailing bytes in"
-            raise CodecFormatError(
-                f"{kind} codec stream: {len(data)} bytes, header says {start + payload}"
-            )
-        try:
-            model_id = data[HEADER_SIZE:start].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CodecFormatError(f"corrupt model id: {exc}") from exc
-        if n_samples > frames * hop:
-            raise CodecFormatError(f"corrupt header: {n_samples} samples > {frames} x {hop}")
+        head = read_header(data)
+        q, frames, bits, k = head.num_quantizers, head.num_frames, head.bits, head.codebook_size
+        start = head.header_bytes
         codes = unpack_codes(data[start:], q * frames, bits).reshape(q, frames)
         if codes.size and codes.max() >= k:
             raise CodecFormatError(f"corrupt payload: code {int(codes.max())} >= codebook {k}")
         return cls(
             codes=codes,
-            sample_rate=sr,
-            num_samples=n_samples,
-            model_id=model_id,
+            sample_rate=head.sample_rate,
+            num_samples=head.num_samples,
+            model_id=head.model_id,
             codebook_size=k,
-            hop_length=hop,
+            hop_length=head.hop_length,
         )
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    """The header of a VXRC stream, checked against the stream's size (:func:`read_header`)."""
+
+    sample_rate: int
+    num_samples: int
+    num_quantizers: int
+    num_frames: int
+    codebook_size: int
+    hop_length: int
+    bits: int
+    model_id: str
+    header_bytes: int  # 34 + model id length: where the packed codes start
+
+    @property
+    def decoded_samples(self) -> int:
+        """Samples the decoder computes before cutting to ``num_samples``: frames x hop."""
+        return self.num_frames * self.hop_length
+
+
+def read_header(data: bytes) -> StreamHeader:
+    """Parse and check a VXRC header without unpacking the codes (cheap on any input).
+
+    Raises ``CodecFormatError`` unless the stream's byte size is exactly what the header
+    implies, and the frame count fits the sample count (at most one partly used frame: a
+    header cannot claim a few samples over hours of frames, which the decoder would compute).
+    """
+    if len(data) < 4 or data[:4] != MAGIC:
+        raise CodecFormatError(f"not a voxray codec stream: magic is {data[:4]!r}, not {MAGIC!r}")
+    if len(data) < HEADER_SIZE:
+        raise CodecFormatError(f"truncated header: {len(data)} of {HEADER_SIZE} bytes")
+    _, version, bits, id_len, sr, n_samples, q, frames, k, hop = _HEADER.unpack_from(data)
+    if version != VERSION:
+        raise CodecFormatError(
+            f"unsupported codec stream version {version}; this reader knows {VERSION}"
+        )
+    if k < 2 or bits != bits_per_code(k) or q < 1 or hop < 1 or sr < 1:
+        raise CodecFormatError(
+            f"corrupt header: {q} quantizers, codebook {k}, {bits} bits/code, hop {hop}, rate {sr}"
+        )
+    start = HEADER_SIZE + id_len
+    payload = math.ceil(q * frames * bits / 8)
+    if len(data) != start + payload:
+        kind = "truncated" if len(data) < start + payload else "trailing bytes in"
+        raise CodecFormatError(
+            f"{kind} codec stream: {len(data)} bytes, header says {start + payload}"
+        )
+    if n_samples > frames * hop:
+        raise CodecFormatError(f"corrupt header: {n_samples} samples > {frames} x {hop}")
+    if frames > 0 and (frames - 1) * hop >= n_samples:
+        raise CodecFormatError(
+            f"corrupt header: {frames} frames of {hop} samples for {n_samples} samples (at most "
+            f"one partly used frame)"
+        )
+    try:
+        model_id = bytes(data[HEADER_SIZE:start]).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CodecFormatError(f"corrupt model id: {exc}") from exc
+    return StreamHeader(sr, n_samples, q, frames, k, hop, bits, model_id, start)
 
 
 class CodecPipeline:

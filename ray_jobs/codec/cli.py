@@ -20,11 +20,11 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from datasets.audio import AUDIO_EXTENSIONS
 from models.checkpoint import CheckpointError
 from models.pipelines.codec import CodecPipeline
 from ray_jobs.cli import configure_cli_logging
 from ray_jobs.codec.core import (
-    AUDIO_EXTS,
     CODE_EXT,
     CodecCliError,
     decode_file,
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot load codec checkpoint %s: %s", args.checkpoint, exc)
         return 2
     encode = args.command == "encode"
-    inputs = expand_inputs(args.inputs, AUDIO_EXTS if encode else (CODE_EXT,))
+    inputs = expand_inputs(args.inputs, AUDIO_EXTENSIONS if encode else (CODE_EXT,))
     if not inputs:
         log.error("no input files in %s", ", ".join(args.inputs))
         return 2

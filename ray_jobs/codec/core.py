@@ -20,7 +20,6 @@ from pathlib import Path
 from datasets.audio import AudioError, load_audio, write_audio
 from models.pipelines.codec import CodecFormatError, CodecPipeline, EncodedAudio
 
-AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
 CODE_EXT = ".vxrc"
 
 

@@ -21,6 +21,7 @@ from models.pipelines.diarize import diarization_config
 from ray_jobs.cli import configure_cli_logging, user_error
 from ray_jobs.diarize.core import DiarizeJobError, list_inputs
 from ray_jobs.diarize.job import diarize
+from ray_jobs.output_lock import OutputLockedError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             num_actors=args.num_actors, cpus_per_actor=args.cpus_per_actor,
             reference_rttm=args.reference_rttm, uem=args.uem, collar=args.collar,
         )  # fmt: skip
-    except (DiarizeJobError, ConfigError, CheckpointError, RTTMError, FileNotFoundError) as exc:
+    except (
+        DiarizeJobError, ConfigError, CheckpointError, RTTMError, FileNotFoundError,
+        OutputLockedError,
+    ) as exc:  # fmt: skip
         return user_error(exc)
     print(json.dumps(summary, indent=2))
     return 1 if summary["num_failed"] else 0

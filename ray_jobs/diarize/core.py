@@ -27,15 +27,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from datasets.audio import load_audio
+from datasets.audio import AUDIO_EXTENSIONS, load_audio
 from datasets.rttm import read_rttm, read_uem
 from models.config import ConfigError
 from models.metrics import diarization_error_rate
 from models.pipelines.diarize import Diarizer
 
 log = logging.getLogger("ray_jobs.diarize.job")
-
-AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".sph")
 
 
 class DiarizeJobError(ValueError):
@@ -54,14 +52,16 @@ def uri_of(path: str | Path) -> str:
 def list_inputs(source: str | Path) -> list[dict[str, str]]:
     """Audio inputs as rows ``{"uri", "path"}`` sorted by uri.
 
-    ``source`` is a folder (searched recursively for ``AUDIO_EXTS``), one audio file, or a text
+    ``source`` is a folder (searched recursively for ``AUDIO_EXTENSIONS``), one audio file, or a text
     file listing one audio path per line (``#`` comments and blank lines skipped; relative
     paths are relative to the list file). Duplicate uris raise :class:`DiarizeJobError`.
     """
     src = Path(source)
     if src.is_dir():
-        paths = sorted(p for p in src.rglob("*") if p.suffix.lower() in AUDIO_EXTS and p.is_file())
-    elif src.is_file() and src.suffix.lower() in AUDIO_EXTS:
+        paths = sorted(
+            p for p in src.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+        )
+    elif src.is_file() and src.suffix.lower() in AUDIO_EXTENSIONS:
         paths = [src]
     elif src.is_file():
         paths = []
@@ -73,7 +73,7 @@ def list_inputs(source: str | Path) -> list[dict[str, str]]:
     else:
         raise DiarizeJobError(f"--input {source}: no such file or folder")
     if not paths:
-        raise DiarizeJobError(f"--input {source}: no audio files ({', '.join(AUDIO_EXTS)})")
+        raise DiarizeJobError(f"--input {source}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
     by_uri: dict[str, list[Path]] = {}
     for p in paths:
         by_uri.setdefault(uri_of(p), []).append(p)

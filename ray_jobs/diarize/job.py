@@ -38,6 +38,7 @@ from ray_jobs.diarize.core import (
     write_der,
     write_outputs,
 )
+from ray_jobs.output_lock import OutputLock
 from ray_jobs.storage import check_output
 
 log = logging.getLogger("ray_jobs.diarize.job")
@@ -91,8 +92,32 @@ def diarize(
     collar: float = 0.25,
 ) -> dict[str, Any]:
     """Diarize ``rows`` (from :func:`diarize_core.list_inputs`) on the Ray cluster into
-    ``output``; returns the summary (counts, failures, and the DER totals with references)."""
+    ``output``; returns the summary (counts, failures, and the DER totals with references).
+    Holds ``output``'s lock (``ray_jobs/output_lock.py``): a second job there is refused."""
     check_output(output)  # a local folder on a multi-node cluster is refused before any work
+    with OutputLock(output):
+        return _diarize(
+            rows, checkpoint, output, config=config, num_speakers=num_speakers,
+            min_speakers=min_speakers, max_speakers=max_speakers, num_actors=num_actors,
+            cpus_per_actor=cpus_per_actor, reference_rttm=reference_rttm, uem=uem, collar=collar,
+        )  # fmt: skip
+
+
+def _diarize(
+    rows: list[dict[str, str]],
+    checkpoint: str | Path,
+    output: str | Path,
+    *,
+    config: DiarizationConfig,
+    num_speakers: int | None,
+    min_speakers: int | None,
+    max_speakers: int | None,
+    num_actors: int,
+    cpus_per_actor: float,
+    reference_rttm: str | Path | None,
+    uem: str | Path | None,
+    collar: float,
+) -> dict[str, Any]:
     try:  # a file, a URI or a published model by name (fetched once, here in the driver)
         checkpoint = existing_checkpoint(checkpoint)
     except FileNotFoundError as exc:

@@ -29,13 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from datasets.audio import AudioError, load_audio
+from datasets.audio import AUDIO_EXTENSIONS, AudioError, load_audio
 from models.metrics import mel_distance, signal_quality
 from models.pipelines.codec import CodecPipeline
 
 log = logging.getLogger("ray_jobs.evaluate.codec")
 
-AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
 OPUS_MIN_KBPS = 6.0  # libopus' lowest bitrate
 
 
@@ -50,7 +49,7 @@ def audio_files(root: str | Path, limit: int | None = None) -> list[str]:
         return [str(root)]
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such file or folder")
-    files = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTS)
+    files = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
     return files[:limit] if limit else files
 
 

@@ -31,6 +31,7 @@ from models.checkpoint import CheckpointError
 from ray_jobs.cli import configure_cli_logging, user_error
 from ray_jobs.extract.job import extract
 from ray_jobs.extract.output import FORMATS, ExtractError
+from ray_jobs.output_lock import OutputLockedError
 
 log = logging.getLogger("ray_jobs.extract.cli")
 
@@ -90,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.warning("interrupted: rerun the same command to resume")
         return 130
-    except (AudioError, ManifestError, ExtractError, CheckpointError, FileNotFoundError) as exc:
+    except (
+        AudioError, ManifestError, ExtractError, CheckpointError, FileNotFoundError,
+        OutputLockedError,
+    ) as exc:  # fmt: skip
         return user_error(exc)
     print(json.dumps(summary, indent=2))
     return 0 if summary["num_embedded"] else 1

@@ -49,6 +49,7 @@ from ray_jobs.extract.output import (
     finalize,
     open_output,
 )
+from ray_jobs.output_lock import OutputLock
 
 log = logging.getLogger("ray_jobs.extract.job")
 
@@ -218,6 +219,24 @@ def run_extraction(
         raise ExtractError(f"unknown output format(s) {unknown}; use {list(FORMATS)}")
     if not utterances:
         raise ExtractError("no utterances to extract; check --data-root / --wav-scp")
+    with OutputLock(out_dir):  # a second job on the same folder is refused while this runs
+        return _run_extraction(
+            utterances, out_dir, state, stream, formats=formats, part_rows=part_rows,
+            part_seconds=part_seconds, log_every=log_every,
+        )  # fmt: skip
+
+
+def _run_extraction(
+    utterances: Sequence[Utterance],
+    out_dir: str | Path,
+    state: OutputState,
+    stream: Stream,
+    *,
+    formats: Sequence[str],
+    part_rows: int,
+    part_seconds: float,
+    log_every: float,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = open_output(out_dir, state)
     store = PartStore(out, state.model_id)

@@ -11,7 +11,10 @@ of ``models/pipelines/codec.py`` (SoundStream, arXiv 2107.03312), as base64 in J
 
 Errors: unknown codec name 422 ``unknown_model``; corrupt codes 400 ``corrupt_codes``; codes of
 another model 400 ``codec_mismatch``; bad audio 400 (``invalid_audio`` and friends); bodies over
-``max_request_mb`` 413; streams longer than ``max_seconds`` 413 ``codes_too_long``.
+``max_request_mb`` 413; streams longer than ``max_seconds`` 413 ``codes_too_long``. A stream to
+decode is judged by its header before any code is unpacked: its byte size must be exactly what
+the header implies, its rate and hop those of the codec, and its output length (frames x hop
+samples, what the decoder computes) within ``max_seconds``.
 """
 
 # No ``from __future__ import annotations`` here: Serve's ``@serve.ingress`` rebuilds the route
@@ -23,7 +26,7 @@ from typing import Any
 from fastapi import Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.pipelines.codec import CodecFormatError, EncodedAudio
+from models.pipelines.codec import CodecFormatError, read_header
 from serve import schemas as S
 from serve.audio_input import limit_body, source_bytes
 from serve.context import ServeContext
@@ -149,46 +152,57 @@ class CodecRoutes:
         """VXRC codes -> WAV (JSON with base64, or raw with ``Accept: audio/wav``)."""
         data, name = await self._decode_input(request)
         codec_name(self.ctx, None)  # 404 when no codec is configured
-        try:
-            enc = EncodedAudio.from_bytes(data)
+        try:  # the header only: its size is checked against the stream's bytes, cheaply
+            head = read_header(data)
         except CodecFormatError as exc:
             raise ServiceError(400, "corrupt_codes", f"codes: {exc}") from exc
-        if enc.num_samples / enc.sample_rate > self.ctx.args.max_seconds:
-            raise ServiceError(
-                413,
-                "codes_too_long",
-                f"the stream holds {enc.num_samples / enc.sample_rate:.1f} s of audio, over "
-                f"max_seconds={self.ctx.args.max_seconds:g}",
-            )
         if name is None:  # the codec whose model id the stream carries
             for cand in self.ctx.args.codecs:
-                if (await self.ctx.product(f"codec:{cand}"))[1]["model_id"] == enc.model_id:
+                if (await self.ctx.product(f"codec:{cand}"))[1]["model_id"] == head.model_id:
                     name = cand
                     break
             else:
                 raise ServiceError(
                     400,
                     "codec_mismatch",
-                    f"the codes were made by {enc.model_id!r}, which no configured codec is",
+                    f"the codes were made by {head.model_id!r}, which no configured codec is",
                 )
         name = codec_name(self.ctx, name)
         handle, info = await self.ctx.product(f"codec:{name}")
-        if enc.model_id != info["model_id"]:
+        if head.model_id != info["model_id"]:
             raise ServiceError(
                 400,
                 "codec_mismatch",
-                f"the codes were made by {enc.model_id!r}, codec {name!r} is {info['model_id']!r}",
+                f"the codes were made by {head.model_id!r}, codec {name!r} is {info['model_id']!r}",
+            )
+        sr = int(info["sample_rate"])
+        if head.sample_rate != sr or head.hop_length != int(info["hop_length"]):
+            raise ServiceError(
+                400,
+                "codec_mismatch",
+                f"the stream claims {head.sample_rate} Hz / hop {head.hop_length}; codec {name!r} "
+                f"is {sr} Hz / hop {info['hop_length']}",
+            )
+        # The output length before decoding: what the decoder computes (frames x hop, at the
+        # codec's own rate, not the header's), not only the sample count the header claims.
+        seconds = head.decoded_samples / sr
+        if seconds > self.ctx.args.max_seconds:
+            raise ServiceError(
+                413,
+                "codes_too_long",
+                f"the stream decodes to {seconds:.1f} s of audio, over "
+                f"max_seconds={self.ctx.args.max_seconds:g}",
             )
         wav = checked(await handle.decode.remote(data), "codes", "corrupt_codes")
-        audio = wav_bytes(wav, enc.sample_rate)
+        audio = wav_bytes(wav, sr)
         if _wants(request, "audio/wav"):
             return Response(content=audio, media_type="audio/wav")
         return CodecDecodeResponse(
             audio_base64=base64.b64encode(audio).decode(),
-            sample_rate=enc.sample_rate,
-            duration_s=wav.size / enc.sample_rate,
+            sample_rate=sr,
+            duration_s=wav.size / sr,
             model=name,
-            model_id=enc.model_id,
+            model_id=head.model_id,
         )
 
 

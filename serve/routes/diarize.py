@@ -114,8 +114,12 @@ class DiarizeRoutes:
         req = await self.ctx.parse(request, DiarizeRequest)
         info = await self.ctx.embedding.info()
         gallery = _gallery(self.ctx, req.group, info["model_id"]) if req.group else None
+        d = self.ctx.args.diarization
         limits = self.ctx.audio_limits(
-            info["sample_rate"], self.ctx.args.min_seconds, self.ctx.args.diarization.max_seconds
+            info["sample_rate"],
+            self.ctx.args.min_seconds,
+            d.max_seconds,
+            d.max_request_audio_seconds,
         )
         wav = await self.ctx.load(req.audio, "audio", limits)
         try:

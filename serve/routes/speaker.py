@@ -17,14 +17,15 @@ documents the hand-parsed bodies). OpenAPI docs: ``/docs``.
 import asyncio
 import logging
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import Request
 
-from datasets.manifests import ManifestError, scan_tree
+from datasets.audio import AudioBudget
+from datasets.manifests import ManifestError, WalkLimits, scan_tree
 from serve import schemas as S
 from serve.audio_input import resolve_allowed_path
 from serve.auth import audit
@@ -34,6 +35,8 @@ from serve.http import app
 from serve.store import ModelMismatchError, UnknownGroupError
 
 log = logging.getLogger(__name__)
+
+IMPORT_WALK_SECONDS = 30.0  # listing an import folder stops with 413 after this long
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -379,17 +382,19 @@ class SpeakerRoutes:
     async def _import_tree(
         self, root: Path, req: S.ImportRequest, model_id: str
     ) -> S.ImportResponse:
+        # Symlinks are not followed (not out of the roots, not round a loop), and the walk
+        # stops past max_import_files files or IMPORT_WALK_SECONDS.
+        limit = self.ctx.args.max_import_files
+        walk = WalkLimits(follow_links=False, max_files=limit, max_seconds=IMPORT_WALK_SECONDS)
         try:
-            utts = await asyncio.to_thread(scan_tree, root, req.layout)
+            utts = await asyncio.to_thread(scan_tree, root, req.layout, walk=walk)
         except ManifestError as exc:
-            raise ServiceError(400, "invalid_tree", str(exc)) from exc
-        if len(utts) > self.ctx.args.max_import_files:
-            raise ServiceError(
-                413,
-                "too_many_files",
-                f"{root} holds {len(utts)} audio files; at most {self.ctx.args.max_import_files} "
-                "per import (import sub-folders separately)",
-            )
+            message = str(exc).replace(str(root), req.path)  # the client's path, not ours
+            if "more than" in message or "took over" in message:
+                raise ServiceError(
+                    413, "too_many_files", f"{req.path}: {message} (at most {limit} per import)"
+                ) from exc
+            raise ServiceError(400, "invalid_tree", message) from exc
         by_speaker: dict[tuple[str, str], list[str]] = defaultdict(list)
         for u in utts:
             by_speaker[(u.dataset, u.speaker)].append(u.path)
@@ -398,12 +403,16 @@ class SpeakerRoutes:
         skipped: list[S.SkippedFile] = []
 
         async def one(path: str) -> np.ndarray | None:
+            shown = str(Path(req.path) / Path(path).relative_to(root))  # as the client names it
             async with sem:
-                try:
-                    wav = await self.ctx.load(S.AudioSource(path=path), path, limits)
-                    return (await self.ctx.embedding.embed([wav], [path]))[0]
+                try:  # each file its own decoded-audio budget (an import is many requests' worth)
+                    lim = replace(
+                        limits, budget=AudioBudget(self.ctx.args.max_request_audio_seconds)
+                    )
+                    wav = await self.ctx.load(S.AudioSource(path=shown), shown, lim)
+                    return (await self.ctx.embedding.embed([wav], [shown]))[0]
                 except ServiceError as exc:
-                    skipped.append(S.SkippedFile(path=path, error=exc.message))
+                    skipped.append(S.SkippedFile(path=shown, error=exc.message))
                     return None
 
         enrolled = []
@@ -416,7 +425,7 @@ class SpeakerRoutes:
                 np.stack(rows),
                 groups=(req.group,),
                 model_id=model_id,
-                metadata={"dataset": dataset, "source": str(root), "num_files": len(paths)},
+                metadata={"dataset": dataset, "source": req.path, "num_files": len(paths)},
             )
             enrolled.append(sp)
         return _import_response(req.group, "tree", enrolled, skipped)

@@ -13,11 +13,11 @@ import argparse
 import json
 from collections.abc import Sequence
 
+from datasets.audio import AUDIO_EXTENSIONS
 from datasets import storage
 from models.pipelines.codec import CodecPipeline
 from ray_jobs.cli import USER_ERRORS, configure_cli_logging, user_error
 from ray_jobs.evaluate.codec import (
-    AUDIO_EXTS,
     audio_files,
     evaluate_files,
     evaluate_opus,
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = audio_files(args.data_root, args.max_files)
         if not files:
             raise FileNotFoundError(
-                f"no audio files ({', '.join(AUDIO_EXTS)}) under {args.data_root}"
+                f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {args.data_root}"
             )
         nqs = args.num_quantizers or [pipeline.num_quantizers]
         for n in nqs:
