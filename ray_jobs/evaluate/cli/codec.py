@@ -13,8 +13,8 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from datasets.audio import AUDIO_EXTENSIONS
 from datasets import storage
+from datasets.audio import AUDIO_EXTENSIONS
 from models.pipelines.codec import CodecPipeline
 from ray_jobs.cli import USER_ERRORS, configure_cli_logging, user_error
 from ray_jobs.evaluate.codec import (
