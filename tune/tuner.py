@@ -13,6 +13,7 @@ from typing import Any
 
 from ray import tune
 
+from ray_jobs.submission import run_name
 from tune.spaces import to_param_space
 
 log = logging.getLogger("tune.tuner")
@@ -29,6 +30,7 @@ def fit_sweep(
     num_samples: int,
     max_concurrent: int,
     seed: int,
+    label: str,
     scheduler: Any = None,
 ) -> dict[str, Any]:
     """The sweep every kind runs: seeded random/grid search over ``space``, Tune's results under
@@ -47,7 +49,10 @@ def fit_sweep(
                 random_state=seed, max_concurrent=max_concurrent
             ),
         ),
-        run_config=tune.RunConfig(name="sweep", storage_path=str(Path(output).resolve() / "tune")),
+        run_config=tune.RunConfig(
+            name=run_name(f"sweep-{kind}", label),
+            storage_path=str(Path(output).resolve() / "tune"),
+        ),
     )
     return summarize(tuner.fit(), metric, mode, output, kind=kind)
 

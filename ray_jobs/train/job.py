@@ -37,6 +37,7 @@ from ray.train.torch import TorchTrainer
 from models.checkpoint import atomic_write, read_checkpoint
 from models.config import ConfigError
 from models.registry import resolve_task
+from ray_jobs.submission import run_name
 from ray_jobs.train.data import build_train_data
 from ray_jobs.train.experiment import ExperimentConfig, experiment_from_dict
 from ray_jobs.train.logbook import CSV_NAME, CURVES_NAME, TB_DIR, pick_best
@@ -181,6 +182,8 @@ def run_training(
     datasets = {"train": data.train}
     if data.val is not None:
         datasets["val"] = data.val
+    for split, ds in datasets.items():  # the dashboard names them after the job and config
+        ds.set_name(f"{run_name('train', exp.name)}-{split}")
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
