@@ -189,6 +189,9 @@ def local_head(num_cpus: int = 2) -> Iterator[LocalHead]:
     lo, hi = free_port_range()
     env = client_env(token_path, f"http://127.0.0.1:{dash}")
     env.pop("RAY_ADDRESS")
+    # the cluster's checkout on every worker's path, as cluster.yaml starts Ray: Serve apps
+    # deployed without a working_dir import serve.app from it
+    env["PYTHONPATH"] = str(REPO_ROOT)
     cmd = [
         str(VENV_BIN / "ray"), "start", "--head",
         "--node-ip-address=127.0.0.1", f"--port={gcs}",

@@ -202,7 +202,7 @@ def run_training(
         scaling_config=ray.train.ScalingConfig(
             num_workers=exp.train.num_workers,
             use_gpu=gpu,
-            resources_per_worker={"CPU": exp.train.cpus_per_worker},
+            resources_per_worker={"CPU": exp.train.cpus_per_worker, **exp.train.worker_resources},
         ),
         run_config=ray.train.RunConfig(
             name=exp.name,

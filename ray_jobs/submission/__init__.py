@@ -9,22 +9,20 @@ name is ``voxray-<job>-<config>``.
         --submission-id "$(python -m ray_jobs.submission train ray_jobs/configs/tiny/campplus.yaml)" \\
         -- python -m ray_jobs.train --config ray_jobs/configs/tiny/campplus.yaml ...
 
-Ray-free: the job supervisor passes the submission id to the driver in the job config's
+``cli.py`` is that command line. Ray-free: the job supervisor passes the submission id to the driver in the job config's
 metadata (``RAY_JOB_CONFIG_JSON_ENV_VAR``), read here without importing Ray.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 PREFIX = "voxray"
-CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 # Set by Ray's job supervisor for the entrypoint process: {"runtime_env": ..., "metadata": ...}
 _JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 _SUBMISSION_KEY = "job_submission_id"
@@ -75,19 +73,3 @@ def run_name(job: str, config: str | Path) -> str:
     """What this run's datasets and Tune experiment are called: the submission id under
     ``ray job submit``, else ``voxray-<job>-<config>``."""
     return current_submission_id() or f"{PREFIX}-{slug(job)}-{config_label(config)}"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m ray_jobs.submission",
-        description="print a readable submission id for `ray job submit --submission-id`",
-    )
-    p.add_argument("job", help="the job: train, extract, diarize, sweep, ...")
-    p.add_argument("config", help="its config YAML, or a short label (a checkpoint, a preset)")
-    args = p.parse_args(argv)
-    print(submission_id(args.job, args.config))  # the CLI's output, for $(...)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
