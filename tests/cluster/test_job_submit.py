@@ -33,14 +33,16 @@ def _api(head: LocalHead) -> httpx.Client:
     )
 
 
-def submit(head: LocalHead, sid: str, *entrypoint: str) -> dict[str, float]:
+def submit(
+    head: LocalHead, sid: str, *entrypoint: str, extra: tuple[str, ...] = ()
+) -> dict[str, float]:
     """Submit through the CLI; wait (bounded) until the job ends. Returns the seconds from the
     submit command to RUNNING, to the job's first log line, and to the end; raises with the
-    job's logs unless it SUCCEEDED."""
+    job's logs unless it SUCCEEDED. ``extra``: more ``ray job submit`` options."""
     t0 = time.monotonic()
     r = head.ray(
         "job", "submit", "--address", head.address, "--working-dir", ".",
-        "--submission-id", sid, "--no-wait", "--", *entrypoint,
+        "--submission-id", sid, "--no-wait", *extra, "--", *entrypoint,
         timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
@@ -66,6 +68,12 @@ def submit(head: LocalHead, sid: str, *entrypoint: str) -> dict[str, float]:
     return times
 
 
+def shared(storage: Path) -> tuple[str, ...]:
+    """Names the storage folder as the cluster's shared mount for the job (README: Storage)."""
+    env = {"env_vars": {"VOXRAY_SHARED_MOUNTS": str(storage)}}
+    return ("--runtime-env-json", json.dumps(env))
+
+
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory) -> Path:
     """The 'shared mount': a tmp folder outside the working dir, holding the corpus."""
@@ -83,7 +91,7 @@ def test_train_then_extract_through_ray_job_submit(ray_head, storage):
     t = submit(
         ray_head, train_id, "python", "-m", "ray_jobs.train", "--config", CONFIG,
         "--data-root", str(storage / "data"), "--output", str(out),
-        "--set", "train.epochs=1", "--set", "train.cpus_per_worker=0.5",
+        "--set", "train.epochs=1", "--set", "train.cpus_per_worker=0.5", extra=shared(storage),
     )  # fmt: skip
     report = json.loads((out / "report.json").read_text())
     assert report["epochs_run"] == 1 and Path(report["checkpoint"]) == out / "model.pt"
@@ -98,7 +106,7 @@ def test_train_then_extract_through_ray_job_submit(ray_head, storage):
     submit(
         ray_head, extract_id, "python", "-m", "ray_jobs.extract",
         "--data-root", str(storage / "data"), "--checkpoint", str(out / "model.pt"),
-        "--output", str(emb), "--batch-size", "4", "--num-actors", "1",
+        "--output", str(emb), "--batch-size", "4", "--num-actors", "1", extra=shared(storage),
     )  # fmt: skip
     rows = pq.read_table(emb / "utterances.parquet").to_pylist()
     assert len(rows) == 16 and {r["speaker_id"] for r in rows} == {f"spk{i:03d}" for i in range(4)}
