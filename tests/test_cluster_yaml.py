@@ -110,3 +110,12 @@ def test_setup_installs_the_locked_environment(raw_config: dict) -> None:
         starts = [c for c in raw_config[key] if "ray start" in c]
         assert starts, key
         assert all(".venv/bin/ray start" in c for c in starts), f"{key} must use the venv's ray"
+
+
+def test_token_auth_and_checkout_on_every_node(raw_config: dict) -> None:
+    """Every node gets the laptop's Ray auth token and starts with token auth required; workers
+    import the checkout (the Serve config deploys without a working_dir)."""
+    assert raw_config["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [c for c in raw_config[key] if "ray start" in c]
+        assert "RAY_AUTH_MODE=token" in start and "PYTHONPATH=$HOME/voxray" in start, key

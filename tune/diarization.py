@@ -185,6 +185,7 @@ def run_diarization_sweep(
         space,
         output,
         kind="diarization",
+        label=Path(output).name or "output",
         metric=metric,
         mode=mode,
         num_samples=num_samples,

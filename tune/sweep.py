@@ -24,7 +24,7 @@ decode/crop/mix tasks ask a CPU each); the sweep runs as many trials at once as 
 has room for (at most ``--max-concurrent``) and refuses a cluster too small for one. Results:
 ``<output>/sweep.json`` (every trial's config and final metrics, and the best one), plus each
 trial's ``report.json`` and ``model.pt`` (its best epoch). TensorBoard: ``tensorboard --logdir
-<output>/tune/sweep`` shows every trial's per-epoch metrics (Tune's own event files),
+<output>/tune`` shows every trial's per-epoch metrics (Tune's own event files),
 ``--logdir <output>/trials`` their per-step curves.
 """
 
@@ -169,6 +169,7 @@ def run_train_sweep(
         space,
         output,
         kind="train",
+        label=exp.name,
         metric=metric,
         mode=mode,
         num_samples=num_samples,

@@ -14,6 +14,7 @@ from typing import Any
 from ray import tune
 
 from datasets import storage
+from ray_jobs.submission import run_name
 from tune.spaces import to_param_space
 
 log = logging.getLogger("tune.tuner")
@@ -30,6 +31,7 @@ def fit_sweep(
     num_samples: int,
     max_concurrent: int,
     seed: int,
+    label: str,
     scheduler: Any = None,
 ) -> dict[str, Any]:
     """The sweep every kind runs: seeded random/grid search over ``space``, Tune's results under
@@ -50,7 +52,9 @@ def fit_sweep(
             ),
         ),
         run_config=tune.RunConfig(
-            name="sweep", storage_path=results_path, storage_filesystem=results_fs
+            name=run_name(f"sweep-{kind}", label),
+            storage_path=results_path,
+            storage_filesystem=results_fs,
         ),
     )
     return summarize(tuner.fit(), metric, mode, output, kind=kind)

@@ -49,6 +49,7 @@ from ray_jobs.extract.core import (
 )
 from ray_jobs.extract.output import Batch, ExtractError, OutputState, open_output
 from ray_jobs.storage import check_output
+from ray_jobs.submission import run_name
 
 log = logging.getLogger("ray_jobs.extract.job")
 
@@ -88,8 +89,10 @@ def ray_stream(
     num_actors: int = 1,
     cpus_per_actor: float = 1.0,
     min_seconds: float = 0.0,
+    name: str | None = None,
 ) -> Stream:
-    """A :data:`extract_core.Stream` that runs featurization and embedding on Ray Data."""
+    """A :data:`extract_core.Stream` that runs featurization and embedding on Ray Data; ``name``
+    names its dataset on the dashboard."""
     weights = sum(v.numel() * v.element_size() for v in checkpoint["state_dict"].values())
     # Bytes per actor: torch + Ray in the worker (~0.5 GiB measured), weights, batches.
     actor_memory = 4 * weights + 2**30
@@ -103,6 +106,7 @@ def ray_stream(
         ds = ray.data.from_items(
             rows, override_num_blocks=max(1, math.ceil(len(rows) / batch_size))
         )
+        ds.set_name(name)
         ds = ds.map_batches(
             featurize_rows,
             fn_kwargs={"fbank": fbank, "min_seconds": min_seconds},
@@ -164,6 +168,7 @@ def extract(
     stream = ray_stream(
         ckpt, embedder.model_id, embedder.fbank_cfg, batch_size=batch_size, num_gpus=num_gpus,
         num_actors=num_actors, cpus_per_actor=cpus_per_actor,
+        name=run_name("extract", Path(output).name or "output"),
     )  # fmt: skip
     summary = run_extraction(
         utterances, output, state, stream, formats=formats, part_rows=part_rows

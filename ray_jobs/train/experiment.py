@@ -125,6 +125,9 @@ class TrainConfig:
     num_workers: int = 1  # Ray Train workers (data-parallel trainers)
     use_gpu: Literal["auto", "yes", "no"] = "auto"  # auto: GPUs when the cluster has them
     cpus_per_worker: float = 1.0
+    # Extra Ray resources per worker (custom node resources: pin workers to a node type, or one
+    # per node with a resource each node has once); CPU/GPU come from the fields above.
+    worker_resources: dict[str, float] = field(default_factory=dict)
     max_failures: int = 2  # worker-group restarts from the last checkpoint
     log_every: int = 20  # steps between progress log lines
     max_minutes: float = 0.0  # wall-clock budget; 0 = none. Stops cleanly with a checkpoint.

@@ -39,6 +39,7 @@ from models.checkpoint import atomic_write, read_checkpoint
 from models.config import ConfigError
 from models.registry import resolve_task
 from ray_jobs.storage import check_output
+from ray_jobs.submission import run_name
 from ray_jobs.train.data import build_train_data
 from ray_jobs.train.experiment import ExperimentConfig, experiment_from_dict
 from ray_jobs.train.logbook import CSV_NAME, CURVES_NAME, TB_DIR, pick_best
@@ -207,6 +208,8 @@ def run_training(
     datasets = {"train": data.train}
     if data.val is not None:
         datasets["val"] = data.val
+    for split, ds in datasets.items():  # the dashboard names them after the job and config
+        ds.set_name(f"{run_name('train', exp.name)}-{split}")
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -226,7 +229,7 @@ def run_training(
         scaling_config=ray.train.ScalingConfig(
             num_workers=exp.train.num_workers,
             use_gpu=gpu,
-            resources_per_worker={"CPU": exp.train.cpus_per_worker},
+            resources_per_worker={"CPU": exp.train.cpus_per_worker, **exp.train.worker_resources},
         ),
         run_config=ray.train.RunConfig(
             name=exp.name,

@@ -20,8 +20,14 @@ def test_shipped_config_passes_serves_deploy_schema_and_app_args():
     ServeDeploySchema.model_validate(cfg)  # raises on e.g. a relative working_dir
     (app,) = cfg["applications"]
     assert app["import_path"] == "serve.app:build_app"
-    assert app["runtime_env"]["working_dir"].startswith("local:///")
-    AppArgs.model_validate(app["args"])
+    # no working_dir (serve deploy refuses a local one): nodes import serve.app from the
+    # cluster's checkout on PYTHONPATH (cluster.yaml)
+    assert "working_dir" not in app.get("runtime_env", {})
+    args = AppArgs.model_validate(app["args"])
+    # state outside any package Ray unpacks: absolute paths (or URIs) only, so a redeploy keeps
+    # the enrollments and finds the checkpoint
+    paths = [args.db, *(m.path for m in args.models.values())]
+    assert paths and all(p.startswith("/") or "://" in p for p in paths), paths
 
 
 def test_build_app_takes_a_model_name_and_fetches_it_in_the_driver(tmp_path, monkeypatch):

@@ -67,9 +67,13 @@ def test_train_sweep_runs_trials_through_the_training_job(ray_cluster, tmp_path)
     assert summary["best"]["val_eer"] == min(t["val_eer"] for t in trials)
     saved = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert saved["metric"] == "val_eer" and len(saved["trials"]) == 2
-    # Tune's TensorBoard logs (README: tensorboard --logdir <output>/tune/sweep): one events
+    # Tune's TensorBoard logs (README: tensorboard --logdir <output>/tune): one events
     # file per trial; each trial's own run logs per step under trials/<trial>/tensorboard
-    assert len(list((tmp_path / "sweep" / "tune" / "sweep").glob("*/events.out.tfevents.*"))) == 2
+    assert len(list((tmp_path / "sweep" / "tune").glob("*/*/events.out.tfevents.*"))) == 2
+    # the experiment is named after the job and config (ray_jobs.submission.run_name)
+    assert [p.name for p in (tmp_path / "sweep" / "tune").iterdir() if p.is_dir()] == [
+        f"voxray-sweep-train-{base['name']}"
+    ]
     assert len(list((tmp_path / "sweep" / "trials").glob("*/tensorboard/events.*"))) == 2
     # the data was packed once, in the driver, and every trial trained on those shards
     assert (tmp_path / "sweep" / "data" / "shards" / "manifest.json").is_file()
