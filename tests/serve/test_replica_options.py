@@ -6,7 +6,6 @@ the replica, ``models.pipelines.placement``), the health-check settings, and
 from __future__ import annotations
 
 import pytest
-import torch
 
 import models
 from tests.serve.helpers import PRODUCT, app_args
@@ -75,7 +74,6 @@ def test_replica_on_cpu_and_health(ckpts):
         codec.check_health()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.gpu
 def test_gpu_replica_runs_torch_on_cuda(ckpts):
     from serve.deployments.speaker import EmbeddingModel
