@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,8 +36,7 @@ def model_info(name: str, spec: dict[str, Any], embedder: Any) -> dict[str, Any]
     None without a record or when the record belongs to another model id). The record lies
     beside the checkpoint file: for a published model by name (``pip:resemblyzer``), beside the
     converted file in the cache, where ``ray_jobs.evaluate --calibrate`` writes it."""
-    path = spec["path"]
-    ckpt = Path(path) if str(path).endswith(".onnx") else resolve_checkpoint(path)
+    ckpt = resolve_checkpoint(spec["path"])
     record = read_calibration(ckpt, embedder.model_id)
     return {
         "name": name,
