@@ -28,7 +28,13 @@ log = logging.getLogger("serve")
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[str, Any]]:
     p = argparse.ArgumentParser(prog="python -m serve", description=__doc__)
     p.add_argument("--checkpoint", required=True, help="voxray checkpoint (.pt) or .onnx file")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="auto: ONNX Runtime on CPU replicas (exported once beside the checkpoint), torch "
+        "on GPU replicas; torch or onnx forces one",
+    )
     p.add_argument(
         "--model",
         action="append",
@@ -113,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     models = {
         name: {
             "path": path.removesuffix(":onnx"),
-            "backend": "onnx" if path.endswith(":onnx") else "torch",
+            "backend": "onnx" if path.endswith(":onnx") else "auto",
         }
         for name, path in pairs(ns.model, "--model", "NAME=PATH or NAME=PATH:onnx")
     }

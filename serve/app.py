@@ -139,7 +139,7 @@ def build_app(args: dict[str, Any]) -> Application:
     """
     cfg = args if isinstance(args, S.AppArgs) else S.AppArgs.model_validate(args)
     for name, spec in cfg.models.items():
-        if spec.backend == "torch":
+        if not spec.path.endswith(".onnx"):
             # A file, or a published model by name: fetched and converted here, once, into the
             # cache, so a replica on this machine finds it there (another node resolves the
             # same name into its own cache).

@@ -3,10 +3,12 @@
 ``benchmark_service`` starts the app on loopback (a temporary enrollment database, removed
 afterwards), enrolls ``num_enrolled`` random-embedding speakers through ``POST /galleries``, and
 sends a fixed number of requests per concurrency level (asyncio + httpx, per-request timeouts),
-so the run is bounded. In the same run it times the model alone (``SpeakerEmbedder.embed_batch``
-on the same clips, batch 16): ``service_overhead`` is the model's clips/s over the service's
-clips/s for /verify (2 clips per request), i.e. how much slower the HTTP path is than the bare
-model. It returns a dict and writes nothing.
+so the run is bounded. In the same run it times the model alone (``embed_batch`` of the
+backend the service ran, torch or ONNX Runtime, on the same clips, batch 16):
+``service_overhead`` is the model's clips/s over the service's clips/s for /verify (2 clips per
+request), i.e. how much slower the HTTP path is than the bare model. ``benchmark_replicas``
+serves the same model with 1 and 2 embedding replicas side by side and compares their
+throughput. They return dicts and write nothing.
 """
 
 from __future__ import annotations
@@ -93,17 +95,20 @@ async def _level(
     }
 
 
-def _model_throughput(checkpoint: str, clips: list[bytes], batch: int, min_clips: int) -> dict:
-    """The bare model on the same clips: decode once, then time ``embed_batch`` only."""
+def _model_throughput(
+    checkpoint: str, clips: list[bytes], batch: int, min_clips: int, backend: str = "torch"
+) -> dict:
+    """The bare model on the same clips, on ``backend`` (``torch`` or ``onnx``, what a CPU
+    replica runs): decode once, then time ``embed_batch`` only."""
     import torch
 
     from datasets.audio import decode_audio
-    from models.pipelines.speaker import SpeakerEmbedder
+    from models.pipelines.placement import load_embedder
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what one embedding replica uses (torch_threads=1)
     try:
-        emb = SpeakerEmbedder.from_checkpoint(checkpoint)
+        emb = load_embedder(checkpoint, backend, "cpu", threads=1)
         wavs = [decode_audio(c, emb.sample_rate)[0] for c in clips]
         emb.embed_batch(wavs[:batch], emb.sample_rate)  # warm-up
         done, t0 = 0, time.perf_counter()
@@ -114,7 +119,12 @@ def _model_throughput(checkpoint: str, clips: list[bytes], batch: int, min_clips
         wall = time.perf_counter() - t0
     finally:
         torch.set_num_threads(threads)  # the caller's (e.g. make bench's) setting
-    return {"batch_size": batch, "clips": done, "clips_per_s": round(done / wall, 2)}
+    return {
+        "backend": backend,
+        "batch_size": batch,
+        "clips": done,
+        "clips_per_s": round(done / wall, 2),
+    }
 
 
 @contextlib.contextmanager
@@ -134,17 +144,7 @@ def served_app(
 
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="voxray-bench-") as tmp:
-        args = {
-            "checkpoint": str(checkpoint),
-            "db": str(Path(tmp) / "bench.db"),
-            "autoscaling": {"min_replicas": 1, "max_replicas": 1},
-            "ingress_num_cpus": 0,
-            "model_num_cpus": 0,
-            # keyless on loopback (serve/auth.py): the clients send no key; checking one costs
-            # a SHA-256 of a few bytes per request, nothing next to a model call
-            "auth": "disabled",
-            **(app_args or {}),
-        }
+        args = _bench_args(checkpoint, Path(tmp) / "bench.db", app_args)
         app = build_app(args)
         if not ray.is_initialized():
             init_ray()
@@ -156,6 +156,23 @@ def served_app(
             serve.delete(APP_NAME)
             # serve.start ignores http_options when Serve already runs, so never leave ours up.
             serve.shutdown()
+
+
+def _bench_args(
+    checkpoint: str | Path, db: Path, app_args: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The benchmark's ``AppArgs``: one replica of each deployment at ``num_cpus=0``."""
+    return {
+        "checkpoint": str(checkpoint),
+        "db": str(db),
+        "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+        "ingress_num_cpus": 0,
+        "model_num_cpus": 0,
+        # keyless on loopback (serve/auth.py): the clients send no key; checking one costs
+        # a SHA-256 of a few bytes per request, nothing next to a model call
+        "auth": "disabled",
+        **(app_args or {}),
+    }
 
 
 def benchmark_service(
@@ -173,7 +190,8 @@ def benchmark_service(
 
     Returns ``{"config", "model", "verify": [level...], "identify": [level...], "model_only",
     "service_overhead"}``; each level has requests/s, p50/p99/mean latency (ms) and error counts.
-    ``app_args`` override the app's ``AppArgs`` (e.g. ``autoscaling``, ``model_num_cpus``).
+    ``app_args`` override the app's ``AppArgs`` (e.g. ``autoscaling``, ``model_num_cpus``,
+    ``backend``); the bare model runs on the backend the service reports it ran.
     Uses the connected Ray cluster, or starts a local one.
     """
     import httpx
@@ -214,7 +232,11 @@ def benchmark_service(
                     asyncio.run(_level(base_url, fn, c, requests_per_level, timeout_s))
                 )
     model_only = _model_throughput(
-        checkpoint, clips, batch=16, min_clips=max(64, 2 * requests_per_level)
+        checkpoint,
+        clips,
+        batch=16,
+        min_clips=max(64, 2 * requests_per_level),
+        backend=cfg["model"]["backend"],
     )
     best_verify = max((lvl["requests_per_s"] for lvl in results["verify"]), default=0.0)
     service_clips = 2 * best_verify
@@ -236,6 +258,99 @@ def benchmark_service(
         "service_overhead": round(model_only["clips_per_s"] / service_clips, 2)
         if service_clips
         else float("nan"),
+    }
+
+
+def benchmark_replicas(
+    checkpoint: str | Path,
+    *,
+    replicas: tuple[int, ...] = (1, 2),
+    repeats: int = 3,
+    concurrency: int = 16,
+    requests: int = 64,
+    clip_seconds: float = 3.0,
+    num_clips: int = 16,
+    timeout_s: float = 60.0,
+    app_args: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """/verify throughput with each number of embedding replicas in ``replicas``, side by side.
+
+    One app per count runs at once (own name and route prefix ``/r<n>``, fixed
+    ``min_replicas = max_replicas = n``, the ingress and diarization shared by none), and each
+    repeat measures every app in turn (``requests`` requests at ``concurrency``), so slow drifts
+    of the machine's load hit all counts alike. Returns per count the requests/s of every
+    repeat and their median, and ``ratio``: each count's median over the first count's.
+    """
+    import httpx
+    import ray
+    from ray import serve
+
+    from datasets.ray_data import init_ray
+    from serve.app import build_app
+
+    clips = [base64.b64encode(c).decode() for c in _clips(num_clips, clip_seconds)]
+
+    async def verify(client: httpx.AsyncClient, i: int, prefix: str) -> httpx.Response:
+        a, b = clips[i % len(clips)], clips[(i + 1) % len(clips)]
+        return await client.post(f"{prefix}/verify", json={"audio_a": a, "audio_b": b})
+
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    names = {n: f"{APP_NAME}_r{n}" for n in replicas}
+    rates: dict[int, list[float]] = {n: [] for n in replicas}
+    errors: dict[int, dict[str, int]] = {n: {} for n in replicas}
+    with tempfile.TemporaryDirectory(prefix="voxray-bench-") as tmp:
+        apps = {}
+        for n in replicas:
+            overrides = {
+                "max_seconds": max(60.0, clip_seconds + 1),
+                "diarization": {"enabled": False},
+                **(app_args or {}),
+                "autoscaling": {"min_replicas": n, "max_replicas": n},
+            }
+            apps[n] = build_app(_bench_args(checkpoint, Path(tmp) / f"r{n}.db", overrides))
+        if not ray.is_initialized():
+            init_ray()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        try:
+            for n, app in apps.items():
+                serve.run(app, name=names[n], route_prefix=f"/r{n}")
+            for n in replicas:  # warm-up: every replica of every app loads and runs once
+                asyncio.run(
+                    _level(base_url, lambda c, i, p=f"/r{n}": verify(c, i, p), n, 2 * n, timeout_s)
+                )
+            for _ in range(repeats):
+                for n in replicas:
+                    lvl = asyncio.run(
+                        _level(
+                            base_url,
+                            lambda c, i, p=f"/r{n}": verify(c, i, p),
+                            concurrency,
+                            requests,
+                            timeout_s,
+                        )
+                    )
+                    rates[n].append(float(lvl["requests_per_s"]))
+                    for k, v in lvl["errors"].items():
+                        errors[n][k] = errors[n].get(k, 0) + v
+        finally:
+            for name in names.values():
+                serve.delete(name)
+            serve.shutdown()
+    medians = {n: float(np.median(r)) for n, r in rates.items()}
+    first = medians[replicas[0]]
+    return {
+        "config": {
+            "replicas": list(replicas),
+            "repeats": repeats,
+            "concurrency": concurrency,
+            "requests": requests,
+            "clip_seconds": clip_seconds,
+        },
+        "requests_per_s": {n: [round(x, 2) for x in r] for n, r in rates.items()},
+        "median_requests_per_s": {n: round(m, 2) for n, m in medians.items()},
+        "ratio": {n: round(m / first, 3) if first else float("nan") for n, m in medians.items()},
+        "errors": errors,
     }
 
 

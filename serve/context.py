@@ -13,12 +13,14 @@ active model's calibration record, else 0.5) and AS-norm against the model's coh
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 
@@ -31,6 +33,15 @@ from serve.auth import ApiKey, Authorizer, KeyRing
 from serve.errors import ServiceError, checked
 from serve.store import SpeakerStore
 from serve.thresholds import operating_point
+
+log = logging.getLogger(__name__)
+
+# An embedding call whose replica dies while it runs fails with RayActorError (ActorDiedError,
+# ActorUnavailableError); calls still queued in the handle are re-routed by Serve itself.
+# Embedding is idempotent, so an in-flight call is sent again, to a live replica, a bounded
+# number of times with a short backoff (Serve stops routing to the dead one within ~1 s).
+EMBED_ATTEMPTS = 3
+EMBED_RETRY_BACKOFF_S = 0.2
 
 
 class EmbeddingClient:
@@ -57,10 +68,20 @@ class EmbeddingClient:
 
     async def embed(self, wavs: list[np.ndarray], fields: list[str]) -> np.ndarray:
         """``N`` waveforms -> ``(N, D)`` from the active model (each call joins a Serve batch)."""
-        rows = await asyncio.gather(*(self.handle.embed.remote(w, self.active) for w in wavs))
+        rows = await asyncio.gather(*(self._embed_one(w) for w in wavs))
         return np.stack(
             [checked(row, name) for row, name in zip(rows, fields, strict=True)]
         ).astype(np.float32)
+
+    async def _embed_one(self, wav: np.ndarray) -> np.ndarray | str:
+        """One ``embed`` call, sent again if its replica died (``EMBED_ATTEMPTS`` in all)."""
+        for attempt in range(1, EMBED_ATTEMPTS):
+            try:
+                return await self.handle.embed.remote(wav, self.active)
+            except RayActorError as exc:
+                log.warning("embedding replica died (attempt %d), retrying: %s", attempt, exc)
+                await asyncio.sleep(EMBED_RETRY_BACKOFF_S * attempt)
+        return await self.handle.embed.remote(wav, self.active)  # the last attempt raises
 
 
 @dataclass

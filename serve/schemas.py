@@ -20,12 +20,15 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, mo
 
 
 class ModelSpec(BaseModel):
-    """One servable embedding model: a voxray checkpoint (torch) or an exported ONNX file."""
+    """One servable embedding model: a voxray checkpoint, or an exported ONNX file."""
 
     model_config = ConfigDict(extra="forbid")
 
     path: str
-    backend: Literal["torch", "onnx"] = "torch"
+    # auto: torch on a GPU replica, ONNX Runtime on CPU (exported once beside the checkpoint;
+    # torch where the exporter refuses the model); torch / onnx force one
+    # (models/pipelines/placement.py)
+    backend: Literal["auto", "torch", "onnx"] = "auto"
     # AS-norm cohort of this model (speakers.parquet of ray_jobs.extract, or .npy): verify and
     # identify scores are then AS-normalised (models.pipelines.scoring.as_norm)
     cohort: str | None = None
@@ -65,6 +68,7 @@ class ProductModelArgs(BaseModel):
     checkpoint: str  # a voxray checkpoint of the product's family
     autoscaling: AutoscalingArgs = Field(default_factory=AutoscalingArgs)
     num_cpus: float = Field(1.0, ge=0.0)  # per replica (0 in tests)
+    num_gpus: float = Field(0.0, ge=0.0)  # per replica; fractional shares a GPU; >0 runs on CUDA
     torch_threads: int = Field(1, ge=1)  # intra-op threads per replica
     max_batch_size: int = Field(8, ge=1)  # @serve.batch size where the deployment batches
     batch_wait_timeout_s: float = Field(0.01, ge=0.0)
@@ -98,7 +102,7 @@ class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint: str | None = None  # a voxray checkpoint (.pt), or an .onnx file with backend onnx
-    backend: Literal["torch", "onnx"] = "torch"  # backend of `checkpoint`
+    backend: Literal["auto", "torch", "onnx"] = "auto"  # backend of `checkpoint` (ModelSpec)
     models: dict[str, ModelSpec] = Field(default_factory=dict)  # name -> model; switch at runtime
     default_model: str | None = None  # the active model at start (default: the first one)
     db: str = "speakers.db"  # SQLite enrollment database (created if missing)
@@ -136,6 +140,7 @@ class AppArgs(BaseModel):
     batch_wait_timeout_s: float = Field(0.01, ge=0.0)
     autoscaling: AutoscalingArgs = Field(default_factory=AutoscalingArgs)
     model_num_cpus: float = Field(1.0, ge=0.0)  # per embedding replica (0 in tests)
+    model_num_gpus: float = Field(0.0, ge=0.0)  # per embedding replica; >0 runs torch on CUDA
     ingress_num_cpus: float = Field(0.5, ge=0.0)
     torch_threads: int = Field(1, ge=1)  # intra-op threads per embedding replica
     # Other products in the same app, each model its own autoscaled deployment.

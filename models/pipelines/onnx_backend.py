@@ -6,11 +6,19 @@ fbank, output the raw ``(B, D)`` embedding) on ONNX Runtime's CPU provider. Wave
 with the PyTorch ``SpeakerEmbedder``; this class only adds the session and the normalisation.
 Model identity, sample rate and feature sizes come from the file's metadata props, so the file is
 self-describing like a voxray checkpoint. Takes paths to *model files* only, never audio files.
+
+The graph itself is :func:`speaker_graph` (the ``speaker`` family's exporter,
+``ray_jobs/export/speaker.py``, is this function). :func:`cached_onnx` exports a checkpoint once
+for Serve's CPU replicas (``models/pipelines/placement.py``): the file lies beside the checkpoint,
+or under ``$VOXRAY_CACHE/onnx`` where that folder is read-only, named after the checkpoint's
+content hash, so a changed checkpoint gets a new export and replicas share one file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -18,10 +26,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from models.features import FbankConfig
-from models.pipelines.speaker import WaveformEmbedder
+from models.checkpoint import model_from_checkpoint, read_checkpoint
+from models.features import FbankConfig, checkpoint_fbank
+from models.hub import cache_root, resolve_checkpoint
+from models.hub.download import sha256_file
+from models.onnx_export import OPSET, ExportError, OnnxGraph, export_graph
+from models.pipelines.speaker import WaveformEmbedder, checkpoint_model_id
 
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "feats"
+OUTPUT_NAME = "embedding"
+EXAMPLE_FRAMES = 200
 REQUIRED_PROPS = ("model_name", "model_id", "sample_rate", "feat_dim", "embed_dim")
 
 
@@ -109,3 +127,71 @@ class OnnxSpeakerEmbedder(WaveformEmbedder):
             f"OnnxSpeakerEmbedder(model_id={self.model_id!r}, sample_rate={self.sample_rate}, "
             f"path={str(self.path)!r})"
         )
+
+
+def speaker_graph(model: nn.Module, meta: dict[str, Any]) -> OnnxGraph:
+    """The embedder on fbank features, with its front-end settings as metadata.
+
+    Input ``feats: (batch, frames, feat_dim)`` float32 Kaldi fbank (mean-normalised, as
+    ``models/features.py`` makes it), output ``embedding: (batch, embed_dim)`` raw, not
+    L2-normalised; batch and frames are dynamic. A model with its own front end
+    (``front_end_config``, e.g. GE2E's mel and partial windows) raises ``ExportError`` rather
+    than being exported with a front end it was not trained on.
+    """
+    cfg = model.cfg
+    own = getattr(model, "front_end_config", None)
+    if own is not None and not isinstance(own, FbankConfig):
+        raise ExportError(
+            f"{type(model).__name__} reads {type(own).__name__} features, not the Kaldi fbank "
+            "that the ONNX speaker backend computes; serve its checkpoint with PyTorch instead"
+        )
+    fbank = checkpoint_fbank({"meta": meta, "config": {"feat_dim": cfg.feat_dim}})
+    return OnnxGraph(
+        module=model,
+        example=torch.randn(2, EXAMPLE_FRAMES, cfg.feat_dim),
+        input_name=INPUT_NAME,
+        output_name=OUTPUT_NAME,
+        dynamic_axes={INPUT_NAME: {0: "batch", 1: "frames"}, OUTPUT_NAME: {0: "batch"}},
+        metadata={
+            "sample_rate": str(fbank.sample_rate),
+            "feat_dim": str(cfg.feat_dim),
+            "embed_dim": str(cfg.embed_dim),
+            "fbank": json.dumps(dataclasses.asdict(fbank), sort_keys=True),
+            "normalized": "false",
+        },
+    )
+
+
+def onnx_cache_path(checkpoint: Path, digest: str) -> Path:
+    """Where the export of ``checkpoint`` (content sha256 ``digest``) lives: beside it when its
+    folder is writable, else under ``$VOXRAY_CACHE/onnx``."""
+    name = f"{checkpoint.stem}.{digest[:16]}.opset{OPSET}.onnx"
+    folder = checkpoint.parent
+    if not os.access(folder, os.W_OK):
+        folder = cache_root() / "onnx"
+    return folder / name
+
+
+def cached_onnx(checkpoint: str | os.PathLike) -> Path:
+    """The FP32 ONNX export of a speaker checkpoint (a path or a published model name), written
+    on the first call and reused after (:func:`onnx_cache_path`). Its ``model_id`` is the torch
+    embedder's (``name:sha12`` of the file), so calibration records and enrollments carry over.
+    Raises ``ExportError`` for a model the exporter refuses."""
+    path = resolve_checkpoint(checkpoint)
+    out = onnx_cache_path(path, sha256_file(path))
+    if out.is_file():
+        return out
+    ckpt = read_checkpoint(path)
+    model = model_from_checkpoint(ckpt)
+    graph = speaker_graph(model.eval(), ckpt.get("meta") or {})  # refusals raise before writing
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Replicas starting together may export at once: each writes its own file, and the atomic
+    # rename leaves one complete (identical) file in place.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        export_graph(model, graph, tmp, model_id=checkpoint_model_id(path, model))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("exported %s to ONNX at %s", path, out)
+    return out

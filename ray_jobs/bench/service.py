@@ -7,11 +7,14 @@ pyproject.toml allows exactly this import and no other from ``ray_jobs`` to ``se
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 
 from ray_jobs.bench.models import fmt, head_rule
+
+BACKENDS = ("torch", "onnx")  # the embedding backends measured side by side
 
 
 def section_service(quick: bool, notes: list[str] | None = None) -> str | None:
@@ -19,16 +22,17 @@ def section_service(quick: bool, notes: list[str] | None = None) -> str | None:
 
     Saves a random-weight ``3dspeaker/campplus_192`` checkpoint (the real model's compute;
     ``campplus-tiny`` with ``quick``) to a temporary folder, serves it on a local Ray cluster
-    (``datasets.ray_data.init_ray``) with ``serve.bench.benchmark_service`` (which shuts Serve down
-    afterwards) and renders each endpoint and concurrency next to the bare model's batched
-    throughput.
+    (``datasets.ray_data.init_ray``) with ``serve.bench.benchmark_service`` once per embedding
+    backend (torch, then ONNX Runtime: what a CPU replica runs by default), each next to the
+    bare model's batched throughput on the same backend, then compares 2 embedding replicas
+    with 1 (``serve.bench.benchmark_replicas``). Serve is shut down after each.
     """
     notes = notes if notes is not None else []
     import tempfile
 
     try:
         from datasets.ray_data import init_ray
-        from serve.bench import benchmark_service
+        from serve.bench import benchmark_replicas, benchmark_service
     except ImportError as exc:
         notes.append(f"Speaker service: Ray Serve not importable ({exc}).")
         return None
@@ -38,59 +42,90 @@ def section_service(quick: bool, notes: list[str] | None = None) -> str | None:
     concurrency = (1, 8, 32)
     per_level = 32 if quick else 128
     torch.manual_seed(0)
+    res: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="voxray-bench-serve-") as tmp:
         ckpt = save_checkpoint(build_model(preset).eval(), Path(tmp) / "model.pt")
         init_ray()
-        res = benchmark_service(
-            ckpt, concurrency=concurrency, requests_per_level=per_level, num_enrolled=1000
-        )
-    cfg, model_only = res["config"], res["model_only"]
-    model_rate = float(model_only["clips_per_s"])
+        for backend in BACKENDS:
+            res[backend] = benchmark_service(
+                ckpt,
+                concurrency=concurrency,
+                requests_per_level=per_level,
+                num_enrolled=1000,
+                app_args={"backend": backend},
+            )
+        scaling = benchmark_replicas(ckpt, repeats=3, concurrency=16, requests=per_level)
+    first = res[BACKENDS[0]]
+    cfg = first["config"]
+    bare = {b: float(r["model_only"]["clips_per_s"]) for b, r in res.items()}
     clips_per_request = {"verify": 2, "identify": 1}
     head = (
-        "| endpoint | concurrency | requests/s | p50 ms | p99 ms | clips/s "
+        "| backend | endpoint | concurrency | requests/s | p50 ms | p99 ms | clips/s "
         "| service / model | ok / sent |"
     )
     lines = [
         "## Speaker service",
         "",
         f"`serve.bench.benchmark_service` on `{preset}` (random weights; model id "
-        f"`{res['model']['model_id']}`, {res['model']['embed_dim']}-d), "
+        f"`{first['model']['model_id']}`, {first['model']['embed_dim']}-d), "
         f"{cfg['clip_seconds']:g}-s clips, /identify against {cfg['num_enrolled']} enrolled "
-        f"speakers. Bare model (`SpeakerEmbedder.embed_batch`, batch "
-        f"{model_only['batch_size']}, 1 thread, fbank included): **{fmt(model_rate)} clips/s**. "
+        "speakers, once per embedding backend in the same run. Bare model (`embed_batch` of the "
+        f"same backend, batch {first['model_only']['batch_size']}, 1 thread, fbank included): "
+        + ", ".join(f"{b} **{fmt(bare[b])} clips/s**" for b in BACKENDS)
+        + f" (ONNX Runtime / torch: **{fmt(bare['onnx'] / bare['torch'])}x**). "
         "`service / model` = the endpoint's clips/s (2 per /verify request, 1 per /identify) "
-        "over the bare model's.",
+        "over the bare model's on the same backend.",
         "",
         head,
         head_rule(head),
     ]
-    for endpoint in ("verify", "identify"):
-        for lvl in res[endpoint]:
-            rate = float(lvl["requests_per_s"])
-            clips = clips_per_request[endpoint] * rate
-            ratio = clips / model_rate if model_rate > 0 else float("nan")
-            errors = ", ".join(f"{k}: {v}" for k, v in sorted(lvl["errors"].items()))
-            lines.append(
-                f"| /{endpoint} | {lvl['concurrency']} | {fmt(rate)} | {fmt(lvl['p50_ms'])} "
-                f"| {fmt(lvl['p99_ms'])} | {fmt(clips)} | {fmt(ratio)} "
-                f"| {lvl['ok']} / {lvl['requests']}{f' ({errors})' if errors else ''} |"
-            )
+    for backend, r in res.items():
+        for endpoint in ("verify", "identify"):
+            for lvl in r[endpoint]:
+                rate = float(lvl["requests_per_s"])
+                clips = clips_per_request[endpoint] * rate
+                ratio = clips / bare[backend] if bare[backend] > 0 else float("nan")
+                errors = ", ".join(f"{k}: {v}" for k, v in sorted(lvl["errors"].items()))
+                lines.append(
+                    f"| {r['model']['backend']} | /{endpoint} | {lvl['concurrency']} "
+                    f"| {fmt(rate)} | {fmt(lvl['p50_ms'])} | {fmt(lvl['p99_ms'])} | {fmt(clips)} "
+                    f"| {fmt(ratio)} | {lvl['ok']} / {lvl['requests']}"
+                    f"{f' ({errors})' if errors else ''} |"
+                )
     app = cfg["app_args"]
-    auto = app.get("autoscaling", {})
-    lo, hi = auto.get("min_replicas", 1), auto.get("max_replicas", 1)
+    sc = scaling["config"]
+    med = scaling["median_requests_per_s"]
+    n1, n2 = sc["replicas"][0], sc["replicas"][-1]
+    runs = "; ".join(
+        f"{n}: {', '.join(fmt(x) for x in xs)}" for n, xs in scaling["requests_per_s"].items()
+    )
+    lost = {n: sum(e.values()) for n, e in scaling["errors"].items() if e}
     lines += [
         "",
         "How measured: the app (`serve.app:build_app`) runs on loopback on a local Ray cluster on "
-        f"this machine: one ingress replica and {lo if lo == hi else f'{lo}-{hi}'} embedding "
-        f"replica(s), `torch_threads` "
-        f"{app.get('torch_threads', 1)}, `@serve.batch` up to {app.get('max_batch_size', 16)} "
-        f"clips / {1000 * app.get('batch_wait_timeout_s', 0.01):g} ms. The client (httpx, "
-        f"asyncio, the same machine, so it competes for the CPUs) sends {cfg['requests_per_level']} "
-        "JSON requests (base64 WAV, 16 distinct synthetic clips) per concurrency level after "
-        "2 warm-up requests; p50/p99 are per-request wall times of the successful requests. The "
+        "this machine: one ingress replica and one embedding replica, `torch_threads` "
+        f"{app.get('torch_threads', 1)} (ONNX Runtime: as many intra-op threads), `@serve.batch` "
+        f"up to {app.get('max_batch_size', 16)} clips / "
+        f"{1000 * app.get('batch_wait_timeout_s', 0.01):g} ms. The client (httpx, asyncio, the "
+        f"same machine, so it competes for the CPUs) sends {cfg['requests_per_level']} JSON "
+        "requests (base64 WAV, 16 distinct synthetic clips) per concurrency level after 2 "
+        "warm-up requests; p50/p99 are per-request wall times of the successful requests. The "
         f"gallery (random embeddings, `POST /galleries`) took {fmt(cfg['enroll_gallery_s'])} s to "
         "enroll. The bare model is timed in the same run on the same decoded clips.",
+        "",
+        f"**Replicas.** /verify with {n2} embedding replicas runs at "
+        f"**{fmt(scaling['ratio'][n2])}x** the requests/s of {n1} "
+        f"({fmt(med[n2])} vs {fmt(med[n1])} requests/s, median of {sc['repeats']} repeats of "
+        f"{sc['requests']} requests at concurrency {sc['concurrency']}, the default backend "
+        f"(ONNX Runtime on these CPU replicas); every repeat: {runs}"
+        f"{f'; failed requests {lost}' if lost else ''}). `serve.bench.benchmark_replicas` "
+        "keeps both apps up at once and alternates between them in each repeat, so both see "
+        f"the same machine. This machine has {os.cpu_count()} cores shared by the client, the "
+        "ingress, the model replicas and Ray itself, so a second replica adds compute only as "
+        "far as a core is idle: the ratio measures how much of one more core the service turns "
+        "into throughput here, not the scaling on a cluster, where each replica brings its own "
+        "CPUs (or GPU share) and the ratio approaches the replica count until the ingress "
+        "saturates.",
     ]
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""ONNX graph of a ``classify``-family model (Ray-free; written by ``ray_jobs/export/onnx.py``).
+"""ONNX graph of a ``classify``-family model (Ray-free; written by ``models/onnx_export.py``).
 
 ACDNet (Mohaimenuzzaman et al. 2023, arXiv 2103.03483): input ``wav: (batch, input_length)``
 float32 crops at the model's rate, output ``logits: (batch, num_classes)``; the 10-crop protocol
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ray_jobs.export.onnx import OnnxGraph
+from models.onnx_export import OnnxGraph
 
 
 def graph(model: nn.Module, meta: dict[str, Any]) -> OnnxGraph:

@@ -4,7 +4,7 @@
     python -m ray_jobs.export --size-table
 
 The family's graph (``ray_jobs/export/<family>.py``: speaker embedder on fbank, codec encoder +
-quantizer, classifier) goes through the one exporter, ``ray_jobs/export/onnx.py``.
+quantizer, classifier) goes through the one exporter, ``models/onnx_export.py``.
 ``--size-table`` prints FP32/INT8 ONNX sizes of every TinyStream and ACDNet preset instead of
 exporting a checkpoint.
 """

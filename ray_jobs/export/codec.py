@@ -1,5 +1,5 @@
 """ONNX graph of a ``codec``-family model: the encoder + quantizer (Ray-free; written by
-``ray_jobs/export/onnx.py``).
+``models/onnx_export.py``).
 
 SoundStream / TinyStream (Zeghidour et al. 2021, arXiv 2107.03312): the deployable half of the
 codec, the part that runs on the sending device. Input ``wav: (batch, samples)`` float32 at the
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ray_jobs.export.onnx import OnnxGraph
+from models.onnx_export import OnnxGraph
 
 
 class CodecEncoderGraph(nn.Module):

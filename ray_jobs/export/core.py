@@ -2,7 +2,7 @@
 
 The checkpoint's family (``models.registry.get_entry(model_name).family``) picks its graph
 builder, ``ray_jobs/export/<family>.py``'s ``graph(model, meta) -> OnnxGraph``, found by name
-(``ray_jobs.families``); the one exporter, ``ray_jobs/export/onnx.py``, writes it.
+(``ray_jobs.families``); the one exporter, ``models/onnx_export.py``, writes it.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 from torch import nn
 
 from models.checkpoint import model_from_checkpoint, read_checkpoint
+from models.onnx_export import OPSET, ExportError, OnnxGraph, export_graph
 from models.pipelines.speaker import checkpoint_model_id
 from models.registry import get_entry
-from ray_jobs.export.onnx import OPSET, ExportError, OnnxGraph, export_graph
 from ray_jobs.families import UnknownFamilyError, family_module
 
 PACKAGE = "ray_jobs.export"

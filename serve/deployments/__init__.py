@@ -4,15 +4,67 @@ Each module is a thin Ray Serve adapter around a ``models/pipelines`` facade (th
 model of the speaker routes, diarization, TSE, codecs, the sound classifier). A module with an
 optional deployment also declares its :class:`Product`: the ``AppArgs`` field that enables it,
 the handle key the routes ask ``ServeContext.handle`` for, and how ``build_app`` binds it.
+
+Every model deployment asks for ``num_gpus`` (``AppArgs.model_num_gpus``, a product's
+``num_gpus``; fractional shares one GPU) and runs on the device
+``models.pipelines.placement.serving_device`` picks inside the replica, and is a
+:class:`ReplicaHealth`: Serve's controller calls its ``check_health`` every
+``HEALTH["health_check_period_s"]`` and replaces a replica that fails it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from models.hub import resolve_checkpoint
+from models.pipelines.placement import fatal_cuda_error
+
+log = logging.getLogger(__name__)
+
+# Serve's health-check options of every model deployment. check_health is cheap (a flag and,
+# on a GPU, one synchronize), so a 10 s period costs nothing; 30 s of timeout leaves room for a
+# replica whose event loop is busy handing a long file to its worker thread.
+HEALTH: dict[str, float] = {"health_check_period_s": 10.0, "health_check_timeout_s": 30.0}
+
+
+def actor_options(num_cpus: float, num_gpus: float) -> dict[str, float]:
+    """``ray_actor_options`` of a model replica (``num_gpus`` only when it asks for one)."""
+    return {"num_cpus": num_cpus, **({"num_gpus": num_gpus} if num_gpus else {})}
+
+
+class ReplicaHealth:
+    """Serve's ``check_health`` for a model replica on ``self.device``.
+
+    A replica is unhealthy once a model call hit a fatal CUDA error (:meth:`watch` records it:
+    every later kernel would fail too) or when its GPU no longer synchronizes; Serve then
+    replaces it while the other replicas keep answering.
+    """
+
+    device: torch.device = torch.device("cpu")
+    fatal: str | None = None
+
+    @contextmanager
+    def watch(self) -> Iterator[None]:
+        """Wrap a model call: a fatal CUDA error marks the replica unhealthy, then propagates."""
+        try:
+            yield
+        except RuntimeError as exc:
+            if fatal_cuda_error(exc):
+                log.error("fatal CUDA error; this replica will be replaced: %s", exc)
+                self.fatal = str(exc)
+            raise
+
+    def check_health(self) -> None:
+        if self.fatal is not None:
+            raise RuntimeError(f"replica unusable after a fatal CUDA error: {self.fatal}")
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
 
 @dataclass(frozen=True)
@@ -47,7 +99,7 @@ class Product:
                 resolve_checkpoint(pa.checkpoint)
             except FileNotFoundError as exc:
                 raise FileNotFoundError(f"{key}: {exc}") from exc
-            kwargs: dict[str, Any] = {"torch_threads": pa.torch_threads}
+            kwargs: dict[str, Any] = {"torch_threads": pa.torch_threads, "num_gpus": pa.num_gpus}
             if self.batched:
                 kwargs.update(
                     max_batch_size=pa.max_batch_size, batch_wait_timeout_s=pa.batch_wait_timeout_s
@@ -55,6 +107,6 @@ class Product:
             out[key] = self.deployment.options(
                 name=key.replace(":", "_"),
                 autoscaling_config=pa.autoscaling.to_serve(),
-                ray_actor_options={"num_cpus": pa.num_cpus},
+                ray_actor_options=actor_options(pa.num_cpus, pa.num_gpus),
             ).bind(pa.checkpoint, **kwargs)
         return out

@@ -18,8 +18,9 @@ import torch
 from ray import serve
 
 from models.pipelines.classify import SoundClassifier
+from models.pipelines.placement import serving_device
 from models.waveform import AudioError
-from serve.deployments import Product
+from serve.deployments import HEALTH, Product, ReplicaHealth
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ def classify_many(
     return out
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
-class ClassifyModel:
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64, **HEALTH)
+class ClassifyModel(ReplicaHealth):
     """Waveforms -> top-k labels, dynamically batched."""
 
     def __init__(
@@ -60,9 +61,12 @@ class ClassifyModel:
         torch_threads: int = 1,
         max_batch_size: int = 8,
         batch_wait_timeout_s: float = 0.01,
+        num_gpus: float = 0.0,
     ) -> None:
         torch.set_num_threads(torch_threads)
+        self.device = serving_device(num_gpus)
         self.clf = SoundClassifier.from_checkpoint(checkpoint)
+        self.clf.model.to(self.device)  # the classifier follows its weights' device
         self.classify.set_max_batch_size(max_batch_size)
         self.classify.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
@@ -74,7 +78,8 @@ class ClassifyModel:
         self, wavs: list[np.ndarray], top_ks: list[int]
     ) -> list[list[tuple[str, float]] | str]:
         """One clip per caller: ``(T,)`` float32 at the classifier's rate -> top-k or an error."""
-        return await asyncio.to_thread(classify_many, self.clf, wavs, top_ks)
+        with self.watch():
+            return await asyncio.to_thread(classify_many, self.clf, wavs, top_ks)
 
 
 PRODUCT = Product(

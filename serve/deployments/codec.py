@@ -19,18 +19,20 @@ import torch
 from ray import serve
 
 from models.pipelines.codec import CodecFormatError, CodecPipeline, EncodedAudio
-from serve.deployments import Product
+from models.pipelines.placement import serving_device
+from serve.deployments import HEALTH, Product, ReplicaHealth
 
 log = logging.getLogger(__name__)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=16)
-class CodecModel:
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=16, **HEALTH)
+class CodecModel(ReplicaHealth):
     """One codec checkpoint: ``encode``/``decode`` off the event loop."""
 
-    def __init__(self, checkpoint: str, *, torch_threads: int = 1) -> None:
+    def __init__(self, checkpoint: str, *, torch_threads: int = 1, num_gpus: float = 0.0) -> None:
         torch.set_num_threads(torch_threads)
-        self.pipeline = CodecPipeline.from_checkpoint(checkpoint)
+        self.device = serving_device(num_gpus)
+        self.pipeline = CodecPipeline.from_checkpoint(checkpoint, device=self.device)
 
     def info(self) -> dict[str, Any]:
         p = self.pipeline
@@ -43,10 +45,11 @@ class CodecModel:
         }
 
     def _encode(self, wav: np.ndarray, num_quantizers: int | None) -> dict[str, Any] | str:
-        try:
-            enc = self.pipeline.encode(wav, self.pipeline.sample_rate, num_quantizers)
-        except ValueError as exc:  # AudioError and the pipeline's argument checks
-            return str(exc)
+        with self.watch():
+            try:
+                enc = self.pipeline.encode(wav, self.pipeline.sample_rate, num_quantizers)
+            except ValueError as exc:  # AudioError and the pipeline's argument checks
+                return str(exc)
         return {
             "data": enc.to_bytes(),
             "bitrate": enc.bitrate,
@@ -61,10 +64,11 @@ class CodecModel:
         return await asyncio.to_thread(self._encode, wav, num_quantizers)
 
     def _decode(self, data: bytes) -> np.ndarray | str:
-        try:
-            return self.pipeline.decode(EncodedAudio.from_bytes(data))
-        except (CodecFormatError, ValueError) as exc:
-            return str(exc)
+        with self.watch():
+            try:
+                return self.pipeline.decode(EncodedAudio.from_bytes(data))
+            except (CodecFormatError, ValueError) as exc:
+                return str(exc)
 
     async def decode(self, data: bytes) -> np.ndarray | str:
         """VXRC bytes -> ``(num_samples,)`` float32 at the codec's rate, or an error message."""

@@ -1,7 +1,9 @@
 """The embedding-model deployment: a thin Ray Serve adapter around ``models/pipelines``.
 
-``EmbeddingModel`` loads every configured model (torch ``SpeakerEmbedder.from_checkpoint`` or
-ONNX ``OnnxSpeakerEmbedder.from_file``) and serves ``embed(wav, model_name)`` with Serve's dynamic
+``EmbeddingModel`` loads every configured model on the backend its replica's device calls for
+(``models.pipelines.placement.load_embedder``: torch ``SpeakerEmbedder`` on a GPU, ONNX Runtime
+``OnnxSpeakerEmbedder`` on the checkpoint's cached export on CPU, unless the model's ``backend``
+forces one) and serves ``embed(wav, model_name)`` with Serve's dynamic
 batching (``@serve.batch``): concurrent requests are gathered into one
 ``SpeakerEmbedder.embed_batch`` call, which is exact (it only batches clips of equal frame count),
 so batching never changes an embedding. The batching logic itself is :func:`embed_many`,
@@ -21,21 +23,11 @@ from ray import serve
 
 from models.calibration import calibration_path, read_calibration
 from models.hub import resolve_checkpoint
-from models.pipelines.speaker import SpeakerEmbedder
+from models.pipelines.placement import backend_of, load_embedder, serving_device
 from models.waveform import AudioError
+from serve.deployments import HEALTH, ReplicaHealth, actor_options
 
 log = logging.getLogger(__name__)
-
-
-def load_embedder(path: str, backend: str) -> Any:
-    """A ``SpeakerEmbedder``-like object (``embed_batch``, ``embed_dim``, ``model_id``, ...)."""
-    if backend == "torch":
-        return SpeakerEmbedder.from_checkpoint(path)
-    if backend == "onnx":
-        from models.pipelines.onnx_backend import OnnxSpeakerEmbedder
-
-        return OnnxSpeakerEmbedder.from_file(path)
-    raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
 
 
 def model_info(name: str, spec: dict[str, Any], embedder: Any) -> dict[str, Any]:
@@ -51,7 +43,7 @@ def model_info(name: str, spec: dict[str, Any], embedder: Any) -> dict[str, Any]
         "model_id": embedder.model_id,
         "embed_dim": int(embedder.embed_dim),
         "sample_rate": int(embedder.sample_rate),
-        "backend": spec.get("backend", "torch"),
+        "backend": backend_of(embedder),  # what runs it: `auto` resolved on this replica
         "path": spec["path"],
         "calibration_file": str(calibration_path(ckpt)) if record else None,
         "calibration": (
@@ -81,8 +73,8 @@ def embed_many(embedder: Any, wavs: list[np.ndarray]) -> list[np.ndarray | str]:
     return out
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
-class EmbeddingModel:
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64, **HEALTH)
+class EmbeddingModel(ReplicaHealth):
     """Waveforms -> L2-normalised speaker embeddings, dynamically batched per model."""
 
     def __init__(
@@ -92,11 +84,15 @@ class EmbeddingModel:
         max_batch_size: int = 16,
         batch_wait_timeout_s: float = 0.01,
         torch_threads: int = 1,
+        num_gpus: float = 0.0,
     ) -> None:
         torch.set_num_threads(torch_threads)
+        self.device = serving_device(num_gpus)
         self.specs = models
         self.embedders = {
-            name: load_embedder(spec["path"], spec.get("backend", "torch"))
+            name: load_embedder(
+                spec["path"], spec.get("backend", "auto"), self.device, threads=torch_threads
+            )
             for name, spec in models.items()
         }
         self.embed.set_max_batch_size(max_batch_size)
@@ -121,7 +117,8 @@ class EmbeddingModel:
                     out[i] = f"unknown model {name!r}"
                 continue
             # Off the event loop, so requests keep queueing (and batching) while this runs.
-            rows = await asyncio.to_thread(embed_many, embedder, [wavs[i] for i in idx])
+            with self.watch():
+                rows = await asyncio.to_thread(embed_many, embedder, [wavs[i] for i in idx])
             for i, row in zip(idx, rows, strict=True):
                 out[i] = row
         return out
@@ -133,10 +130,11 @@ def bind_embedding(cfg: Any) -> Any:
     return EmbeddingModel.options(
         autoscaling_config=auto.to_serve(),
         max_ongoing_requests=max(2 * cfg.max_batch_size, int(auto.target_ongoing_requests) + 1),
-        ray_actor_options={"num_cpus": cfg.model_num_cpus},
+        ray_actor_options=actor_options(cfg.model_num_cpus, cfg.model_num_gpus),
     ).bind(
         {name: spec.model_dump() for name, spec in cfg.models.items()},
         max_batch_size=cfg.max_batch_size,
         batch_wait_timeout_s=cfg.batch_wait_timeout_s,
         torch_threads=cfg.torch_threads,
+        num_gpus=cfg.model_num_gpus,
     )

@@ -20,14 +20,15 @@ import numpy as np
 import torch
 from ray import serve
 
+from models.pipelines.placement import serving_device
 from models.pipelines.tse import TargetExtractor
-from serve.deployments import Product
+from serve.deployments import HEALTH, Product, ReplicaHealth
 
 log = logging.getLogger(__name__)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=8)
-class TSEModel:
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=8, **HEALTH)
+class TSEModel(ReplicaHealth):
     """``extract(mix, ref)``: both ``(T,)`` float32 at the model's rate -> target ``(T,)``."""
 
     def __init__(
@@ -38,9 +39,13 @@ class TSEModel:
         batch_size: int = 4,
         chunk_seconds: float = 4.0,
         overlap_seconds: float = 1.0,
+        num_gpus: float = 0.0,
     ) -> None:
         torch.set_num_threads(torch_threads)
-        self.extractor = TargetExtractor.from_checkpoint(checkpoint, batch_size=batch_size)
+        self.device = serving_device(num_gpus)
+        self.extractor = TargetExtractor.from_checkpoint(
+            checkpoint, batch_size=batch_size, device=self.device
+        )
         self.chunk_seconds = chunk_seconds
         self.overlap_seconds = overlap_seconds
 
@@ -54,17 +59,18 @@ class TSEModel:
     def _extract(self, mix: np.ndarray, ref: np.ndarray) -> dict[str, Any] | str:
         sr = self.extractor.sample_rate
         t0 = time.perf_counter()
-        try:
-            out = self.extractor(
-                mix,
-                sr,
-                ref,
-                sr,
-                chunk_seconds=self.chunk_seconds,
-                overlap_seconds=self.overlap_seconds,
-            )
-        except ValueError as exc:  # AudioError and the chunking checks
-            return str(exc)
+        with self.watch():
+            try:
+                out = self.extractor(
+                    mix,
+                    sr,
+                    ref,
+                    sr,
+                    chunk_seconds=self.chunk_seconds,
+                    overlap_seconds=self.overlap_seconds,
+                )
+            except ValueError as exc:  # AudioError and the chunking checks
+                return str(exc)
         return {"audio": out, "sample_rate": sr, "model_seconds": time.perf_counter() - t0}
 
     async def extract(self, mix: np.ndarray, ref: np.ndarray) -> dict[str, Any] | str:

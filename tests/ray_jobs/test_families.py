@@ -72,8 +72,8 @@ def test_every_registered_family_trains_and_evaluates_the_same_way():
 
 
 def test_export_of_a_family_without_a_graph_says_which_have_one(tmp_path):
+    from models.onnx_export import ExportError
     from ray_jobs.export.core import export_model
-    from ray_jobs.export.onnx import ExportError
 
     tse = next(p for m in list_models("tse") for p in models.list_presets(m) if "tiny" in p)
     model = models.build_model(tse)

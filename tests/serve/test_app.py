@@ -73,6 +73,7 @@ def _args(files) -> dict:
     return app_args(
         files["ckpt"],
         files["root"],
+        backend="torch",  # forced: test_onnx_backend_agrees_with_torch compares it with ONNX
         models={
             "alt": {"path": str(files["alt"])},
             "onnx": {"path": str(files["onnx"]), "backend": "onnx"},
