@@ -5,7 +5,7 @@ Route mixins (``serve/routes/<product>.py``) decorate their methods with ``@app.
 ``@app.post`` on this object; ``serve/app.py`` combines the mixins into one ingress class
 (``@serve.ingress(app)``), so the whole product is one application and one port. The edge
 checks reach the replica's ``ServeContext`` (its keys, its ``cors_origins``) through
-:func:`current_context`.
+:func:`current_context`. The pages for people, ``/docs`` (offline Swagger UI) and ``/ui`` (the web page), are ``serve/pages.py``'s.
 """
 
 from typing import Any
@@ -15,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve.errors import install_error_handlers, install_openapi
+from serve.pages import install_pages
 
 
 def current_context() -> Any:
@@ -69,8 +70,11 @@ app = FastAPI(
     ),
     version="1",
     dependencies=[Depends(authorize)],
+    docs_url=None,  # serve/pages.py serves /docs with local assets (FastAPI's load from a CDN)
+    redoc_url=None,
 )
 app.add_middleware(ConfiguredCORS)
 
 install_error_handlers(app)
 install_openapi(app)
+install_pages(app)

@@ -9,6 +9,7 @@ mixin reaches the rest of the app only through ``self.ctx`` (``serve/context.py`
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -19,3 +20,14 @@ def wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
     return buf.getvalue()
+
+
+def binary_response(media_type: str, description: str) -> dict[str, dict[str, Any]]:
+    """``responses=`` entry documenting a 200 that can also be raw ``media_type`` bytes (chosen
+    by the ``Accept`` header), beside the route's JSON model."""
+    return {
+        "200": {
+            "description": description,
+            "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }

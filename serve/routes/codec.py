@@ -32,7 +32,7 @@ from serve.audio_input import limit_body, source_bytes
 from serve.context import ServeContext
 from serve.errors import ERRORS, ServiceError, checked, request_body
 from serve.http import app
-from serve.routes import wav_bytes
+from serve.routes import binary_response, wav_bytes
 
 OCTET = "application/octet-stream"
 
@@ -95,7 +95,14 @@ class CodecRoutes:
     @app.post(
         "/codec/encode",
         response_model=CodecEncodeResponse,
-        responses=ERRORS,
+        responses={
+            **ERRORS,
+            **binary_response(
+                OCTET,
+                "The codes: JSON, or with `Accept: application/octet-stream` "
+                "the raw VXRC stream (bitrate, frames and model id in `X-` headers)",
+            ),
+        },
         openapi_extra=request_body(CodecEncodeRequest, {"audio": False}),
     )
     async def codec_encode(self, request: Request) -> Any:
@@ -145,7 +152,13 @@ class CodecRoutes:
     @app.post(
         "/codec/decode",
         response_model=CodecDecodeResponse,
-        responses=ERRORS,
+        responses={
+            **ERRORS,
+            **binary_response(
+                "audio/wav",
+                "The decoded audio: JSON, or with `Accept: audio/wav` the 16-bit WAV file",
+            ),
+        },
         openapi_extra=request_body(CodecDecodeRequest, {"codes": False}),
     )
     async def codec_decode(self, request: Request) -> Any:

@@ -30,7 +30,7 @@ from serve import schemas as S
 from serve.context import ServeContext
 from serve.errors import ERRORS, checked, request_body
 from serve.http import app
-from serve.routes import wav_bytes
+from serve.routes import binary_response, wav_bytes
 
 MIN_REF_SECONDS = 0.5  # the pipeline's own minimum (models/pipelines/tse.py)
 
@@ -59,7 +59,14 @@ class TSERoutes:
     @app.post(
         "/extract_target",
         response_model=TSEResponse,
-        responses=ERRORS,
+        responses={
+            **ERRORS,
+            **binary_response(
+                "audio/wav",
+                "The extracted speech: JSON, or with `Accept: audio/wav` "
+                "the 48 kHz 16-bit WAV file (duration and timing in `X-` headers)",
+            ),
+        },
         openapi_extra=request_body(TSERequest, {"mix": False, "ref": False}),
     )
     async def extract_target(self, request: Request) -> Any:

@@ -474,6 +474,18 @@ class SpeakerStore(Database):
             return index.search(q, group=group, top_k=top_k, threshold=threshold)
         return index.search(q, group=group, top_k=top_k, threshold=threshold, scorer=scorer)
 
+    def gallery(self, group: str | None = None) -> tuple[list[str], list[str], np.ndarray]:
+        """``(ids, names, centroids (N, D) unit float32)`` of every speaker (oldest first), or
+        of ``group``'s members (unknown -> ``UnknownGroupError``): what identification searches."""
+        index = self._fresh_index()
+        if group is None:
+            rows = np.arange(len(index.ids))
+        elif group in index.groups:
+            rows = index.groups[group]
+        else:
+            raise UnknownGroupError(f"no group {group!r}; list_groups() lists them")
+        return [index.ids[i] for i in rows], [index.names[i] for i in rows], index.matrix[rows]
+
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> SpeakerStore:
         return self
