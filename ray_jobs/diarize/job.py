@@ -6,7 +6,8 @@ through ``map_batches`` with a callable class on an ``ActorPoolStrategy`` (the s
 Data's batch-inference examples): each actor builds the speaker embedder and the Silero VAD once
 and diarizes whole files (``models.pipelines.diarize.Diarizer``). A file that cannot be decoded
 or diarized becomes a failure row with its error; the others go on. The driver writes
-``rttm/<uri>.rttm``, ``segments/<uri>.json`` and ``failures.json``, and with
+``rttm/<uri>.rttm``, ``segments/<uri>.json``, a timeline picture ``plots/<uri>.png`` (against
+the reference when there is one) and ``failures.json``, and with
 ``--reference-rttm`` a DER report (``der.json`` + ``der.md``, totals from summed seconds).
 The uri is the file stem; inputs whose stems clash are refused (see ``ray_jobs/diarize/core.py``).
 
@@ -23,14 +24,12 @@ import numpy as np
 import ray
 
 from datasets.ray_data import init_ray
-from models.calibration import eer_threshold, read_calibration
 from models.checkpoint import read_checkpoint
 from models.config import to_dict
-from models.hub import resolve_checkpoint
 from models.pipelines.diarize import DiarizationConfig, Diarizer, diarization_config
 from models.pipelines.speaker import SpeakerEmbedder
 from ray_jobs.diarize.core import (
-    DiarizeJobError,
+    diarization_model,
     diarize_rows,
     load_references,
     speaker_bounds,
@@ -90,17 +89,13 @@ def diarize(
 ) -> dict[str, Any]:
     """Diarize ``rows`` (from :func:`diarize_core.list_inputs`) on the Ray cluster into
     ``output``; returns the summary (counts, failures, and the DER totals with references)."""
-    try:  # a file, or a published model by name (fetched once, here in the driver)
-        checkpoint = resolve_checkpoint(checkpoint)
-    except FileNotFoundError as exc:
-        raise DiarizeJobError(f"--checkpoint: {exc}") from exc
+    # a file, or a published model by name (fetched once, here in the driver)
+    checkpoint, embedder, t_eer = diarization_model(checkpoint)
     bounds = speaker_bounds(num_speakers, min_speakers, max_speakers)
-    if reference_rttm is not None:
-        load_references(reference_rttm)  # a bad reference fails before the job, not after
+    # a bad reference fails before the job, not after
+    refs = load_references(reference_rttm) if reference_rttm is not None else None
     ckpt = read_checkpoint(checkpoint)
-    model_id = SpeakerEmbedder.from_checkpoint(checkpoint).model_id
-    # the checkpoint's calibration record sets the clustering threshold (unless --set does)
-    t_eer = eer_threshold(read_calibration(checkpoint, model_id))
+    model_id = embedder.model_id
     init_ray()
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     ds = ds.map_batches(
@@ -116,7 +111,7 @@ def diarize(
         num_cpus=cpus_per_actor,
     )  # fmt: skip
     done = list(ds.iter_rows())
-    summary = write_outputs(done, output)
+    summary = write_outputs(done, output, refs)
     hyps = summary.pop("hypotheses")
     if reference_rttm is not None:
         report = write_der(output, hyps, reference_rttm, collar=collar, uem_path=uem)
