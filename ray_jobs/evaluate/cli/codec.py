@@ -42,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lyra", action="store_true", help="add Lyra v2 (needs ai-edge-litert)")
     p.add_argument("--lyra-dir", default=None, help="folder of the Lyra v2 TFLite files")
-    p.add_argument("--report", default=None, help="write report.md + spectrogram PNGs here")
+    p.add_argument(
+        "--report",
+        default=None,
+        help="write report.md and a listening page (index.html: players, spectrograms, "
+        "metrics per clip) here",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
@@ -85,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lyra": lyra,
     }
     if args.report:
-        result["report"] = str(write_report(result, pipeline, files, args.report))
+        report = write_report(result, pipeline, files, args.report, lyra_dir=args.lyra_dir)
+        result["report"] = str(report)
+        result["listening_page"] = str(report.parent / "index.html")
     if args.json:
         print(json.dumps(result, sort_keys=True, default=float))
     else:
