@@ -11,6 +11,8 @@ their own trees. Supported sources:
   FSDD ``0_george_0.wav``, CMU ARCTIC ``cmu_arctic_us_aew_a0001.wav``): a regex with a
   ``speaker`` group, see :data:`FILENAME_PATTERNS`;
 - Kaldi ``wav.scp`` + ``utt2spk`` (files only, not pipe commands);
+- CSV manifests: ours (:data:`CSV_COLUMNS`) and 3D-Speaker's (``ID,dur,path,start,stop,spk``,
+  ``datasets/manifests_3dspeaker.py``);
 - plain folders of audio files (noise / RIR banks): speaker = file stem.
 """
 
@@ -278,7 +280,8 @@ def write_manifest_csv(utts: list[Utterance], path: str | Path) -> Path:
 
 
 def read_manifest_csv(path: str | Path) -> list[Utterance]:
-    """Read a CSV written by :func:`write_manifest_csv` (extra columns are an error).
+    """Read a CSV written by :func:`write_manifest_csv` (extra columns are an error), or one
+    of 3D-Speaker's (header ``ID,dur,path,start,stop,spk``: ``datasets/manifests_3dspeaker.py``).
 
     A ``key`` column may be left empty; it is then derived from dataset/speaker/utterance.
     """
@@ -288,6 +291,11 @@ def read_manifest_csv(path: str | Path) -> list[Utterance]:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         header = tuple(reader.fieldnames or ())
+        if "key" not in header and "ID" in header:  # 3D-Speaker's recipes' manifests
+            from datasets.manifests_3dspeaker import is_3dspeaker_header, read_3dspeaker_csv
+
+            if is_3dspeaker_header([h.strip() for h in header]):
+                return read_3dspeaker_csv(path)
         missing = [c for c in ("path", "dataset", "speaker", "utterance") if c not in header]
         extra = [c for c in header if c not in CSV_COLUMNS]
         if missing or extra:
