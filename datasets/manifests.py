@@ -13,7 +13,8 @@ their own trees. Supported sources:
 - Kaldi ``wav.scp`` + ``utt2spk`` (files only, not pipe commands);
 - CSV manifests: ours (:data:`CSV_COLUMNS`) and 3D-Speaker's (``ID,dur,path,start,stop,spk``,
   ``datasets/manifests_3dspeaker.py``);
-- plain folders of audio files (noise / RIR banks): speaker = file stem.
+- plain folders of audio files (noise / RIR banks, unlabelled clips; layout ``files``):
+  speaker = file stem.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ FILENAME_PATTERNS: dict[str, str] = {
 
 CSV_COLUMNS = ("key", "path", "dataset", "speaker", "utterance", "duration")
 TREE_LAYOUTS = ("auto", "dataset/speaker/utt", "speaker/utt")
+# Unlabelled audio (a folder of clips, ESC-50's audio/, a noise bank): every file under the root,
+# each its own "speaker" (scan_files). For tasks that need no speaker labels (codec training).
+FILES_LAYOUT = "files"
 
 
 class ManifestError(ValueError):
@@ -373,8 +377,9 @@ def scan_source(
 
     ``source`` is one or more comma-separated entries, each optionally ``PATH@LAYOUT`` (the
     entry's own layout wins over ``layout``). An entry is a manifest CSV, a tree
-    (:data:`TREE_LAYOUTS`) or a flat folder whose file names carry the speaker (a
-    :data:`FILENAME_PATTERNS` name; ``dataset`` names it, default the folder name).
+    (:data:`TREE_LAYOUTS`), a flat folder whose file names carry the speaker (a
+    :data:`FILENAME_PATTERNS` name; ``dataset`` names it, default the folder name), or with
+    ``files`` (:data:`FILES_LAYOUT`) unlabelled audio: every file, each its own speaker.
     """
     utts: list[Utterance] = []
     for entry in str(source).split(","):
@@ -388,9 +393,11 @@ def scan_source(
             utts += scan_tree(root, layout=lay, with_durations=with_durations)
         elif lay in FILENAME_PATTERNS:
             utts += scan_filename_pattern(root, lay, dataset=dataset, with_durations=with_durations)
+        elif lay == FILES_LAYOUT:
+            utts += scan_files(root, dataset=dataset, with_durations=with_durations)
         else:
             raise ManifestError(
-                f"unknown layout {lay!r}; use one of {list(TREE_LAYOUTS)} or a file-name pattern "
-                f"{sorted(FILENAME_PATTERNS)}"
+                f"unknown layout {lay!r}; use one of {list(TREE_LAYOUTS)}, {FILES_LAYOUT!r} "
+                f"(unlabelled files) or a file-name pattern {sorted(FILENAME_PATTERNS)}"
             )
     return utts
