@@ -259,5 +259,7 @@ def confusion_png(
     ax.set_ylabel("true class")
     acc = np.trace(c) / c.sum() if c.sum() else float("nan")
     ax.set_title(title or f"confusion ({int(c.sum())} clips, accuracy {100 * acc:.1f} %)")
-    fig.colorbar(image, ax=ax, label="clips")
+    from matplotlib.ticker import MaxNLocator
+
+    fig.colorbar(image, ax=ax, label="clips", ticks=MaxNLocator(integer=True))
     return save_figure(fig, path)

@@ -179,7 +179,7 @@ def evaluate_opus(files: list[str], sample_rate: int, kbps: float) -> dict[str, 
 # ---------------------------------------------------------------------------------------------
 # Report: Markdown table + listening page (players, spectrograms, metrics per clip)
 
-QUALITY_UNITS = {"si_sdr": "dB", "bitrate_kbps": "kbps", "pesq": "MOS-LQO"}
+QUALITY_UNITS = {"si_sdr": "dB", "pesq": "MOS-LQO"}  # bitrate_kbps names its unit
 
 
 def _lyra_panel(wav: np.ndarray, sr: int, kbps: float, lyra: Any) -> tuple[str, np.ndarray, dict]:
