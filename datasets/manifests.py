@@ -11,7 +11,10 @@ their own trees. Supported sources:
   FSDD ``0_george_0.wav``, CMU ARCTIC ``cmu_arctic_us_aew_a0001.wav``): a regex with a
   ``speaker`` group, see :data:`FILENAME_PATTERNS`;
 - Kaldi ``wav.scp`` + ``utt2spk`` (files only, not pipe commands);
-- plain folders of audio files (noise / RIR banks): speaker = file stem.
+- CSV manifests: ours (:data:`CSV_COLUMNS`) and 3D-Speaker's (``ID,dur,path,start,stop,spk``,
+  ``datasets/manifests_3dspeaker.py``);
+- plain folders of audio files (noise / RIR banks, unlabelled clips; layout ``files``):
+  speaker = file stem.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ FILENAME_PATTERNS: dict[str, str] = {
 
 CSV_COLUMNS = ("key", "path", "dataset", "speaker", "utterance", "duration")
 TREE_LAYOUTS = ("auto", "dataset/speaker/utt", "speaker/utt")
+# Unlabelled audio (a folder of clips, ESC-50's audio/, a noise bank): every file under the root,
+# each its own "speaker" (scan_files). For tasks that need no speaker labels (codec training).
+FILES_LAYOUT = "files"
 
 
 class ManifestError(ValueError):
@@ -319,7 +325,8 @@ def write_manifest_csv(utts: list[Utterance], path: str | Path) -> Path:
 
 
 def read_manifest_csv(path: str | Path) -> list[Utterance]:
-    """Read a CSV written by :func:`write_manifest_csv` (extra columns are an error).
+    """Read a CSV written by :func:`write_manifest_csv` (extra columns are an error), or one
+    of 3D-Speaker's (header ``ID,dur,path,start,stop,spk``: ``datasets/manifests_3dspeaker.py``).
 
     A ``key`` column may be left empty; it is then derived from dataset/speaker/utterance.
     """
@@ -329,6 +336,11 @@ def read_manifest_csv(path: str | Path) -> list[Utterance]:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         header = tuple(reader.fieldnames or ())
+        if "key" not in header and "ID" in header:  # 3D-Speaker's recipes' manifests
+            from datasets.manifests_3dspeaker import is_3dspeaker_header, read_3dspeaker_csv
+
+            if is_3dspeaker_header([h.strip() for h in header]):
+                return read_3dspeaker_csv(path)
         missing = [c for c in ("path", "dataset", "speaker", "utterance") if c not in header]
         extra = [c for c in header if c not in CSV_COLUMNS]
         if missing or extra:
@@ -406,8 +418,9 @@ def scan_source(
 
     ``source`` is one or more comma-separated entries, each optionally ``PATH@LAYOUT`` (the
     entry's own layout wins over ``layout``). An entry is a manifest CSV, a tree
-    (:data:`TREE_LAYOUTS`) or a flat folder whose file names carry the speaker (a
-    :data:`FILENAME_PATTERNS` name; ``dataset`` names it, default the folder name).
+    (:data:`TREE_LAYOUTS`), a flat folder whose file names carry the speaker (a
+    :data:`FILENAME_PATTERNS` name; ``dataset`` names it, default the folder name), or with
+    ``files`` (:data:`FILES_LAYOUT`) unlabelled audio: every file, each its own speaker.
     """
     utts: list[Utterance] = []
     for entry in str(source).split(","):
@@ -421,9 +434,11 @@ def scan_source(
             utts += scan_tree(root, layout=lay, with_durations=with_durations)
         elif lay in FILENAME_PATTERNS:
             utts += scan_filename_pattern(root, lay, dataset=dataset, with_durations=with_durations)
+        elif lay == FILES_LAYOUT:
+            utts += scan_files(root, dataset=dataset, with_durations=with_durations)
         else:
             raise ManifestError(
-                f"unknown layout {lay!r}; use one of {list(TREE_LAYOUTS)} or a file-name pattern "
-                f"{sorted(FILENAME_PATTERNS)}"
+                f"unknown layout {lay!r}; use one of {list(TREE_LAYOUTS)}, {FILES_LAYOUT!r} "
+                f"(unlabelled files) or a file-name pattern {sorted(FILENAME_PATTERNS)}"
             )
     return utts

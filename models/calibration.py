@@ -35,6 +35,8 @@ SUFFIX = ".calibration.json"
 NORMS = ("none", "asnorm")
 # operating points a caller may pick a threshold by (the keys of Calibration.thresholds)
 OPERATING_POINTS = ("eer", "min_dcf_0.01", "min_dcf_0.05")
+# the cosine threshold when neither the caller nor a calibration record gives one
+DEFAULT_COSINE_THRESHOLD = 0.5
 
 
 class CalibrationError(ValueError):
@@ -111,6 +113,19 @@ def eer_threshold(record: CalibrationRecord | None) -> float | None:
     if record is None or "none" not in record.entries:
         return None
     return record.entries["none"].threshold("eer")
+
+
+def cosine_threshold(
+    record: CalibrationRecord | None, operating_point: str = "eer"
+) -> tuple[float, str]:
+    """The raw-cosine (``none``) threshold at ``operating_point`` and where it came from:
+    ``(t, "calibration: <file> (none, <point>)")`` from a record with a ``none`` entry, else
+    ``(DEFAULT_COSINE_THRESHOLD, "default")``. What ``python -m ray_jobs.verify`` decides at
+    (the service's rule for cosine scores, ``serve/thresholds.py``)."""
+    if record is None or "none" not in record.entries:
+        return DEFAULT_COSINE_THRESHOLD, "default"
+    t = record.entries["none"].threshold(operating_point)
+    return t, f"calibration: {record.path} (none, {operating_point})"
 
 
 def calibration_path(checkpoint: str | os.PathLike) -> Path:

@@ -10,11 +10,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from datasets import storage
 from models.hub import resolve_checkpoint
 
+if TYPE_CHECKING:
+    from models.pipelines.speaker import WaveformEmbedder
+
 log = logging.getLogger("ray_jobs")
+
+# What the first-touch commands (verify, embed, local diarize) use without --checkpoint: GE2E
+# weights shipped inside the installed resemblyzer wheel, so they work offline on a fresh clone.
+FIRST_TOUCH_MODEL = "pip:resemblyzer"
 
 # What a user can cause: a missing file, a bad value or config, an unknown name. ValueError
 # covers ConfigError, CheckpointError, ManifestError, AudioError and the other input errors.
@@ -41,6 +49,33 @@ def existing_checkpoint(path: str | Path, hint: str = "") -> Path:
         return resolve_checkpoint(path)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{exc}" + (f"; {hint}" if hint else "")) from exc
+
+
+def add_first_touch_arguments(parser: Any) -> None:
+    """``--checkpoint`` (default :data:`FIRST_TOUCH_MODEL`) and ``--device``, as the
+    first-touch commands (verify, embed) take them; ``parser`` is an ``argparse`` parser."""
+    parser.add_argument(
+        "--checkpoint",
+        default=FIRST_TOUCH_MODEL,
+        help=f"checkpoint file, .onnx, or model name (default {FIRST_TOUCH_MODEL})",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def speaker_embedder(
+    checkpoint: str | Path, *, device: str = "cpu", min_seconds: float = 0.0
+) -> WaveformEmbedder:
+    """``--checkpoint`` of a speaker job -> its embedder: an exported ``.onnx`` model
+    (``ray_jobs.export``, FP32 or INT8) or a voxray checkpoint, a file or a model by name
+    (:func:`existing_checkpoint`)."""
+    from models.pipelines.speaker import SpeakerEmbedder
+
+    path = existing_checkpoint(checkpoint)
+    if path.suffix == ".onnx":
+        from models.pipelines.onnx_backend import OnnxSpeakerEmbedder
+
+        return OnnxSpeakerEmbedder.from_file(path, min_seconds=min_seconds)
+    return SpeakerEmbedder.from_checkpoint(path, device=device, min_seconds=min_seconds)
 
 
 def user_error(exc: BaseException | str) -> int:

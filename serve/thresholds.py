@@ -14,12 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 from datasets.cohort import load_cohort
-from models.calibration import CalibrationError, calibration_path, read_calibration
+from models.calibration import (
+    DEFAULT_COSINE_THRESHOLD,
+    CalibrationError,
+    calibration_path,
+    read_calibration,
+)
 from models.hub import resolve_checkpoint
 from serve import schemas as S
 from serve.errors import ServiceError
 
-DEFAULT_THRESHOLD = 0.5  # cosine, when neither the config nor a calibration record gives one
+DEFAULT_THRESHOLD = DEFAULT_COSINE_THRESHOLD  # cosine, when neither config nor a record gives one
 
 
 def operating_point(

@@ -29,9 +29,12 @@ from typing import Any
 
 from datasets.audio import AUDIO_EXTENSIONS, load_audio
 from datasets.rttm import read_rttm, read_uem
+from models.calibration import eer_threshold, read_calibration
 from models.config import ConfigError
 from models.metrics import diarization_error_rate
 from models.pipelines.diarize import Diarizer
+from models.pipelines.speaker import SpeakerEmbedder
+from ray_jobs.cli import existing_checkpoint
 
 log = logging.getLogger("ray_jobs.diarize.job")
 
@@ -103,6 +106,19 @@ def speaker_bounds(
     }
 
 
+def diarization_model(checkpoint: str | Path) -> tuple[Path, SpeakerEmbedder, float | None]:
+    """``--checkpoint`` (a file, a URI or a published model by name, fetched once here) ->
+    ``(path, embedder, EER threshold of its calibration record or None)``; the threshold sets
+    the clustering threshold (``models.pipelines.diarize.calibrated_threshold``) unless the
+    config's ``--set`` does."""
+    try:
+        path = existing_checkpoint(checkpoint)
+    except FileNotFoundError as exc:
+        raise DiarizeJobError(f"--checkpoint: {exc}") from exc
+    embedder = SpeakerEmbedder.from_checkpoint(path)
+    return path, embedder, eer_threshold(read_calibration(path, embedder.model_id))
+
+
 # ---------------------------------------------------------------------------------------------
 # Diarization
 
@@ -130,13 +146,21 @@ def diarize_rows(diarizer: Diarizer, rows: list[dict[str, Any]], **bounds: Any) 
 # Outputs
 
 
-def write_outputs(rows: Iterable[Mapping[str, Any]], output: str | Path) -> dict[str, Any]:
-    """Write ``rttm/<uri>.rttm`` and ``segments/<uri>.json`` per diarized row and
-    ``failures.json`` (``[{"uri", "path", "error"}]``, empty list when none); returns a summary
-    with ``hypotheses`` ``{uri: [(start, end, speaker)]}`` for scoring."""
+def write_outputs(
+    rows: Iterable[Mapping[str, Any]],
+    output: str | Path,
+    references: Mapping[str, list[tuple[float, float, str]]] | None = None,
+) -> dict[str, Any]:
+    """Write ``rttm/<uri>.rttm``, ``segments/<uri>.json`` and the timeline picture
+    ``plots/<uri>.png`` (reference rows above the hypothesis rows when ``references`` has the
+    uri; :func:`ray_jobs.plots.timeline_png`) per diarized row and ``failures.json``
+    (``[{"uri", "path", "error"}]``, empty list when none); returns a summary with
+    ``hypotheses`` ``{uri: [(start, end, speaker)]}`` for scoring."""
+    from ray_jobs.plots import timeline_png
+
     out = Path(output)
-    (out / "rttm").mkdir(parents=True, exist_ok=True)
-    (out / "segments").mkdir(parents=True, exist_ok=True)
+    for sub in ("rttm", "segments", "plots"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
     failures, hyps, seconds = [], {}, 0.0
     for r in rows:
         if r["error"]:
@@ -146,6 +170,9 @@ def write_outputs(rows: Iterable[Mapping[str, Any]], output: str | Path) -> dict
         result = json.loads(r["result"])
         (out / "segments" / f"{r['uri']}.json").write_text(json.dumps(result, indent=2))
         hyps[r["uri"]] = [(s["start"], s["end"], s["speaker"]) for s in result["segments"]]
+        ref = None if references is None else references.get(r["uri"])
+        timeline_png(hyps[r["uri"]], out / "plots" / f"{r['uri']}.png", reference=ref,
+                     duration=float(result["duration"]), title=f"{r['uri']}")  # fmt: skip
         seconds += float(result["duration"])
     failures.sort(key=lambda f: f["uri"])
     (out / "failures.json").write_text(json.dumps(failures, indent=2))
@@ -273,6 +300,7 @@ __all__ = [
     "ConfigError",
     "DiarizeJobError",
     "der_report",
+    "diarization_model",
     "diarize_file",
     "diarize_rows",
     "format_der_markdown",

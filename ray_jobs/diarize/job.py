@@ -6,7 +6,8 @@ through ``map_batches`` with a callable class on an ``ActorPoolStrategy`` (the s
 Data's batch-inference examples): each actor builds the speaker embedder and the Silero VAD once
 and diarizes whole files (``models.pipelines.diarize.Diarizer``). A file that cannot be decoded
 or diarized becomes a failure row with its error; the others go on. The driver writes
-``rttm/<uri>.rttm``, ``segments/<uri>.json`` and ``failures.json``, and with
+``rttm/<uri>.rttm``, ``segments/<uri>.json``, a timeline picture ``plots/<uri>.png`` (against
+the reference when there is one) and ``failures.json``, and with
 ``--reference-rttm`` a DER report (``der.json`` + ``der.md``, totals from summed seconds).
 The uri is the file stem; inputs whose stems clash are refused (see ``ray_jobs/diarize/core.py``).
 
@@ -24,14 +25,12 @@ import ray
 
 from datasets import storage
 from datasets.ray_data import init_ray
-from models.calibration import eer_threshold, read_calibration
 from models.checkpoint import read_checkpoint
 from models.config import to_dict
 from models.pipelines.diarize import DiarizationConfig, Diarizer, diarization_config
 from models.pipelines.speaker import SpeakerEmbedder
-from ray_jobs.cli import existing_checkpoint
 from ray_jobs.diarize.core import (
-    DiarizeJobError,
+    diarization_model,
     diarize_rows,
     load_references,
     speaker_bounds,
@@ -118,17 +117,13 @@ def _diarize(
     uem: str | Path | None,
     collar: float,
 ) -> dict[str, Any]:
-    try:  # a file, a URI or a published model by name (fetched once, here in the driver)
-        checkpoint = existing_checkpoint(checkpoint)
-    except FileNotFoundError as exc:
-        raise DiarizeJobError(f"--checkpoint: {exc}") from exc
+    # a file, a URI or a published model by name (fetched once, here in the driver)
+    checkpoint, embedder, t_eer = diarization_model(checkpoint)
     bounds = speaker_bounds(num_speakers, min_speakers, max_speakers)
-    if reference_rttm is not None:
-        load_references(reference_rttm)  # a bad reference fails before the job, not after
+    # a bad reference fails before the job, not after
+    refs = load_references(reference_rttm) if reference_rttm is not None else None
     ckpt = read_checkpoint(checkpoint)
-    model_id = SpeakerEmbedder.from_checkpoint(checkpoint).model_id
-    # the checkpoint's calibration record sets the clustering threshold (unless --set does)
-    t_eer = eer_threshold(read_calibration(checkpoint, model_id))
+    model_id = embedder.model_id
     init_ray()
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     ds = ds.map_batches(
@@ -145,7 +140,7 @@ def _diarize(
     )  # fmt: skip
     done = list(ds.iter_rows())
     with storage.staged_output(output) as out:  # a URI's files are uploaded when all are written
-        summary = write_outputs(done, out)
+        summary = write_outputs(done, out, refs)
         hyps = summary.pop("hypotheses")
         if reference_rttm is not None:
             report = write_der(out, hyps, reference_rttm, collar=collar, uem_path=uem)

@@ -13,8 +13,10 @@ the confusion counts (``confusion[true][pred]``) on one fold: ``--fold``, else t
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,3 +74,23 @@ def evaluate_clips(clf: SoundClassifier, clips: Sequence[Clip], batch: int = 16)
         "confusion": confusion.tolist(),
         "failed": failed,
     }
+
+
+def write_report(out_dir: str | Path, result: dict[str, Any]) -> dict[str, str]:
+    """``confusion.png`` (:func:`ray_jobs.plots.confusion_png`, classes with clips or
+    predictions) and ``result.json`` in ``out_dir``; returns their paths by name."""
+    from ray_jobs.plots import confusion_png
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fold = result.get("fold")
+    png = confusion_png(
+        result["confusion"],
+        result["classes"],
+        out / "confusion.png",
+        title=f"confusion, {'fold ' + str(fold) if fold is not None else 'all clips'}: "
+        f"{result['num_clips']} clips, accuracy "
+        + ("n/a" if result["accuracy"] is None else f"{100 * result['accuracy']:.1f} %"),
+    )
+    (out / "result.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+    return {"confusion": str(png), "result": str(out / "result.json")}

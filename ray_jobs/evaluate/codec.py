@@ -176,48 +176,21 @@ def evaluate_opus(files: list[str], sample_rate: int, kbps: float) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------------------------
-# Report: Markdown table + spectrogram pictures
+# Report: Markdown table + listening page (players, spectrograms, metrics per clip)
+
+QUALITY_UNITS = {"si_sdr": "dB", "pesq": "MOS-LQO"}  # bitrate_kbps names its unit
 
 
-def spectrogram_db(wav: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
-    """``(T,)`` -> ``(n_fft // 2 + 1, frames)`` STFT magnitude in dB, clipped to 80 dB below max."""
-    import torch
+def _lyra_panel(wav: np.ndarray, sr: int, kbps: float, lyra: Any) -> tuple[str, np.ndarray, dict]:
+    """Lyra v2 at the supported bitrate nearest ``kbps`` on ``wav`` (at ``sr``), back at ``sr``."""
+    from models.waveform import resample
+    from ray_jobs.evaluate.lyra import BITRATES_KBPS, SAMPLE_RATE
 
-    x = torch.from_numpy(np.asarray(wav, dtype=np.float32))
-    spec = torch.stft(x, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs()
-    db = 20 * torch.log10(spec.clamp_min(1e-8))
-    return db.clamp_min(db.max() - 80).numpy()
-
-
-def _colormap(u: np.ndarray) -> np.ndarray:
-    """``[0, 1]`` -> RGB uint8 through a black-purple-orange-yellow ramp (magma-like)."""
-    stops = np.array([[0, 0, 4], [80, 18, 123], [182, 54, 121], [251, 136, 97], [252, 253, 191]])
-    pos = np.clip(u, 0, 1) * (len(stops) - 1)
-    i = np.minimum(pos.astype(int), len(stops) - 2)
-    f = (pos - i)[..., None]
-    return (stops[i] * (1 - f) + stops[i + 1] * f).astype(np.uint8)
-
-
-def spectrogram_png(wavs: dict[str, np.ndarray], path: str | Path) -> Path:
-    """Stack one spectrogram per ``{label: (T,)}`` vertically (low frequencies at the bottom)."""
-    from PIL import Image, ImageDraw
-
-    panels = []
-    for label, wav in wavs.items():
-        db = spectrogram_db(wav)
-        u = (db - db.min()) / max(float(db.max() - db.min()), 1e-6)
-        img = Image.fromarray(_colormap(u[::-1]))  # row 0 = highest frequency
-        ImageDraw.Draw(img).text((4, 2), label, fill=(255, 255, 255))
-        panels.append(img)
-    width = max(p.width for p in panels)
-    out = Image.new("RGB", (width, sum(p.height for p in panels) + 4 * len(panels)), "white")
-    y = 0
-    for p in panels:
-        out.paste(p, (0, y))
-        y += p.height + 4
-    path = Path(path)
-    out.save(path)
-    return path
+    rate = min(BITRATES_KBPS, key=lambda b: abs(b - kbps))
+    x = resample(wav, sr, SAMPLE_RATE) if sr != SAMPLE_RATE else wav
+    y = lyra.roundtrip(x, rate)
+    y = resample(y, SAMPLE_RATE, sr)[: wav.size] if sr != SAMPLE_RATE else y
+    return f"Lyra v2 {rate:g} kbps", y, {"bitrate_kbps": rate, **quality(y, wav, sr)}
 
 
 def write_report(
@@ -227,8 +200,16 @@ def write_report(
     out_dir: str | Path,
     *,
     num_pictures: int = 3,
+    lyra_dir: str | Path | None = None,
 ) -> Path:
-    """``out_dir/report.md`` (results table) + ``spec_<i>.png`` (original / ours / Opus)."""
+    """``out_dir/report.md`` (results table, spectrogram pictures) and ``out_dir/index.html``, a
+    listening page (``ray_jobs/evaluate/listening.py``) of the first ``num_pictures`` files:
+    original, ours at the last run's bitrate, and the baselines present (Opus when its tools
+    are on PATH, Lyra v2 when ``result["lyra"]`` was measured), with players, spectrograms and
+    per-clip metrics."""
+    from ray_jobs.evaluate.listening import ListeningClip, write_listening_page
+    from ray_jobs.evaluate.lyra import LyraCodec
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sr = pipeline.sample_rate
@@ -238,39 +219,72 @@ def write_report(
         tool: OpusTool | None = find_opus()
     except OpusUnavailable:
         tool = None
+    lyra = LyraCodec(lyra_dir) if result.get("lyra") else None
+    table = format_table(result)
     lines = [
         f"# Codec evaluation: {result['model_id']}",
         "",
         f"Data: `{result['data_root']}`, {result['runs'][0]['num_files']} files. PESQ-WB and "
-        "STOI at 16 kHz; Opus below 6 kbps runs at 6 kbps (its minimum).",
+        "STOI at 16 kHz; Opus below 6 kbps runs at 6 kbps (its minimum). Listen: "
+        "[index.html](index.html).",
         "",
-        format_table(result),
+        table,
         "",
     ]
     if result.get("opus") is None:
         lines += ["Opus baseline: not run (no opusenc/ffmpeg on PATH, or --opus not given).", ""]
-    for i, path in enumerate(files[:num_pictures]):
+    clips = []
+    for path in files[:num_pictures]:
         try:
             wav, _ = load_audio(path, target_sr=sr)
         except AudioError as exc:
             log.warning("no picture for %s: %s", path, exc)
             continue
-        panels = {
-            "original": wav,
-            f"ours {kbps:.2f} kbps": pipeline.decode(pipeline.encode(wav, sr, n)),
+        ours = pipeline.decode(pipeline.encode(wav, sr, n))[: wav.size]
+        signals = {"original": wav, f"ours {kbps:.2f} kbps": ours}
+        metrics: dict[str, dict[str, Any]] = {
+            f"ours {kbps:.2f} kbps": {"bitrate_kbps": kbps, **quality(ours, wav, sr)}
         }
         if tool is not None:
             try:
-                panels[f"Opus {max(kbps, OPUS_MIN_KBPS):g} kbps"] = opus_roundtrip(
-                    wav, sr, kbps, tool
-                )
+                label = f"Opus {max(kbps, OPUS_MIN_KBPS):g} kbps"
+                signals[label] = opus_roundtrip(wav, sr, kbps, tool)
+                metrics[label] = {
+                    "bitrate_kbps": max(kbps, OPUS_MIN_KBPS),
+                    **quality(signals[label], wav, sr),
+                }
             except RuntimeError as exc:
                 log.warning("no Opus panel for %s: %s", path, exc)
-        png = spectrogram_png(panels, out_dir / f"spec_{i}.png")
-        lines += [f"## {Path(path).name}", "", f"![spectrograms]({png.name})", ""]
+        if lyra is not None:
+            label, y, m = _lyra_panel(wav, sr, kbps, lyra)
+            signals[label], metrics[label] = y, m
+        clips.append(ListeningClip(Path(path).name, sr, signals, metrics, note=str(path)))
+    if clips:
+        page = write_listening_page(
+            out_dir,
+            f"Codec evaluation: {result['model_id']}",
+            clips,
+            summary_html=_markdown_table_html(table),
+            units=QUALITY_UNITS,
+        )
+        for i, clip in enumerate(clips):
+            png = next((page.parent / "spectrograms").glob(f"{i:02d}_*.png"))
+            lines += [f"## {clip.name}", "", f"![spectrograms](spectrograms/{png.name})", ""]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+def _markdown_table_html(table: str) -> str:
+    """The Markdown table of :func:`format_table` as an HTML table (header row, then rows)."""
+    import html
+
+    rows = [r.strip("|").split("|") for r in table.splitlines() if not r.startswith("|---")]
+    cells = [
+        "<tr>" + "".join(f"<{t}>{html.escape(c.strip())}</{t}>" for c in row) + "</tr>"
+        for t, row in (("th" if i == 0 else "td", r) for i, r in enumerate(rows))
+    ]
+    return "<table>" + "".join(cells) + "</table>"
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:

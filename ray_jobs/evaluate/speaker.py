@@ -44,6 +44,8 @@ log = logging.getLogger("ray_jobs.evaluate.speaker")
 
 DEFAULT_ASNORM_TOPK = 100  # cohort scores per side (WeSpeaker uses 300 on VoxCeleb's 7k cohort)
 SCORES_FILE = "scores.tsv"
+DET_FILE = "det.png"
+HIST_FILE = "scores_hist.png"
 _LABELS = {"1": True, "0": False, "target": True, "nontarget": False}
 
 
@@ -187,14 +189,15 @@ def evaluate_tree(
     chunk_size: int = 64,
     cohort: np.ndarray | None = None,
     asnorm_topk: int = DEFAULT_ASNORM_TOPK,
-    scores_file: str | Path | None = None,
+    report_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Embed, score and measure: ``verification_metrics`` keys plus bookkeeping.
 
     ``cohort: (C, D)`` unit rows (``datasets.cohort.load_cohort``) adds AS-norm: the result's
     ``asnorm`` key holds ``verification_metrics`` of the normalised scores (top ``asnorm_topk``
-    cohort scores per side) and ``score_norm`` its settings. ``scores_file`` gets one line per
-    trial (:func:`write_scores`).
+    cohort scores per side) and ``score_norm`` its settings. ``report_dir`` gets the per-trial
+    scores (``scores.tsv``, :func:`write_scores`) and the pictures of :func:`write_plots`
+    (``det.png``, ``scores_hist.png``); their paths are under the result's ``report`` key.
 
     ``trials=None`` scores same/different pairs of ``utterances`` (see
     :func:`models.pipelines.scoring.make_pairs`);
@@ -259,9 +262,15 @@ def evaluate_tree(
             "top_k": int(min(asnorm_topk, cohort.shape[0])),
             "cohort_size": int(cohort.shape[0]),
         }
-    if scores_file is not None:
+    if report_dir is not None:
         keys = [u.key for u in utterances]
-        result["scores_file"] = str(write_scores(scores_file, keys, pairs, target, scores, normed))
+        report_dir = Path(report_dir)
+        tsv = write_scores(report_dir / SCORES_FILE, keys, pairs, target, scores, normed)
+        result["scores_file"] = str(tsv)
+        result["report"] = {
+            "scores": str(tsv),
+            **write_plots(report_dir, scores, target, result, model_id=embedder.model_id),
+        }
     result.update(
         model_id=embedder.model_id,
         trials_source=source,
@@ -272,6 +281,32 @@ def evaluate_tree(
         embed_seconds=round(embed_seconds, 3),
     )
     return result
+
+
+def write_plots(
+    report_dir: str | Path,
+    scores: np.ndarray,
+    target: np.ndarray,
+    metrics: dict[str, Any],
+    *,
+    model_id: str = "",
+) -> dict[str, str]:
+    """``det.png`` (DET curve, EER and minDCF(0.01) marked) and ``scores_hist.png`` (target vs
+    non-target scores with the EER and minDCF thresholds) in ``report_dir``; returns
+    ``{"det": path, "histogram": path}``."""
+    from ray_jobs.plots import det_png, score_histogram_png
+
+    report_dir = Path(report_dir)
+    name = f" ({model_id})" if model_id else ""
+    det = det_png(scores, target, report_dir / DET_FILE, title=f"DET{name}")
+    thresholds = {
+        "EER threshold": metrics["eer_threshold"],
+        "minDCF(0.01) threshold": metrics["min_dcf_0.01_threshold"],
+    }
+    hist = score_histogram_png(
+        scores, target, report_dir / HIST_FILE, thresholds=thresholds, title=f"scores{name}"
+    )
+    return {"det": str(det), "histogram": str(hist)}
 
 
 def write_scores(

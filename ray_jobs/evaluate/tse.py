@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,7 @@ def evaluate_samples(
     *,
     sample_rate: int | None = None,
     per_sample: bool = False,
+    keep_estimates: int = 0,
 ) -> dict[str, Any]:
     """Extract the target of every mixture and score it.
 
@@ -65,12 +67,14 @@ def evaluate_samples(
     ``absent_suppression_db`` (higher = more of the mixture removed). A mean with no samples is
     ``None``. ``pesq_failed`` counts pairs PESQ could not score (left out of the mean);
     ``real_time_factor`` is extraction time over audio time. ``per_sample=True`` adds
-    ``samples``: one dict of metrics per mixture.
+    ``samples``: one dict of metrics per mixture. ``keep_estimates=k`` adds ``estimates``: the
+    extracted ``(T,)`` signals of the first ``k`` mixtures (for :func:`write_listening_report`).
     """
     sr = int(sample_rate or extractor.sample_rate)
     sums: dict[str, list[float]] = {k: [] for k in _MEANS}
     absent: list[float] = []
     rows: list[dict[str, Any]] = []
+    estimates: list[np.ndarray] = []
     pesq_failed = 0
     busy = audio = 0.0
     for i, s in enumerate(samples):
@@ -80,6 +84,8 @@ def evaluate_samples(
         audio += s.mix.shape[-1] / sr
         if est.shape[0] != s.mix.shape[0]:  # resampling rounding when sr != model rate
             est = resample(est, extractor.sample_rate, sr)[: s.mix.shape[0]]
+        if i < keep_estimates:
+            estimates.append(est)
         row: dict[str, Any] = {"index": i, "present": bool(s.present)}
         if s.present:
             q = signal_quality(est, s.target, sr)
@@ -103,9 +109,52 @@ def evaluate_samples(
         "sample_rate": sr,
         "real_time_factor": busy / audio if audio > 0 else None,
     }
-    if per_sample:
+    if per_sample or keep_estimates:
         out["samples"] = rows
+    if keep_estimates:
+        out["estimates"] = estimates
     return out
+
+
+_PAGE_METRICS = ("si_sdr", "si_sdri", "pesq", "stoi", "absent_suppression_db")
+
+
+def write_listening_report(
+    out_dir: str | Path,
+    samples: list[MixSample],
+    result: dict[str, Any],
+    *,
+    title: str = "TSE evaluation",
+) -> Path:
+    """A listening page (``ray_jobs/evaluate/listening.py``) of the mixtures whose estimates
+    ``result`` kept (:func:`evaluate_samples` with ``keep_estimates``): mixture (the baseline),
+    extracted, clean target and enrollment, with players, spectrograms and the metrics of each
+    mixture; returns the page's path."""
+    from ray_jobs.evaluate.listening import ListeningClip, write_listening_page
+
+    sr = int(result["sample_rate"])
+    clips = []
+    for s, est, row in zip(samples, result["estimates"], result["samples"], strict=False):
+        signals = {"mixture (unprocessed)": s.mix, "extracted": est}
+        metrics = {"extracted": {k: row[k] for k in _PAGE_METRICS if k in row}}
+        if s.present:
+            signals["clean target"] = s.target
+            metrics["mixture (unprocessed)"] = {
+                "si_sdr": row["mix_si_sdr"], "pesq": row["mix_pesq"], "stoi": row["mix_stoi"]
+            }  # fmt: skip
+        signals["enrollment"] = s.ref
+        kind = "target present" if s.present else "target absent"
+        clips.append(ListeningClip(f"mixture {row['index']} ({kind})", sr, signals, metrics))
+    summary = (
+        f"<p>{result['num_mixes']} mixtures; mean SI-SDRi {_fmt_db(result.get('si_sdri'))}, "
+        f"target-absent suppression {_fmt_db(result.get('absent_suppression_db'))}.</p>"
+    )
+    units = {"si_sdr": "dB", "si_sdri": "dB", "absent_suppression_db": "dB", "pesq": "MOS-LQO"}
+    return write_listening_page(out_dir, title, clips, summary_html=summary, units=units)
+
+
+def _fmt_db(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f} dB"
 
 
 def load_pool(data_root: str, layout: str, sample_rate: int, max_speakers: int = 0) -> MemoryPool:

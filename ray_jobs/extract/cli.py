@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=32, help="rows per featurize/model batch")
     p.add_argument("--format", choices=FORMATS, default="parquet",
-                   help="pkl: also write {key: embedding} pickles for older pipelines")  # fmt: skip
+                   help="pkl: also write utterance_embeddings.pkl / speaker_embeddings.pkl "
+                   "({key: {embedding, dataset, speaker_id, ...}}) for older pipelines")  # fmt: skip
     p.add_argument("--part-rows", type=int, default=1024, help="rows per resumable part file")
     return p
 

@@ -7,7 +7,10 @@ Split from ``ray_jobs/extract/core.py`` (which plans, featurizes and embeds):
 - :func:`open_output`: binds an output folder to one model and refuses another;
 - :func:`finalize`: parts -> ``utterances.parquet``, ``speakers.parquet`` (mean of normalised
   utterance embeddings, re-normalised), JSON lists, ``failures.json``, ``summary.json`` and,
-  for older pipelines, pickled ``{key: np.ndarray}`` dicts.
+  for older pipelines (``--format pkl``), ``utterance_embeddings.pkl`` /
+  ``speaker_embeddings.pkl``: ``{key: {"embedding": (D,) float32, metadata...}}`` (see
+  :data:`PKL_UTTERANCE_FIELDS`); ``summary.json`` carries their ``total_utterances``,
+  ``total_speakers``, ``embedding_dimension`` and the per-dataset breakdown (``datasets``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ STATE_FILE = "extract_state.json"
 PARTS_DIR = "parts"
 FORMATS = ("parquet", "pkl")
 META_COLUMNS = ("key", "dataset", "speaker_id", "utterance_id", "path")
+# ``--format pkl``: the structure older pipelines' loading code expects, exactly:
+# utterance_embeddings.pkl {dataset_speaker_utterance: {"embedding", *PKL_UTTERANCE_FIELDS}},
+# speaker_embeddings.pkl {dataset_speaker: {"embedding", *PKL_SPEAKER_FIELDS}}; embeddings are
+# (D,) float32 numpy arrays, the other values str / int.
+PKL_UTTERANCE_FIELDS = ("dataset", "speaker_id", "utterance_id", "path")
+PKL_SPEAKER_FIELDS = ("dataset", "speaker_id", "num_utterances")
 
 
 Batch = dict[str, np.ndarray]
@@ -271,9 +280,15 @@ def finalize(
     _write_json(out / "speaker_list.json", spk_list)
     _write_json(out / "failures.json", failures)
     if "pkl" in formats:
-        utt_keys = utt_table["key"].to_pylist()
-        for name, ks, e in (("utterance", utt_keys, emb), ("speaker", spk_keys, spk_emb)):
-            obj = {k: e[i].copy() for i, k in enumerate(ks)}
+        utt_obj = {
+            row["key"]: {"embedding": emb[i].copy(), **{k: row[k] for k in PKL_UTTERANCE_FIELDS}}
+            for i, row in enumerate(utt_list)
+        }
+        spk_obj = {
+            row["key"]: {"embedding": spk_emb[i].copy(), **{k: row[k] for k in PKL_SPEAKER_FIELDS}}
+            for i, row in enumerate(spk_list)
+        }
+        for name, obj in (("utterance", utt_obj), ("speaker", spk_obj)):
             atomic_write(
                 out / f"{name}_embeddings.pkl",
                 lambda p, obj=obj: p.write_bytes(pickle.dumps(obj, protocol=4)),
@@ -301,6 +316,10 @@ def finalize(
         "num_embedded": len(utt_list),
         "num_failed": len(failures),
         "num_speakers": len(spk_list),
+        # the names loading code of older bulk-extraction outputs reads (beside ours above)
+        "total_utterances": len(utt_list),
+        "total_speakers": len(spk_list),
+        "embedding_dimension": int(embed_dim),
         "audio_seconds": round(sum(d["audio_seconds"] for d in per_ds.values()), 3),
         "datasets": dict(sorted(per_ds.items())),
         "processed_this_run": int(processed),

@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--layout",
         default="auto",
-        help=f"with --data-root: one of {', '.join(TREE_LAYOUTS)} or a file-name pattern name "
-        f"({', '.join(FILENAME_PATTERNS)}); ignored for --kind noise/rir (one file per entry)",
+        help=f"with --data-root: one of {', '.join(TREE_LAYOUTS)}, files (unlabelled clips, e.g. "
+        f"for codec training) or a file-name pattern name ({', '.join(FILENAME_PATTERNS)}); "
+        "ignored for --kind noise/rir (one file per entry)",
     )
     p.add_argument("--dataset", help="dataset name (default: the folder name / 'kaldi')")
     p.add_argument("--output", required=True, help="output folder for shards + manifest.json")

@@ -25,6 +25,8 @@ from datasets.audio import AudioError, load_audio, write_audio
 from datasets.banks import is_packed
 from datasets.hdf5_shards import load_manifest, pack_shards, shard_paths
 from datasets.manifests import (
+    FILES_LAYOUT,
+    ManifestError,
     Utterance,
     make_key,
     scan_files,
@@ -104,7 +106,31 @@ def _is_manifest(path: Path) -> bool:
     return path.name == "manifest.json" or (path / "manifest.json").is_file()
 
 
-def prepare_speaker_data(data: DataConfig, output_dir: str | Path) -> PreparedData:
+def scan_training_source(
+    path: str | Path, layout: str, *, unlabelled: bool = False
+) -> list[Utterance]:
+    """``scan_source(path, layout)``; with ``unlabelled`` (a task that needs no speaker labels,
+    e.g. codec training) and ``layout="auto"``, a folder without a speaker structure (a flat
+    folder of clips, ESC-50's ``audio/``) is read as unlabelled files (layout ``files``: each
+    file its own "speaker", so held-out validation files are still disjoint from training)."""
+    if not (unlabelled and layout == "auto"):
+        return scan_source(path, layout)
+    try:
+        utts = scan_source(path, layout)
+    except ManifestError as exc:
+        log.info("%s has no speaker structure (%s); reading it as unlabelled files", path, exc)
+        return scan_source(path, FILES_LAYOUT)
+    if len({u.speaker for u in utts}) < 2:  # e.g. esc50/ = one "speaker" folder, audio/
+        log.info("%s has one speaker folder; reading it as unlabelled files", path)
+        return scan_source(path, FILES_LAYOUT)
+    return utts
+
+
+def prepare_speaker_data(
+    data: DataConfig, output_dir: str | Path, *, unlabelled: bool = False
+) -> PreparedData:
+    """Pack ``data.train`` (a tree, or shards already packed) and list the held-out utterances;
+    ``unlabelled`` accepts folders without speakers (:func:`scan_training_source`)."""
     if not data.train:
         raise ValueError("no training data: pass --data-root DIR (an audio tree or shard manifest)")
     output_dir = Path(data.pack_dir) if data.pack_dir else Path(output_dir)
@@ -118,7 +144,7 @@ def prepare_speaker_data(data: DataConfig, output_dir: str | Path) -> PreparedDa
                 "evaluation tree with data.val"
             )
     else:
-        utts = scan_source(train_path, data.layout)
+        utts = scan_training_source(train_path, data.layout, unlabelled=unlabelled)
         if data.val_speakers:
             train_utts, val_utts = split_speakers(utts, data.val_speakers, seed=data.seed)
             write_manifest_csv(val_utts, output_dir / "val_utterances.csv")
@@ -134,7 +160,7 @@ def prepare_speaker_data(data: DataConfig, output_dir: str | Path) -> PreparedDa
             train_utts, output_dir / "shards", sample_rate=data.sample_rate, kind="speech"
         )
     if data.val:
-        val_utts = scan_source(data.val, data.val_layout)
+        val_utts = scan_training_source(data.val, data.val_layout, unlabelled=unlabelled)
     if val_utts and data.val_segment_seconds > 0:
         val_utts = segment_utterances(
             val_utts, output_dir / "val_segments", data.val_segment_seconds, data.sample_rate

@@ -247,14 +247,12 @@ def test_asnorm_scores_file_and_calibration_record(tree, tmp_path, oracle, capsy
     cohort = oracle.embed_batch(cohort_wavs, 16000)
     np.save(tmp_path / "cohort.npy", cohort)
     cohort = load_cohort(tmp_path / "cohort.npy", oracle.embed_dim)
-    result = evaluate_tree(
-        oracle, utts, cohort=cohort, asnorm_topk=3, scores_file=tmp_path / "s.tsv"
-    )
+    result = evaluate_tree(oracle, utts, cohort=cohort, asnorm_topk=3, report_dir=tmp_path)
     assert result["score_norm"] == {"method": "asnorm", "top_k": 3, "cohort_size": 5}
     assert result["asnorm"]["num_trials"] == result["num_trials"] == 66
     assert result["asnorm"]["eer"] == 0.0  # oracle voices stay separable after normalisation
 
-    lines = (tmp_path / "s.tsv").read_text().splitlines()
+    lines = (tmp_path / "scores.tsv").read_text().splitlines()
     assert lines[0].split("\t") == ["enroll", "test", "label", "score", "asnorm"]
     assert len(lines) == 67
     by_key = {u.key: u for u in utts}
@@ -272,9 +270,9 @@ def test_asnorm_scores_file_and_calibration_record(tree, tmp_path, oracle, capsy
     assert main([*base, "--max-trials", "20", "--report", str(tmp_path / "rep")]) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["calibration"] == ["none"]
-    assert (tmp_path / "rep" / "scores.tsv").is_file() and (
-        tmp_path / "rep" / "result.json"
-    ).is_file()
+    for name in ("scores.tsv", "result.json", "det.png", "scores_hist.png"):
+        assert (tmp_path / "rep" / name).is_file(), name
+    assert first["report"]["det"] == str(tmp_path / "rep" / "det.png")
     record = read_calibration(ckpt, SpeakerEmbedder.from_checkpoint(ckpt).model_id)
     assert record is not None and set(record.entries) == {"none"}
     entry = record.entry("none")

@@ -46,6 +46,14 @@ def test_fold_from_meta_and_confusion(setup, capsys):
     assert out["accuracy"] == pytest.approx(np.trace(conf) / 3)
     assert out["per_class"]["c0"]["count"] == 1 and out["per_class"]["c5"]["accuracy"] is None
 
+    from PIL import Image
+
+    rep = root / "rep"
+    assert main(["--checkpoint", str(ckpt), "--data-root", str(root), "--report", str(rep)]) == 0
+    assert json.loads((rep / "result.json").read_text())["confusion"] == out["confusion"]
+    img = np.asarray(Image.open(rep / "confusion.png").convert("L"))
+    assert img.shape[0] > 200 and img.std() > 10  # drawn, not blank
+
 
 def test_explicit_fold_and_errors(setup, capsys):
     root, ckpt = setup

@@ -63,11 +63,20 @@ def test_opus_skipped_cleanly(setup, monkeypatch, tmp_path, capsys):
     assert [r["num_quantizers"] for r in out["runs"]] == [1, 2]
     assert out["runs"][1]["bitrate_kbps"] == pytest.approx(2 * out["runs"][0]["bitrate_kbps"])
     report = (tmp_path / "rep" / "report.md").read_text()
-    assert "| ours |" in report and "spec_0.png" in report
+    assert "| ours |" in report and "spectrograms/00_u0.png" in report
     from PIL import Image
 
-    img = Image.open(tmp_path / "rep" / "spec_0.png")
-    assert img.height > 2 * 257  # original + ours panels
+    img = Image.open(tmp_path / "rep" / "spectrograms" / "00_u0.png")
+    assert img.height > 300  # original + ours panels, with axes
+    # the listening page: original and ours per clip, players pointing at the WAVs beside it
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert page.count("<section") == 2 and "<table>" in page
+    for clip in ("00_u0", "01_u1"):
+        for sig in ("original", "ours_"):
+            (wav,) = (tmp_path / "rep" / "audio").glob(f"{clip}__{sig}*.wav")
+            assert f'src="audio/{wav.name}"' in page
+            assert sf.info(wav).samplerate == 16000
+    assert "Opus" not in page  # no tools here: no baseline column, and no empty player
 
 
 def test_opus_below_minimum_uses_6kbps(monkeypatch):
@@ -92,11 +101,3 @@ def test_dispatch_from_evaluate(setup, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["runs"][0]["num_files"] == 2
     assert main(["--checkpoint", str(ckpt), "--data-root", str(audio / "nothing")]) == 2
-
-
-def test_spectrogram_colormap():
-    rgb = ec._colormap(np.array([0.0, 1.0]))
-    assert tuple(rgb[0]) == (0, 0, 4) and tuple(rgb[1]) == (252, 253, 191)
-    tone = np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000).astype(np.float32)
-    db = ec.spectrogram_db(tone)
-    assert abs(int(db.mean(1).argmax()) - 32) <= 1  # 1 kHz = bin 32 of a 512-point FFT at 16 kHz

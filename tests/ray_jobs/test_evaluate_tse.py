@@ -85,10 +85,23 @@ def test_cli_through_the_evaluation_entry_point(corpus, capsys):
     torch.set_num_threads(1)
     args = ["--checkpoint", str(ckpt), "--data-root", str(root / "speech"), "--json"]
     args += ["--num-mixes", "3", "--segment-seconds", "1.0", "--max-interferers", "2"]
+    args += ["--report", str(root / "page"), "--report-mixes", "2"]
     assert main(args) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["num_mixes"] == 3 and r["num_present"] + r["num_absent"] == 3
     assert r["sample_rate"] == SR and r["checkpoint"] == str(ckpt)
+    assert "samples" not in r and "estimates" not in r  # kept for the page only
+    # the listening page: two mixtures, each with players for its signals and a spectrogram
+    import soundfile as sf
+
+    page = root / "page" / "index.html"
+    assert r["listening_page"] == str(page)
+    text = page.read_text()
+    assert text.count("<section") == 2 and text.count('src="spectrograms/') == 2
+    wavs = sorted((root / "page" / "audio").glob("*.wav"))
+    assert text.count("<audio") == len(wavs) >= 2 * 3  # mixture, extracted, enrollment (+target)
+    for w in wavs:
+        assert f'src="audio/{w.name}"' in text and sf.info(w).samplerate == SR
 
 
 @pytest.mark.parametrize(

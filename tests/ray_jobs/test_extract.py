@@ -66,7 +66,7 @@ def test_outputs_equal_baseline(extract_corpus, cli_run):
         assert json.loads((out / name).read_text())
     with (out / "utterance_embeddings.pkl").open("rb") as fh:
         upkl = pickle.load(fh)
-    assert set(upkl) == set(rows) and all(v.dtype == np.float32 for v in upkl.values())
+    assert set(upkl) == set(rows) and all(v["embedding"].dtype == np.float32 for v in upkl.values())
     with (out / "speaker_embeddings.pkl").open("rb") as fh:
         assert set(pickle.load(fh)) == {f"synth_spk{i:03d}" for i in range(4)}
 

@@ -203,9 +203,29 @@ def test_outputs_match_baseline(corpus, embedder, full_run):
     with (out / "speaker_embeddings.pkl").open("rb") as fh:
         spkl = pickle.load(fh)
     assert set(upkl) == set(rows) and set(spkl) == {s["key"] for s in sl}
-    k = next(iter(rows))
-    assert upkl[k].dtype == np.float32 and upkl[k].shape == (embedder.embed_dim,)
-    np.testing.assert_array_equal(upkl[k], np.array(rows[k]["embedding"], dtype=np.float32))
+    # exactly the structure older loading code reads (plain pickle, no voxray classes)
+    for k, v in upkl.items():
+        assert set(v) == {"embedding", "dataset", "speaker_id", "utterance_id", "path"}
+        assert k == f"{v['dataset']}_{v['speaker_id']}_{v['utterance_id']}"
+        assert v["path"] == rows[k]["path"] and isinstance(v["path"], str)
+        assert v["embedding"].dtype == np.float32 and v["embedding"].shape == (embedder.embed_dim,)
+        np.testing.assert_array_equal(v["embedding"], np.array(rows[k]["embedding"], np.float32))
+    by_spk = {s["key"]: s for s in sl}
+    for k, v in spkl.items():
+        assert set(v) == {"embedding", "dataset", "speaker_id", "num_utterances"}
+        assert k == f"{v['dataset']}_{v['speaker_id']}"
+        assert (
+            v["num_utterances"]
+            == by_spk[k]["num_utterances"]
+            == sum(
+                u["dataset"] == v["dataset"] and u["speaker_id"] == v["speaker_id"]
+                for u in upkl.values()
+            )
+        )
+        assert np.linalg.norm(v["embedding"]) == pytest.approx(1.0, abs=1e-5)
+    assert summary["total_utterances"] == 12 and summary["total_speakers"] == 4
+    assert summary["embedding_dimension"] == embedder.embed_dim
+    assert sum(d["embedded"] for d in summary["datasets"].values()) == 12
 
 
 def test_resume_after_interruption_gives_same_result(corpus, embedder, full_run, tmp_path):

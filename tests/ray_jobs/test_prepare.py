@@ -98,3 +98,23 @@ def test_bank_folders_are_packed_once_for_on_demand_reads(tmp_path):
     )
     with pytest.raises(ValueError, match="not a folder"):
         prepare_bank(str(tmp_path / "missing"), "rir", 16000, tmp_path / "out")
+
+
+@pytest.mark.realdata
+def test_flat_unlabelled_folders_are_codec_input(real_data, tmp_path):
+    """ESC-50's audio/ (flat, no speakers) and its root (one folder, audio/) are codec-training
+    input: every clip is packed, held-out clips are disjoint; a speaker task still refuses."""
+    esc = real_data / "sound-events" / "esc50"
+    clips = sorted(p.name for p in (esc / "audio").glob("*.wav"))
+    assert len(clips) >= 4
+    for root in (esc / "audio", esc):
+        cfg = DataConfig(train=str(root), val_speakers=1, sample_rate=16000)
+        data = prepare_speaker_data(cfg, tmp_path / root.name, unlabelled=True)
+        held = {Path(u.path).name for u in data.val_utterances}
+        assert data.num_utterances == len(clips) - 1 and len(held) == 1
+        names = {f"{s.removeprefix('audio-')}.wav" for s in data.speakers}  # esc50/: audio-<clip>
+        assert names | held == set(clips)
+    with pytest.raises(ValueError, match="no audio files found"):
+        prepare_speaker_data(DataConfig(train=str(esc / "audio")), tmp_path / "spk")
+    # any command that reads sources takes it explicitly too (pack, evaluate, extract)
+    assert len(scan_source(esc / "audio", "files")) == len(clips)

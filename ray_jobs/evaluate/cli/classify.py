@@ -1,9 +1,11 @@
 """Evaluate a sound-event classifier checkpoint on an ESC-50-format folder (the CLI of
 ``ray_jobs/evaluate/classify.py``).
 
-    python -m ray_jobs.evaluate --checkpoint clf.pt --data-root ESC50DIR [--fold K] [--json]
+    python -m ray_jobs.evaluate --checkpoint clf.pt --data-root ESC50DIR [--fold K] [--json] \
+        [--report DIR]
 
 One fold is scored: ``--fold``, else the checkpoint's ``meta["val_fold"]``, else all clips.
+``--report DIR`` writes ``confusion.png`` (the confusion matrix) and ``result.json`` there.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datasets.esc50 import ESC50Error, read_esc50
 from models.checkpoint import read_checkpoint
 from models.pipelines.classify import SoundClassifier
 from ray_jobs.cli import USER_ERRORS, configure_cli_logging, user_error
-from ray_jobs.evaluate.classify import evaluate_clips
+from ray_jobs.evaluate.classify import evaluate_clips, write_report
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -46,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-root", required=True, help="ESC-50-format folder (audio/ + meta CSV)")
     p.add_argument("--fold", type=int, default=None, help="evaluate this fold (default: val_fold)")
     p.add_argument("--max-clips", type=int, default=None, help="evaluate at most N clips")
+    p.add_argument("--report", help="write confusion.png (confusion matrix) and result.json here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     configure_cli_logging()
@@ -63,5 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as exc:  # CheckpointError and ESC50Error are ValueErrors
         return user_error(exc)
     result.update(checkpoint=str(args.checkpoint), data_root=str(args.data_root), fold=fold)
+    if args.report:
+        result["report"] = write_report(args.report, result)
     print(json.dumps(result, sort_keys=True) if args.json else format_report(result))
     return 0

@@ -43,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lyra", action="store_true", help="add Lyra v2 (needs ai-edge-litert)")
     p.add_argument("--lyra-dir", default=None, help="folder of the Lyra v2 TFLite files")
-    p.add_argument("--report", default=None, help="write report.md + spectrogram PNGs here")
+    p.add_argument(
+        "--report",
+        default=None,
+        help="write report.md and a listening page (index.html: players, spectrograms, "
+        "metrics per clip) here",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
@@ -86,11 +91,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lyra": lyra,
     }
     if args.report:
-        local = write_report(result, pipeline, files, storage.stage_dir(args.report, "report"))
+        local = write_report(
+            result,
+            pipeline,
+            files,
+            storage.stage_dir(args.report, "report"),
+            lyra_dir=args.lyra_dir,
+        )
+        page = local.parent / "index.html"
         if storage.is_uri(args.report):  # staged in a local folder, then uploaded
             storage.upload_tree(local.parent, args.report)
             local = storage.join(args.report, local.name)
+            page = storage.join(args.report, "index.html")
         result["report"] = str(local)
+        result["listening_page"] = str(page)
     if args.json:
         print(json.dumps(result, sort_keys=True, default=float))
     else:

@@ -11,7 +11,8 @@ INT8). Trials: ``--trials FILE`` or same/different-speaker pairs of the tree (se
 docstring). Output: a readable report, or with ``--json`` exactly one JSON object on stdout
 (logs go to stderr). ``--cohort`` adds AS-norm scores (a cohort of speakers disjoint from the
 trials, e.g. an extraction job's ``speakers.parquet``); ``--report DIR`` writes ``scores.tsv``
-(one line per trial) and ``result.json`` there.
+(one line per trial: enroll, test, label, score), ``det.png`` (DET curve with the EER and
+minDCF points), ``scores_hist.png`` (target vs non-target histograms) and ``result.json`` there.
 
 Calibration record (``models.calibration``, ``<checkpoint>.calibration.json``): ``--calibrate``
 writes the measured EER and minDCF thresholds into it, replacing those of the same score
@@ -33,8 +34,13 @@ from datasets import storage
 from datasets.cohort import load_cohort
 from datasets.manifests import scan_source
 from models.calibration import calibration_path
-from models.pipelines.speaker import SpeakerEmbedder
-from ray_jobs.cli import USER_ERRORS, configure_cli_logging, existing_checkpoint, user_error
+from ray_jobs.cli import (
+    USER_ERRORS,
+    configure_cli_logging,
+    existing_checkpoint,
+    speaker_embedder,
+    user_error,
+)
 from ray_jobs.evaluate.speaker import (
     DEFAULT_ASNORM_TOPK,
     DEFAULT_MAX_TRIALS,
@@ -69,8 +75,8 @@ def format_report(result: dict[str, Any]) -> str:
             f"calibration {', '.join(result['calibration'])} written to "
             f"{result['calibration_file']}"
         )
-    if result.get("scores_file"):
-        lines.append(f"scores      {result['scores_file']}")
+    for name, path in (result.get("report") or {}).items():
+        lines.append(f"{name:11s} {path}")
     return "\n".join(lines)
 
 
@@ -109,7 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(C, D) matrix, of speakers disjoint from the trials",
     )
     p.add_argument("--asnorm-topk", type=int, default=DEFAULT_ASNORM_TOPK)
-    p.add_argument("--report", help=f"folder for {SCORES_FILE} (per-trial scores) and result.json")
+    p.add_argument(
+        "--report",
+        help=f"folder for {SCORES_FILE} (per-trial scores), det.png (DET curve), scores_hist.png "
+        "(target vs non-target scores) and result.json",
+    )
     p.add_argument(
         "--calibrate",
         action="store_true",
@@ -124,14 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_cli_logging()
     try:
         ckpt = existing_checkpoint(args.checkpoint)
-        if ckpt.suffix == ".onnx":  # an exported model (ray_jobs.export), FP32 or INT8
-            from models.pipelines.onnx_backend import OnnxSpeakerEmbedder
-
-            embedder = OnnxSpeakerEmbedder.from_file(ckpt, min_seconds=args.min_seconds)
-        else:
-            embedder = SpeakerEmbedder.from_checkpoint(
-                ckpt, device=args.device, min_seconds=args.min_seconds
-            )
+        embedder = speaker_embedder(ckpt, device=args.device, min_seconds=args.min_seconds)
         utterances = scan_source(args.data_root, args.layout, with_durations=True)
         trials = read_trials(args.trials) if args.trials else None
         log.info(
@@ -151,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             cohort=cohort,
             asnorm_topk=args.asnorm_topk,
-            scores_file=report / SCORES_FILE if report else None,
+            report_dir=report,
         )
         result["calibration"] = write_calibration_record(
             ckpt,

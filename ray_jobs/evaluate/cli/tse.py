@@ -2,9 +2,12 @@
 ``ray_jobs/evaluate/tse.py``).
 
     python -m ray_jobs.evaluate --checkpoint tse.pt --data-root SPEECH [--noise DIR] [--rir DIR]
-        [--num-mixes 100] [--seed 0] [--segment-seconds 4] [--max-speakers N] [--json]
+        [--num-mixes 100] [--seed 0] [--segment-seconds 4] [--max-speakers N] [--json] \
+        [--report DIR [--report-mixes 4]]
 
 Output: a readable report, or with ``--json`` one JSON object on stdout (logs on stderr).
+``--report DIR`` writes a listening page there (``index.html``: mixture, extracted, clean target
+and enrollment of the first mixtures, with players, spectrograms and metrics).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from datasets.mixing import DynamicMixer, make_eval_set
 from datasets.mixing_config import MixConfig
 from models.pipelines.tse import TargetExtractor
 from ray_jobs.cli import USER_ERRORS, configure_cli_logging, existing_checkpoint, user_error
-from ray_jobs.evaluate.tse import evaluate_samples, load_pool
+from ray_jobs.evaluate.tse import evaluate_samples, load_pool, write_listening_report
 
 log = logging.getLogger("ray_jobs.evaluate.cli.tse")
 
@@ -49,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--per-sample", action="store_true", help="also list every mixture's metrics")
+    p.add_argument("--report", help="write a listening page (index.html) of a few mixtures here")
+    p.add_argument("--report-mixes", type=int, default=4, help="mixtures on the listening page")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     return p
 
@@ -99,7 +104,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         samples = make_eval_set(mixer, args.num_mixes, seed=args.seed)
         log.info("evaluating %s on %d mixtures", ckpt, len(samples))
-        result = evaluate_samples(extractor, samples, per_sample=args.per_sample)
+        keep = max(0, args.report_mixes) if args.report else 0
+        result = evaluate_samples(
+            extractor, samples, per_sample=args.per_sample, keep_estimates=keep
+        )
+        if args.report:
+            page = write_listening_report(
+                args.report, samples, result, title=f"TSE evaluation: {args.checkpoint}"
+            )
+            result["listening_page"] = str(page)
+        result.pop("estimates", None)
+        if not args.per_sample:
+            result.pop("samples", None)
     except USER_ERRORS as exc:  # AudioError is a ValueError
         return user_error(exc)
     result["checkpoint"] = str(args.checkpoint)

@@ -1,6 +1,8 @@
 """Training data of the ``codec`` task: random waveform crops of packed speech.
 
-Speech is packed once at the codec's sample rate (24 kHz SoundStream, 16 kHz TinyStream);
+Any audio is valid input: a speaker tree, or a flat folder of unlabelled clips (ESC-50's
+``audio/``, a folder of recordings; ``ray_jobs.train.prepare.scan_training_source``). It is
+packed once at the codec's sample rate (24 kHz SoundStream, 16 kHz TinyStream);
 ``data.crop_seconds`` crops stream to the trainers. Held-out speakers give a fixed set of
 validation crops (``val_mel_distance``, ``val_si_sdr`` every epoch) and the final scores
 (``ray_jobs/evaluate/codec.py``: bitrate, SI-SDR, mel distance, PESQ and STOI at 16 kHz).
@@ -33,7 +35,7 @@ def build(exp: ExperimentConfig, output: Path) -> TrainData:
     """The codec task's training data (module docstring); found by name by ``build_train_data``."""
     d = exp.data
     check_sample_rate(exp, d.sample_rate, "data.sample_rate")
-    prepared = prepare_speaker_data(d, output)
+    prepared = prepare_speaker_data(d, output, unlabelled=True)  # any audio, labels or not
     crop = CropSpec(
         speakers=prepared.speakers,
         crop_seconds=d.crop_seconds,
