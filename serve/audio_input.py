@@ -213,7 +213,7 @@ async def parse_request(
     max_bytes: int,
     max_files: int,
     max_json_bytes: int | None = None,
-    max_json_values: int = 2_000_000,
+    max_json_values: int = 1_000_000,
     max_seconds: float = 3600.0,
 ) -> M:
     """A JSON or multipart request -> ``model``, the body capped before it is held (413).

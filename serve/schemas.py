@@ -134,7 +134,7 @@ class AppArgs(BaseModel):
     max_json_kb: float = Field(1024.0, gt=0.0)  # bodies of the JSON-only routes (no audio)
     # JSON values (numbers, strings, objects...) in the JSON body of an audio route, counted
     # before parsing: raw samples count one each (a 60 s clip at 16 kHz is 960000)
-    max_json_values: int = Field(2_000_000, ge=1000)
+    max_json_values: int = Field(1_000_000, ge=1000)
     # Embedding deployment: dynamic batching, autoscaling, resources.
     max_batch_size: int = Field(16, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0.0)
