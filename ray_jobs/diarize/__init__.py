@@ -1,4 +1,5 @@
-"""``python -m ray_jobs.diarize``: batch speaker diarization on Ray Data.
+"""``python -m ray_jobs.diarize``: speaker diarization, of a few files here or many on Ray Data.
 
-Shape: core ``core.py`` (Ray-free); Ray adapter ``job.py``; CLI ``cli.py``.
+Shape: core ``core.py`` (Ray-free); Ray adapter ``job.py``; the in-process loop ``local.py``
+(positional audio files: RTTM on stdout, no Ray); CLI ``cli.py``.
 """
