@@ -2,7 +2,7 @@
 a URI or a path on a named shared mount is accepted.
 
 The cluster is Ray's own ``cluster_utils.Cluster`` (a head and a second raylet on this machine),
-started in a subprocess with its own temp dir and ports, since the session's shared cluster
+started in a subprocess with its own temp dir and GCS port, since the session's shared cluster
 (``ray_cluster``) is a single node and one process connects to one cluster.
 """
 
@@ -32,11 +32,12 @@ SCRIPT = textwrap.dedent(
     import ray
     from ray.cluster_utils import Cluster
 
-    with socket.socket() as s:
+    with socket.socket() as s:  # never the default 6379 that other clusters may use
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": False, "port": port, "node_ip_address": "127.0.0.1"})
+        "num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1",
+        "gcs_server_port": port})
     cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)

@@ -27,8 +27,9 @@ CONFIG = Path(__file__).resolve().parents[2] / "ray_jobs" / "configs" / "tiny" /
 
 
 def test_train_to_s3_resumes_after_worker_kill_then_evaluate_and_extract_read_it(
-    s3_bucket, ray_cluster, synth_tree, tmp_path, capsys
+    s3_bucket, ray_cluster, synth_tree, tmp_path, capsys, monkeypatch
 ):
+    monkeypatch.setenv("VOXRAY_CACHE", str(tmp_path / "cache"))  # where s3:// reads are cached
     run = f"{s3_bucket}/run"
     epochs = 3
     sets = {"train.epochs": epochs, "train.max_failures": 2}  # two restarts allowed
