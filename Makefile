@@ -11,7 +11,7 @@ DATA ?=
 CKPT ?= runs/demo/model.pt
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-fast bench gpu-check lint format serve train-realdata clean
+.PHONY: help setup browser demo test test-fast bench gpu-check lint format serve train-realdata clean
 
 help:
 	@echo "make demo   - create the environment if missing, then run the end-to-end demo"
@@ -21,6 +21,7 @@ help:
 	@echo "make serve CKPT=model.pt - speaker service on http://127.0.0.1:8000 (docs: /docs; keys: keys.json)"
 	@echo "make train-realdata OUT=DIR - train on ../shared/data/speech (10 min on 2 cores)"
 	@echo "make lint   - ruff check + format check + layer contracts (lint-imports)"
+	@echo "make browser - Debian's chromium + chromedriver for the /ui browser test (apt, once)"
 
 # Idempotent: installs uv if absent, then the locked environment (re-synced when the lock changes).
 $(STAMP): pyproject.toml uv.lock
@@ -29,6 +30,17 @@ $(STAMP): pyproject.toml uv.lock
 	@touch $@
 
 setup: $(STAMP)
+
+# The /ui page's test (tests/serve/test_clients.py) drives Debian's chromium through its
+# chromedriver; installed once from apt (a no-op when both are there), never downloaded.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+		echo "chromium and chromedriver are installed"; \
+	else \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
+	fi
 
 demo: $(STAMP)
 	$(RUN) python -m ray_jobs.demo $(if $(DATA),--data-root $(DATA),)
