@@ -74,6 +74,19 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("POST", "/codec/encode"): "read",
     ("POST", "/codec/decode"): "read",
     ("POST", "/classify"): "read",
+    # pages for people (serve/pages.py): static; the page asks for a key for its API calls
+    ("GET", "/docs"): OPEN,
+    ("GET", "/docs/assets/{name}"): OPEN,
+    ("GET", "/ui"): OPEN,
+    ("GET", "/ui/"): OPEN,
+    ("GET", "/ui/{name}"): OPEN,
+    # the older mode-based speaker routes (serve/routes/legacy.py): reads answer with "read";
+    # switching or replacing the active gallery changes what every client identifies against
+    ("POST", "/speaker"): "read",
+    ("POST", "/GetSpeakerList"): "read",
+    ("POST", "/InitSpeakerFeats"): "enroll",
+    ("POST", "/ModifyFeatsMode"): "enroll",
+    ("POST", "/ModifyFeatsCustom"): "enroll",
 }
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})

@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI, Request
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from serve.auth import OPEN, required_scope
 from serve.errors import install_error_handlers, install_openapi
 from serve.pages import install_pages
 
@@ -30,9 +31,23 @@ async def authorize(request: Request) -> None:
     The calling key's name lands in ``request.state.key_name`` for the audit log."""
     route = request.scope.get("route")
     path = getattr(route, "path_format", request.url.path)
+    if required_scope(request.method, path) is OPEN:  # /health, the pages: no key, no context
+        request.state.key_name = None
+        return
     request.state.key_name = current_context().auth.check(
         request.method, path, request.headers.get("authorization"), request.headers.get("host")
     )
+
+
+def _configured_origins() -> list[str]:
+    """The replica's ``cors_origins``; none when the app runs outside a Serve replica (an
+    in-process ASGI client), where no ``AppArgs`` exist to allow any."""
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        return list(current_context().args.cors_origins)
+    except RayServeException:
+        return []
 
 
 class ConfiguredCORS:
@@ -50,7 +65,7 @@ class ConfiguredCORS:
             await self.app(scope, receive, send)
             return
         if self.origins is None:
-            self.origins = list(current_context().args.cors_origins)
+            self.origins = _configured_origins()
             if self.origins:
                 self.cors = CORSMiddleware(
                     self.app,

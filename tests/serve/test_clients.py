@@ -36,14 +36,14 @@ import requests
 import soundfile as sf
 
 from tests.conftest import real_data_root
-from tests.serve.helpers import app_args, expect_error, running_app
+from tests.serve.helpers import KEYS, app_args, expect_error, running_app
 
 pytestmark = pytest.mark.ray
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SR = 16000
-API_KEY = "clients-test-key"  # typed into the page; sent by the legacy client as a header
+API_KEY = KEYS["admin"]  # typed into the page; sent by the legacy client as a header
 GROUP = "ui-test"
 # The closed network refuses background connections: switch every one of them off.
 CHROME_FLAGS = [
