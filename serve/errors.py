@@ -26,7 +26,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.waveform import AudioError
 from serve.schemas import ErrorResponse
-from serve.store import ModelMismatchError, StoreError, UnknownGroupError, UnknownSpeakerError
+from serve.store import (
+    MetadataTooLargeError,
+    ModelMismatchError,
+    StoreError,
+    UnknownGroupError,
+    UnknownSpeakerError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +40,14 @@ log = logging.getLogger(__name__)
 class ServiceError(Exception):
     """A request the service refuses; becomes ``{"error": {"code", "message"}}`` with ``status``."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers  # e.g. Retry-After on a 503
 
 
 def checked(out: Any, field: str | None, code: str = "invalid_audio") -> Any:
@@ -50,8 +59,12 @@ def checked(out: Any, field: str | None, code: str = "invalid_audio") -> Any:
     return out
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
 
 
 def validation_message(errors: list[Any]) -> str:
@@ -70,6 +83,8 @@ def _store_status(exc: StoreError) -> tuple[int, str]:
         return 404, "unknown_group"
     if isinstance(exc, ModelMismatchError):
         return 409, "model_mismatch"
+    if isinstance(exc, MetadataTooLargeError):
+        return 413, "metadata_too_large"
     return 400, "invalid_request"
 
 
@@ -78,7 +93,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(ValidationError)
     async def _pydantic_error(_: Request, exc: ValidationError) -> JSONResponse:
