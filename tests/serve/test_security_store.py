@@ -246,12 +246,14 @@ def test_health_reports_a_stopped_model_deployment(service):
     assert expect_ok(c.get("/health"))["status"] == "ok"
 
 
-def test_config_survives_restart(service, files):
+def test_config_survives_restart_and_user_config_applies_without_one(service):
     """POST /config (model and threshold) is stored with the enrollments: a new ingress replica
-    restores it, its unchanged user_config does not undo it, and /identify answers."""
+    restores it, and its unchanged user_config does not undo it. Threshold and top_k are the
+    ingress's Serve user_config: a deploy that changes only it reaches the same replica process
+    (reconfigure), and the newest change wins over POST /config and the other way round."""
     from ray import serve
-
-    from serve.app import build_app
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
 
     c, args = service
     _clear(c)
@@ -259,30 +261,9 @@ def test_config_survives_restart(service, files):
     assert cfg["model"]["name"] == "alt"
     expect_ok(c.post("/speakers", json={"name": "kept", "audio": _clips(2)}))
     before = replica_pids(APP, "VoxrayService")
-    serve.delete(APP)
-    serve.run(build_app(args), name=APP, route_prefix="/")
-    assert replica_pids(APP, "VoxrayService").isdisjoint(before)  # a new process
-    cfg = expect_ok(c.get("/config"))
-    assert cfg["model"]["name"] == "alt" and cfg["threshold"] == 0.37
-    h = expect_ok(c.get("/health"))
-    assert h["status"] == "ok" and h["num_speakers"] == 1 and h["model"] == "alt"
-    ident = expect_ok(c.post("/identify", json={"audio": _clips(1)[0]}))
-    assert ident["threshold"] == 0.37
-    _clear(c)
-
-
-def test_user_config_applies_without_restart(service, files):
-    """Threshold and top_k are the ingress's Serve user_config: a deploy that changes only it
-    reaches the same replica process (reconfigure), and the newest change wins over
-    POST /config; an unchanged user_config after a restart keeps a later POST /config."""
-    from ray import serve
-    from ray.serve.context import _get_global_client
-    from ray.serve.schema import ServeDeploySchema
-
-    c, args = service
-    serve.delete(APP)
 
     def deploy(user_config: dict) -> None:
+        """What ``serve deploy`` sends: the config, with the ingress's user_config."""
         schema = ServeDeploySchema.model_validate(
             {
                 "applications": [
@@ -311,25 +292,23 @@ def test_user_config_applies_without_restart(service, files):
             time.sleep(0.3)
         raise AssertionError(f"config never became {threshold}, {top_k}: {c.get('/config').text}")
 
-    try:
-        deploy({"threshold": 0.31, "top_k": 3})
-        wait_config(0.31, 3)
-        (pid,) = replica_pids(APP, "VoxrayService")
-        deploy({"threshold": 0.62, "top_k": 4})
-        wait_config(0.62, 4)
-        assert replica_pids(APP, "VoxrayService") == {pid}  # reconfigured, not restarted
-        expect_ok(c.post("/config", json={"threshold": 0.44}))
-        with _db(args) as db:
-            stored = dict(db.execute("SELECT key, value FROM settings").fetchall())
-        assert json.loads(stored["user_config"]) == {"threshold": 0.62, "top_k": 4}
-        assert json.loads(stored["threshold"]) == 0.44
-        os.kill(pid, signal.SIGKILL)  # Serve starts a new replica with the same user_config
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and replica_pids(APP, "VoxrayService") in (set(), {pid}):
-            time.sleep(0.5)
-        wait_config(0.44, 4)  # the later POST /config wins over the unchanged user_config
-    finally:
-        serve.delete(APP)
-        from serve.app import build_app
-
-        serve.run(build_app(args), name=APP, route_prefix="/")
+    # A restart (the declarative deploy starts a new replica) with the user_config build_app
+    # set before (threshold None, top_k 5): the stored POST /config stays.
+    serve.delete(APP)
+    deploy({"threshold": None, "top_k": 5})
+    (pid,) = replica_pids(APP, "VoxrayService")
+    assert pid not in before
+    cfg = wait_config(0.37, 5)
+    assert cfg["model"]["name"] == "alt"
+    h = expect_ok(c.get("/health"))
+    assert h["status"] == "ok" and h["num_speakers"] == 1 and h["model"] == "alt"
+    assert expect_ok(c.post("/identify", json={"audio": _clips(1)[0]}))["threshold"] == 0.37
+    # A changed user_config: applied by reconfigure() in the same process.
+    deploy({"threshold": 0.62, "top_k": 4})
+    wait_config(0.62, 4)
+    assert replica_pids(APP, "VoxrayService") == {pid}
+    expect_ok(c.post("/config", json={"threshold": 0.44}))
+    with _db(args) as db:
+        stored = dict(db.execute("SELECT key, value FROM settings").fetchall())
+    assert json.loads(stored["user_config"]) == {"threshold": 0.62, "top_k": 4}
+    assert json.loads(stored["threshold"]) == 0.44 and json.loads(stored["model"]) == "alt"
