@@ -36,6 +36,7 @@ from typing import Any
 import ray.cloudpickle
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
 from models.hub import resolve_checkpoint
@@ -130,6 +131,11 @@ def api_keys(cfg: S.AppArgs) -> list[ApiKey] | None:
         )
     return keys
 
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve's ``user_config`` (``S.ServeUserConfig``: threshold, top_k), applied in place
+        (no restart) unless it is the one applied last (``ServeContext.apply_user_config``)."""
+        self.ctx.apply_user_config(user_config)
+
 
 def build_app(args: dict[str, Any]) -> Application:
     """``AppArgs`` (or its dict) -> the Serve application (ingress + model deployments).
@@ -159,7 +165,13 @@ def build_app(args: dict[str, Any]) -> Application:
         handles.update(product.applications(cfg, model))
     enable_with = {p.key: p.enable_with for p in PRODUCTS}
     keys = api_keys(cfg)
-    ingress = VoxrayService.options(ray_actor_options={"num_cpus": cfg.ingress_num_cpus})
+    ingress = VoxrayService.options(
+        ray_actor_options={"num_cpus": cfg.ingress_num_cpus},
+        user_config=S.ServeUserConfig(threshold=cfg.threshold, top_k=cfg.top_k).model_dump(),
+        max_ongoing_requests=cfg.max_ongoing_requests,
+        max_queued_requests=cfg.max_queued_requests,  # beyond: the proxy answers 503
+        backpressure_config=BackpressureConfig(status_code=503, retry_after_s=cfg.retry_after_s),
+    )
     return ingress.bind(
         model,
         cfg.model_dump(mode="json", exclude={"checkpoint", "backend"}),

@@ -51,14 +51,16 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-async def _level(
+async def load_level(
     base_url: str,
     make_request: Any,
     concurrency: int,
     num_requests: int,
     timeout_s: float,
 ) -> dict[str, Any]:
-    """``num_requests`` requests, at most ``concurrency`` in flight."""
+    """``num_requests`` requests, at most ``concurrency`` in flight. ``errors`` counts every
+    other answer by status (``"503"``; ``"503 without Retry-After"`` when the overload answer
+    lacks the header) or exception name; ``share_503`` is the fraction answered 503."""
     import httpx
 
     sem = asyncio.Semaphore(concurrency)
@@ -75,7 +77,10 @@ async def _level(
                     if r.status_code == 200:
                         latencies.append(time.perf_counter() - t0)
                     else:
-                        errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                        key = str(r.status_code)
+                        if r.status_code == 503 and "retry-after" not in r.headers:
+                            key = "503 without Retry-After"
+                        errors[key] = errors.get(key, 0) + 1
                 except httpx.HTTPError as exc:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
 
@@ -87,6 +92,9 @@ async def _level(
         "requests": num_requests,
         "ok": len(latencies),
         "errors": errors,
+        "share_503": round(
+            sum(n for k, n in errors.items() if k.startswith("503")) / max(num_requests, 1), 4
+        ),
         "wall_s": round(wall, 3),
         "requests_per_s": round(len(latencies) / wall, 2) if wall > 0 else float("nan"),
         "p50_ms": round(1000 * _percentile(latencies, 50), 1),
@@ -226,10 +234,10 @@ def benchmark_service(
 
         results: dict[str, list[dict[str, Any]]] = {"verify": [], "identify": []}
         for name, fn in (("verify", verify), ("identify", identify)):
-            asyncio.run(_level(base_url, fn, 1, 2, timeout_s))  # warm-up
+            asyncio.run(load_level(base_url, fn, 1, 2, timeout_s))  # warm-up
             for c in concurrency:
                 results[name].append(
-                    asyncio.run(_level(base_url, fn, c, requests_per_level, timeout_s))
+                    asyncio.run(load_level(base_url, fn, c, requests_per_level, timeout_s))
                 )
     model_only = _model_throughput(
         checkpoint,
@@ -317,12 +325,14 @@ def benchmark_replicas(
                 serve.run(app, name=names[n], route_prefix=f"/r{n}")
             for n in replicas:  # warm-up: every replica of every app loads and runs once
                 asyncio.run(
-                    _level(base_url, lambda c, i, p=f"/r{n}": verify(c, i, p), n, 2 * n, timeout_s)
+                    load_level(
+                        base_url, lambda c, i, p=f"/r{n}": verify(c, i, p), n, 2 * n, timeout_s
+                    )
                 )
             for _ in range(repeats):
                 for n in replicas:
                     lvl = asyncio.run(
-                        _level(
+                        load_level(
                             base_url,
                             lambda c, i, p=f"/r{n}": verify(c, i, p),
                             concurrency,

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 
@@ -31,7 +32,7 @@ from serve import schemas as S
 from serve.audio_input import AudioLimits, load_source, parse_request
 from serve.auth import ApiKey, Authorizer, KeyRing
 from serve.errors import ServiceError, checked
-from serve.store import SpeakerStore
+from serve.store import ModelMismatchError, SpeakerStore
 from serve.thresholds import operating_point
 
 log = logging.getLogger(__name__)
@@ -46,42 +47,80 @@ EMBED_RETRY_BACKOFF_S = 0.2
 
 class EmbeddingClient:
     """The ``EmbeddingModel`` deployment as the routes see it: which model is active (switched
-    by ``POST /config``), the models' info (fetched once), and batched embedding calls."""
+    by ``POST /config``), the models' info (fetched once), and batched embedding calls, each
+    bounded by ``timeout_s`` and answered 503 with ``Retry-After`` when the deployment's queue
+    is full (``max_queued_requests``) or the call times out."""
 
-    def __init__(self, handle: DeploymentHandle, active: str) -> None:
+    def __init__(
+        self, handle: DeploymentHandle, active: str, timeout_s: float = 30.0, retry_after_s: int = 1
+    ) -> None:
         self.handle = handle
         self.active = active
+        self.timeout_s = float(timeout_s)
+        self.retry_after_s = int(retry_after_s)
         self._infos: dict[str, dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
+
+    def _busy(self, message: str) -> ServiceError:
+        return ServiceError(
+            503, "overloaded", message, headers={"Retry-After": str(self.retry_after_s)}
+        )
+
+    async def _call(self, calls: Any) -> Any:
+        """Await ``calls`` (handle responses gathered) within ``timeout_s``; overload -> 503."""
+        try:
+            return await asyncio.wait_for(calls, self.timeout_s)
+        except BackPressureError as exc:
+            raise self._busy("the embedding model's queue is full; retry later") from exc
+        except (TimeoutError, DeploymentUnavailableError) as exc:
+            log.warning("embedding model call failed: %r", exc)
+            raise self._busy("the embedding model did not answer in time; retry later") from exc
 
     async def models(self) -> dict[str, dict[str, Any]]:
         """``name -> {name, model_id, embed_dim, sample_rate, backend, path}``."""
         if self._infos is None:
             async with self._lock:
                 if self._infos is None:
-                    self._infos = await self.handle.info.remote()
+                    self._infos = await self._call(self.handle.info.remote())
         return self._infos
 
-    async def info(self) -> dict[str, Any]:
-        """The active model's info."""
-        return (await self.models())[self.active]
+    async def info(self, model: str | None = None) -> dict[str, Any]:
+        """The info of ``model`` (default: the active model)."""
+        return (await self.models())[model or self.active]
 
-    async def embed(self, wavs: list[np.ndarray], fields: list[str]) -> np.ndarray:
-        """``N`` waveforms -> ``(N, D)`` from the active model (each call joins a Serve batch)."""
-        rows = await asyncio.gather(*(self._embed_one(w) for w in wavs))
-        return np.stack(
-            [checked(row, name) for row, name in zip(rows, fields, strict=True)]
-        ).astype(np.float32)
+    async def ping(self, timeout_s: float) -> str | None:
+        """None when a model replica answers within ``timeout_s`` (or the deployment is busy:
+        its queue is full, so replicas are alive and working), else what went wrong."""
+        try:
+            await asyncio.wait_for(self.handle.ping.remote(), timeout_s)
+        except BackPressureError:
+            return None
+        except TimeoutError:
+            return f"the embedding model deployment did not answer a ping in {timeout_s:g} s"
+        except Exception as exc:  # a dead or unavailable deployment, whatever Serve raises
+            return f"the embedding model deployment is unavailable ({type(exc).__name__})"
+        return None
 
-    async def _embed_one(self, wav: np.ndarray) -> np.ndarray | str:
+    async def embed(
+        self, wavs: list[np.ndarray], fields: list[str], model: str | None = None
+    ) -> np.ndarray:
+        """``N`` waveforms -> ``(N, D)`` from ``model`` (default: the active model; a route
+        that records which model embedded passes the name it read once)."""
+        name = model or self.active
+        rows = await self._call(asyncio.gather(*(self._embed_one(w, name) for w in wavs)))
+        return np.stack([checked(row, f) for row, f in zip(rows, fields, strict=True)]).astype(
+            np.float32
+        )
+
+    async def _embed_one(self, wav: np.ndarray, model: str) -> np.ndarray | str:
         """One ``embed`` call, sent again if its replica died (``EMBED_ATTEMPTS`` in all)."""
         for attempt in range(1, EMBED_ATTEMPTS):
             try:
-                return await self.handle.embed.remote(wav, self.active)
+                return await self.handle.embed.remote(wav, model)
             except RayActorError as exc:
                 log.warning("embedding replica died (attempt %d), retrying: %s", attempt, exc)
                 await asyncio.sleep(EMBED_RETRY_BACKOFF_S * attempt)
-        return await self.handle.embed.remote(wav, self.active)  # the last attempt raises
+        return await self.handle.embed.remote(wav, model)  # the last attempt raises
 
 
 @dataclass
@@ -95,9 +134,11 @@ class ServeContext:
     enable_with: dict[str, str]  # product key -> the argument that enables it (for the 404)
     roots: tuple[Path, ...]  # allowed server-side folders, symlinks resolved
     threshold: float | None  # explicit operating point (POST /config sets it); None: calibrated
+    top_k: int  # identification's default top-k (POST /config or user_config)
     cohorts: dict[str, np.ndarray] = field(default_factory=dict)  # model name -> (C, D) unit
     auth: Authorizer = field(default_factory=lambda: Authorizer(KeyRing(())))  # no keys: closed
     _infos: dict[str, Any] = field(default_factory=dict)
+    synced: bool = False  # the active model's id is recorded in the store (sync_active_model)
 
     @classmethod
     def create(
@@ -108,20 +149,75 @@ class ServeContext:
         enable_with: dict[str, str],
         keys: list[ApiKey] | None = None,
     ) -> ServeContext:
-        """``keys``: the API keys ``build_app`` loaded (none: every keyed route answers 401);
-        ignored with ``auth: disabled``."""
+        """The context of one ingress replica: ``AppArgs`` defaults, then the configuration
+        stored in the database (threshold, top_k, active model: the last ``POST /config`` or
+        user_config), so a restart keeps what was set at run time. ``keys``: the API keys
+        ``build_app`` loaded (none: every keyed route answers 401); ignored with
+        ``auth: disabled``."""
         cfg = S.AppArgs.model_validate(args)
+        store = SpeakerStore(cfg.db, max_metadata_bytes=cfg.max_metadata_bytes)
+        saved = store.settings()
+        active = saved.get("model", cfg.default_model)
+        if active not in cfg.models:
+            log.warning(
+                "stored active model %r is not configured; using %r", active, cfg.default_model
+            )
+            active = cfg.default_model
         return cls(
             args=cfg,
-            store=SpeakerStore(cfg.db),
-            embedding=EmbeddingClient(model, cfg.default_model or ""),
+            store=store,
+            embedding=EmbeddingClient(model, active or "", cfg.model_timeout_s, cfg.retry_after_s),
             handles=dict(handles),
             enable_with=dict(enable_with),
             roots=tuple(Path(os.path.realpath(r)) for r in cfg.allowed_roots),
-            threshold=cfg.threshold,
+            threshold=saved.get("threshold", cfg.threshold),
+            top_k=int(saved.get("top_k", cfg.top_k)),
             cohorts={n: load_cohort(m.cohort) for n, m in cfg.models.items() if m.cohort},
             auth=Authorizer(None if cfg.auth == "disabled" else KeyRing(keys or ())),
         )
+
+    # -- configuration (durable: the database's settings table) --------------------------------
+    def apply_user_config(self, user_config: dict[str, Any]) -> bool:
+        """Serve's ``reconfigure``: apply ``user_config`` (``S.ServeUserConfig``) unless it is
+        the one applied last (recorded in the database), so an unchanged user_config at a
+        restart or redeploy never undoes a later ``POST /config``. Returns whether it applied."""
+        uc = S.ServeUserConfig.model_validate(user_config or {}).model_dump()
+        if self.store.settings().get("user_config") == uc:
+            return False
+        self.store.update_settings({**uc, "user_config": uc})
+        self.threshold, self.top_k = uc["threshold"], uc["top_k"]
+        log.info("user_config applied: threshold=%s top_k=%s", self.threshold, self.top_k)
+        return True
+
+    async def update_config(
+        self, *, threshold: float | None = None, model: str | None = None
+    ) -> None:
+        """``POST /config``: switch the active model and/or set the threshold, durably. The
+        switch is one store transaction with its binding check (``activate_model``)."""
+        if model is not None:
+            info = await self.embedding.info(model)
+            await asyncio.to_thread(self.store.activate_model, model, info["model_id"])
+            self.embedding.active = model
+            self.synced = True
+        if threshold is not None:
+            await asyncio.to_thread(self.store.update_settings, {"threshold": threshold})
+            self.threshold = threshold
+        log.info("config changed: model=%s threshold=%s", model, threshold)
+
+    async def sync_active_model(self) -> None:
+        """Record the active model in the store (once the model ids are known) unless the store
+        holds speakers of another model: enrollments then check it in their transaction."""
+        if self.synced:
+            return
+        info = await self.embedding.info()
+        if self.store.settings().get("model_id") != info["model_id"]:
+            try:
+                await asyncio.to_thread(
+                    self.store.activate_model, self.embedding.active, info["model_id"]
+                )
+            except ModelMismatchError as exc:
+                log.warning("%s", exc)  # /health reports it (degraded); routes answer 409
+        self.synced = True
 
     # -- scoring -----------------------------------------------------------------------------
     async def operating_point(self) -> tuple[float, str]:
@@ -225,19 +321,22 @@ class ServeContext:
         to the app's ``max_seconds``."""
         return self.audio_limits(info["sample_rate"], min_seconds, self.args.max_seconds)
 
-    async def speaker_limits(self) -> AudioLimits:
-        """Limits of a speaker clip: the active model's rate, ``min/max_seconds``."""
-        info = await self.embedding.info()
+    async def speaker_limits(self, model: str | None = None) -> AudioLimits:
+        """Limits of a speaker clip: ``model``'s (default: the active model's) rate,
+        ``min/max_seconds``."""
+        info = await self.embedding.info(model)
         return self.audio_limits(info["sample_rate"], self.args.min_seconds, self.args.max_seconds)
 
     async def load(self, src: S.AudioSource, name: str, limits: AudioLimits) -> np.ndarray:
         """Decode one audio field off the event loop -> ``(T,)`` float32 at the limits' rate."""
         return await asyncio.to_thread(load_source, src, name, limits)
 
-    async def embed_sources(self, sources: list[S.AudioSource], fields: list[str]) -> np.ndarray:
-        """Decode and embed speaker clips -> ``(N, D)`` from the active model."""
-        limits = await self.speaker_limits()
+    async def embed_sources(
+        self, sources: list[S.AudioSource], fields: list[str], model: str | None = None
+    ) -> np.ndarray:
+        """Decode and embed speaker clips -> ``(N, D)`` from ``model`` (default: active)."""
+        limits = await self.speaker_limits(model)
         wavs = await asyncio.gather(
             *(self.load(s, f, limits) for s, f in zip(sources, fields, strict=True))
         )
-        return await self.embedding.embed(list(wavs), fields)
+        return await self.embedding.embed(list(wavs), fields, model)

@@ -27,7 +27,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.waveform import AudioError
 from serve.schemas import ErrorResponse
-from serve.store import ModelMismatchError, StoreError, UnknownGroupError, UnknownSpeakerError
+from serve.store import (
+    MetadataTooLargeError,
+    ModelMismatchError,
+    StoreError,
+    UnknownGroupError,
+    UnknownSpeakerError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ class ServiceError(Exception):
         self.status = status
         self.code = code
         self.message = message
-        self.headers = headers
+        self.headers = headers  # e.g. Retry-After on a 503
 
 
 def checked(out: Any, field: str | None, code: str = "invalid_audio") -> Any:
@@ -102,6 +108,8 @@ def _store_status(exc: StoreError) -> tuple[int, str]:
         return 404, "unknown_group"
     if isinstance(exc, ModelMismatchError):
         return 409, "model_mismatch"
+    if isinstance(exc, MetadataTooLargeError):
+        return 413, "metadata_too_large"
     return 400, "invalid_request"
 
 

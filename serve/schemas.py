@@ -92,6 +92,22 @@ class DiarizationArgs(BaseModel):
     num_cpus: float = Field(0.5, ge=0.0)  # per diarization replica (VAD + clustering)
 
 
+class ServeUserConfig(BaseModel):
+    """The ingress's Serve ``user_config``: applied by ``reconfigure()`` without a restart.
+
+    ``build_app`` sets it from ``AppArgs.threshold``/``top_k``; a ``deployments:`` entry of
+    ``serve_config.yaml`` (name ``VoxrayService``) overrides it. The most recent change wins
+    between it and ``POST /config``: the database records the last user_config applied, and a
+    user_config equal to that one (a restart, a redeploy that did not change it) changes
+    nothing, so it never undoes a later ``POST /config``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float | None = Field(None, allow_inf_nan=False)  # None: calibrated
+    top_k: int = Field(5, ge=1, le=100)
+
+
 class AppArgs(BaseModel):
     """Arguments of ``build_app``. ``checkpoint`` is shorthand for ``models={"default": ...}``.
 
@@ -135,6 +151,18 @@ class AppArgs(BaseModel):
     # JSON values (numbers, strings, objects...) in the JSON body of an audio route, counted
     # before parsing: raw samples count one each (a 60 s clip at 16 kHz is 960000)
     max_json_values: int = Field(1_000_000, ge=1000)
+    max_metadata_bytes: int = Field(4096, ge=2)  # JSON of a speaker's metadata (413 above)
+    # Overload (README "Overload"): the ingress takes at most max_ongoing_requests at once and
+    # queues max_queued_requests more; beyond that the proxy answers 503 with Retry-After. The
+    # embedding deployment queues model_max_queued_requests calls beyond its replicas' slots;
+    # beyond that, and for a call not answered in model_timeout_s, the route answers 503 with
+    # Retry-After. /health pings the model with health_timeout_s.
+    max_ongoing_requests: int = Field(128, ge=1)
+    max_queued_requests: int = Field(128, ge=1)
+    model_max_queued_requests: int = Field(64, ge=1)
+    model_timeout_s: float = Field(30.0, gt=0.0)
+    health_timeout_s: float = Field(2.0, gt=0.0)
+    retry_after_s: int = Field(1, ge=1)
     # Embedding deployment: dynamic batching, autoscaling, resources.
     max_batch_size: int = Field(16, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0.0)
@@ -338,7 +366,11 @@ class ErrorResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok"]
+    # ok; degraded: answers, but some routes refuse (``problems`` says why, e.g. the database
+    # holds another model's embeddings: /identify answers 409); unavailable (HTTP 503): the
+    # embedding model deployment did not answer a ping within ``AppArgs.health_timeout_s``
+    status: Literal["ok", "degraded", "unavailable"]
+    problems: list[str] = Field(default_factory=list)
     model: str
     model_id: str
     num_speakers: int

@@ -105,6 +105,10 @@ class EmbeddingModel(ReplicaHealth):
             name: model_info(name, self.specs[name], emb) for name, emb in self.embedders.items()
         }
 
+    async def ping(self) -> bool:
+        """Liveness for the ingress's ``/health``: answers on the event loop, not behind a batch."""
+        return True
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def embed(self, wavs: list[np.ndarray], models: list[str]) -> list[np.ndarray | str]:
         """One clip per caller: ``(T,)`` float32 at the model's rate -> ``(D,)`` or an error."""
@@ -130,6 +134,7 @@ def bind_embedding(cfg: Any) -> Any:
     return EmbeddingModel.options(
         autoscaling_config=auto.to_serve(),
         max_ongoing_requests=max(2 * cfg.max_batch_size, int(auto.target_ongoing_requests) + 1),
+        max_queued_requests=cfg.model_max_queued_requests,  # beyond: BackPressureError -> 503
         ray_actor_options=actor_options(cfg.model_num_cpus, cfg.model_num_gpus),
     ).bind(
         {name: spec.model_dump() for name, spec in cfg.models.items()},

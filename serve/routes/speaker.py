@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import Request
+from fastapi.responses import JSONResponse
 
 from datasets.audio import AudioBudget
 from datasets.manifests import ManifestError, WalkLimits, scan_tree
@@ -79,10 +80,21 @@ def _import_response(
     )
 
 
+def _store_mismatch(ctx: ServeContext, model_id: str) -> str | None:
+    """What is wrong when the store holds speakers of another model than ``model_id`` (O(1))."""
+    held = ctx.store.model_id
+    if held is not None and held != model_id and ctx.store.num_speakers:
+        return (
+            f"the enrollment database holds embeddings of model {held}, not of the active "
+            f"model {model_id}"
+        )
+    return None
+
+
 async def _check_store_model(ctx: ServeContext, model_id: str) -> None:
     """409 when the store holds speakers embedded by another model than ``model_id``."""
     held = ctx.store.model_id
-    if held is not None and held != model_id and ctx.store.list_speakers():
+    if _store_mismatch(ctx, model_id) is not None:
         raise ModelMismatchError(
             f"the enrollment database {ctx.args.db} holds embeddings of model {held}, "
             f"not of the active model {model_id}; switch back (POST /config) or use "
@@ -90,10 +102,12 @@ async def _check_store_model(ctx: ServeContext, model_id: str) -> None:
         )
 
 
-async def _store_model_id(ctx: ServeContext) -> str:
-    """The active model's id, once the store is known to hold its embeddings (or none): what
-    every route that writes to or searches the store checks first (409 otherwise)."""
-    model_id = (await ctx.embedding.info())["model_id"]
+async def _store_model_id(ctx: ServeContext, model: str | None = None) -> str:
+    """The id of ``model`` (default: the active model), once the store is known to hold its
+    embeddings (or none): what every route that writes to or searches the store checks first
+    (409 otherwise). Writes check it again in their transaction (``SpeakerStore._bind``)."""
+    await ctx.sync_active_model()
+    model_id = (await ctx.embedding.info(model))["model_id"]
     await _check_store_model(ctx, model_id)
     return model_id
 
@@ -115,15 +129,31 @@ class SpeakerRoutes:
     ctx: ServeContext
 
     # -- health and config -------------------------------------------------------------------
-    @app.get("/health", response_model=S.HealthResponse)
-    async def health(self) -> S.HealthResponse:
-        info = await self.ctx.embedding.info()
-        thr, source = await self.ctx.operating_point()
+    @app.get("/health", response_model=S.HealthResponse, responses={"503": {}})
+    async def health(self) -> Any:
+        """O(1) in the number of speakers; pings the embedding model (``health_timeout_s``):
+        503 ``unavailable`` when it does not answer, ``degraded`` when routes would refuse."""
+        ctx = self.ctx
+        dead = await ctx.embedding.ping(ctx.args.health_timeout_s)
+        if dead is None and not ctx.synced:
+            try:
+                await asyncio.wait_for(ctx.sync_active_model(), ctx.args.health_timeout_s)
+            except (TimeoutError, ServiceError) as exc:
+                dead = f"the embedding model deployment did not return its info ({exc!r})"
+        if dead is not None:
+            log.warning("/health: %s", dead)
+            body = {"status": "unavailable", "problems": [dead], "model": ctx.embedding.active}
+            return JSONResponse(body, status_code=503)
+        info = await ctx.embedding.info()
+        thr, source = await ctx.operating_point()
+        mismatch = _store_mismatch(ctx, info["model_id"])
+        problems = [] if mismatch is None else [f"{mismatch}: /identify and enrollment answer 409"]
         return S.HealthResponse(
-            status="ok",
-            model=self.ctx.embedding.active,
+            status="degraded" if problems else "ok",
+            problems=problems,
+            model=ctx.embedding.active,
             model_id=info["model_id"],
-            num_speakers=len(self.ctx.store.list_speakers()),
+            num_speakers=ctx.store.num_speakers,
             threshold=thr,
             threshold_source=source,
             score_norm=info.get("score_norm", "none"),
@@ -136,7 +166,7 @@ class SpeakerRoutes:
             threshold=thr,
             threshold_source=source,
             score_norm=models[self.ctx.embedding.active].get("score_norm", "none"),
-            top_k=self.ctx.args.top_k,
+            top_k=self.ctx.top_k,
             model=S.ModelInfo(**models[self.ctx.embedding.active]),
             models=[S.ModelInfo(**m) for m in models.values()],
             min_seconds=self.ctx.args.min_seconds,
@@ -163,12 +193,12 @@ class SpeakerRoutes:
                 raise ServiceError(
                     422, "unknown_model", f"model {req.model!r} is not one of {sorted(models)}"
                 )
-            await _check_store_model(self.ctx, models[req.model]["model_id"])
-            audit(_who(request), "set model", old=self.ctx.embedding.active, new=req.model)
-            self.ctx.embedding.active = req.model
+        old_model, old_threshold = self.ctx.embedding.active, self.ctx.threshold
+        await self.ctx.update_config(threshold=req.threshold, model=req.model)
+        if req.model is not None:
+            audit(_who(request), "set model", old=old_model, new=req.model)
         if req.threshold is not None:
-            audit(_who(request), "set threshold", old=self.ctx.threshold, new=req.threshold)
-            self.ctx.threshold = req.threshold
+            audit(_who(request), "set threshold", old=old_threshold, new=req.threshold)
         return await self._config()
 
     # -- verification and embeddings ---------------------------------------------------------
@@ -273,9 +303,10 @@ class SpeakerRoutes:
         if req.speaker_id is not None:  # re-enrollment: 404 before any decoding
             old = self.ctx.store.get(req.speaker_id)
             name, groups = old.name, tuple(req.groups or old.groups)
-        model_id = await _store_model_id(self.ctx)
+        model = self.ctx.embedding.active  # read once: the store checks it at the commit
+        model_id = await _store_model_id(self.ctx, model)
         emb = await self.ctx.embed_sources(
-            req.audio, [f"audio[{i}]" for i in range(len(req.audio))]
+            req.audio, [f"audio[{i}]" for i in range(len(req.audio))], model
         )
         sp = self.ctx.store.enroll(
             name,
@@ -340,7 +371,7 @@ class SpeakerRoutes:
         matches = self.ctx.store.identify(
             emb[0],
             group=req.group,
-            top_k=req.top_k or self.ctx.args.top_k,
+            top_k=req.top_k or self.ctx.top_k,
             threshold=thr,
             scorer=await self.ctx.gallery_scorer(),
         )
@@ -363,7 +394,8 @@ class SpeakerRoutes:
         req = await self.ctx.parse(request, S.ImportRequest)
         path = resolve_allowed_path(req.path, self.ctx.roots)
         audit(_who(request), "import", path=req.path, group=req.group)
-        model_id = await _store_model_id(self.ctx)
+        model = self.ctx.embedding.active
+        model_id = await _store_model_id(self.ctx, model)
         if path.is_file() and path.suffix == ".parquet":
             speakers = self.ctx.store.import_speakers_parquet(
                 path, group=req.group, model_id=model_id
@@ -377,10 +409,10 @@ class SpeakerRoutes:
             )
         if not path.is_dir():
             raise ServiceError(404, "path_not_found", f"{req.path}: no such folder or file")
-        return await self._import_tree(path, req, model_id)
+        return await self._import_tree(path, req, model, model_id)
 
     async def _import_tree(
-        self, root: Path, req: S.ImportRequest, model_id: str
+        self, root: Path, req: S.ImportRequest, model: str, model_id: str
     ) -> S.ImportResponse:
         # Symlinks are not followed (not out of the roots, not round a loop), and the walk
         # stops past max_import_files files or IMPORT_WALK_SECONDS.
@@ -398,7 +430,7 @@ class SpeakerRoutes:
         by_speaker: dict[tuple[str, str], list[str]] = defaultdict(list)
         for u in utts:
             by_speaker[(u.dataset, u.speaker)].append(u.path)
-        limits = await self.ctx.speaker_limits()
+        limits = await self.ctx.speaker_limits(model)
         sem = asyncio.Semaphore(32)
         skipped: list[S.SkippedFile] = []
 
@@ -410,7 +442,7 @@ class SpeakerRoutes:
                         limits, budget=AudioBudget(self.ctx.args.max_request_audio_seconds)
                     )
                     wav = await self.ctx.load(S.AudioSource(path=shown), shown, lim)
-                    return (await self.ctx.embedding.embed([wav], [shown]))[0]
+                    return (await self.ctx.embedding.embed([wav], [shown], model))[0]
                 except ServiceError as exc:
                     skipped.append(S.SkippedFile(path=shown, error=exc.message))
                     return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from serve.store.db import (
     SCHEMA_VERSION,
+    MetadataTooLargeError,
     ModelMismatchError,
     StoreError,
     UnknownGroupError,
@@ -24,6 +25,7 @@ __all__ = [
     "UNKNOWN",
     "CentroidIndex",
     "Match",
+    "MetadataTooLargeError",
     "ModelMismatchError",
     "Speaker",
     "SpeakerStore",

@@ -8,9 +8,16 @@ Layout (``SCHEMA_VERSION`` 1)::
     embeddings(id, speaker_id -> speakers ON DELETE CASCADE, vector BLOB float32, created_at)
     groups(name, created_at)
     memberships(speaker_id -> speakers, group_name -> groups, both ON DELETE CASCADE)
+    stats(id=1, num_speakers)                       one row, kept by triggers on speakers
+    settings(key, value JSON)                       the service configuration (serve/store/settings.py)
+
+``stats`` and ``settings`` are additive (created, and ``stats`` filled by one count, when an older
+file is opened), so they need no schema version bump. ``stats.num_speakers`` makes the speaker
+count O(1) for ``/health``: SQLite's ``COUNT(*)`` walks the whole table.
 
 Consistency across processes: SQLite in WAL mode (readers never block the writer), every write in
-a ``BEGIN IMMEDIATE`` transaction (retried on ``database is locked`` beyond the busy timeout) that
+a ``BEGIN IMMEDIATE`` transaction (checks and writes together: a check never sees state that
+another writer changes before the commit) (retried on ``database is locked`` beyond the busy timeout) that
 also bumps ``meta.version``, which readers of derived state (the centroid index,
 ``serve/store/index.py``) compare to know when to reload. A file of another schema version is
 refused rather than migrated: there is one version so far.
@@ -18,15 +25,17 @@ refused rather than migrated: there is one version so far.
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 SCHEMA_VERSION = 1
 
@@ -47,6 +56,10 @@ class UnknownGroupError(StoreError):
 
 class ModelMismatchError(StoreError):
     """Embeddings of another model id, or of another dimension, than the store is bound to."""
+
+
+class MetadataTooLargeError(StoreError):
+    """A speaker's metadata JSON is over the store's byte limit."""
 
 
 _SCHEMA = """
@@ -81,6 +94,15 @@ CREATE TABLE IF NOT EXISTS memberships (
     PRIMARY KEY (speaker_id, group_name)
 );
 CREATE INDEX IF NOT EXISTS memberships_group ON memberships(group_name);
+CREATE TABLE IF NOT EXISTS stats (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    num_speakers INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS speakers_count_insert AFTER INSERT ON speakers
+    BEGIN UPDATE stats SET num_speakers = num_speakers + 1 WHERE id = 1; END;
+CREATE TRIGGER IF NOT EXISTS speakers_count_delete AFTER DELETE ON speakers
+    BEGIN UPDATE stats SET num_speakers = num_speakers - 1 WHERE id = 1; END;
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -104,7 +126,11 @@ class Database:
         self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         self._retry(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
         self._conn.execute("PRAGMA foreign_keys = ON")
-        self._conn.execute("PRAGMA synchronous = NORMAL")  # durable in WAL mode up to a power cut
+        # FULL: every COMMIT fsyncs the WAL before it returns, so an acknowledged enrollment
+        # survives a power cut or OS crash too. (NORMAL in WAL mode survives a killed process,
+        # `kill -9`, but may roll back the last commits on power loss.) Costs one fsync per
+        # write transaction; enrollments are rare next to reads.
+        self._conn.execute("PRAGMA synchronous = FULL")
         self._create_schema()
 
     def _retry(self, fn: Callable[[], T]) -> T:
@@ -137,7 +163,7 @@ class Database:
         with self._lock:
             self._retry(lambda: self._conn.execute("BEGIN IMMEDIATE"))
             try:
-                for stmt in _SCHEMA.split(";"):
+                for stmt in re.split(r";\s*\n", _SCHEMA):  # a trigger's inner ";" is mid-line
                     if stmt.strip():
                         self._conn.execute(stmt)
                 row = self._conn.execute("SELECT version FROM schema_version").fetchone()
@@ -149,6 +175,10 @@ class Database:
                         f"{SCHEMA_VERSION}: upgrade voxray or use another database file"
                     )
                 self._conn.execute("INSERT OR IGNORE INTO meta (id, version) VALUES (1, 0)")
+                self._conn.execute(  # a file of before the stats table: one count, once
+                    "INSERT OR IGNORE INTO stats (id, num_speakers) "
+                    "SELECT 1, COUNT(*) FROM speakers"
+                )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -161,7 +191,34 @@ class Database:
 
     def _num_speakers(self) -> int:
         with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM speakers").fetchone()[0])
+            return int(self._conn.execute("SELECT num_speakers FROM stats").fetchone()[0])
+
+    @property
+    def num_speakers(self) -> int:
+        """How many speakers the file holds: O(1) (the ``stats`` row, kept by triggers)."""
+        return self._num_speakers()
+
+    # -- settings: the service configuration, durable with the enrollments -------------------
+    def settings(self) -> dict[str, Any]:
+        """``key -> value`` of the ``settings`` table (JSON values; empty for a new file)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT key, value FROM settings").fetchall()
+        return {k: json.loads(v) for k, v in rows}
+
+    @staticmethod
+    def _put_settings(conn: sqlite3.Connection, values: dict[str, Any]) -> None:
+        """Write ``values`` inside the caller's write transaction."""
+        conn.executemany(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(k, json.dumps(v)) for k, v in values.items()],
+        )
+
+    def update_settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Set ``values`` (one transaction) and return every setting."""
+        with self._write() as conn:
+            self._put_settings(conn, values)
+        return self.settings()
 
     @property
     def model_id(self) -> str | None:

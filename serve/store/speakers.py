@@ -12,6 +12,10 @@ utterance embeddings, re-normalised (``models.pipelines.scoring``).
 The store is bound to one ``(model_id, embed_dim)``: embeddings of another model live in another
 space, so mixing them is refused with ``ModelMismatchError``. The binding is recorded on the first
 write; while the store holds no speaker (all deleted), a write with another model re-binds it.
+When a service records its active model (``activate_model``, the ``settings`` table), a write
+with embeddings of any other model is refused too, in the same transaction: a model switch and
+the enrollments that ran across it are serialised, whichever commits first wins and the other
+gets ``ModelMismatchError``, so the store never ends up bound to a model that is not active.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 from models.pipelines.scoring import centroid
 from serve.store.db import (
     Database,
+    MetadataTooLargeError,
     ModelMismatchError,
     StoreError,
     UnknownGroupError,
@@ -69,8 +74,10 @@ class SpeakerStore(Database):
         embed_dim: int | None = None,
         busy_timeout: float = 5.0,
         max_write_seconds: float = 60.0,
+        max_metadata_bytes: int | None = None,
     ) -> None:
         super().__init__(path, busy_timeout=busy_timeout, max_write_seconds=max_write_seconds)
+        self._max_metadata_bytes = max_metadata_bytes
         self._expect_model_id = model_id
         self._expect_dim = None if embed_dim is None else int(embed_dim)
         self._index = CentroidIndex()
@@ -98,8 +105,14 @@ class SpeakerStore(Database):
                     f"this store was opened for {what} {want!r} but got {got!r}; "
                     "open it with the model you write with"
                 )
+        active = conn.execute("SELECT value FROM settings WHERE key = 'model_id'").fetchone()
+        if active is not None and json.loads(active[0]) not in (None, model_id):
+            raise ModelMismatchError(
+                f"the active model is now {json.loads(active[0])}, not {model_id} that made "
+                "these embeddings (the model was switched while this request ran); send it again"
+            )
         held_model, held_dim = conn.execute("SELECT model_id, embed_dim FROM meta").fetchone()
-        empty = conn.execute("SELECT COUNT(*) FROM speakers").fetchone()[0] == 0
+        empty = conn.execute("SELECT num_speakers FROM stats").fetchone()[0] == 0
         if held_model is None or empty:
             conn.execute(
                 "UPDATE meta SET model_id = ?, embed_dim = ? WHERE id = 1", (model_id, dim)
@@ -110,6 +123,33 @@ class SpeakerStore(Database):
                 f"{dim}-dim embeddings of {model_id}. Embeddings of different models are not "
                 "comparable: use the same model, or another database file"
             )
+
+    def activate_model(self, name: str, model_id: str, *, check: bool = True) -> None:
+        """Record ``name``/``model_id`` as the service's active model (``settings``); writes of
+        another model's embeddings are refused from then on. With ``check``, refuse
+        (``ModelMismatchError``) when the store holds speakers of another model; the check and
+        the record are one transaction, so no enrollment commits between them."""
+        with self._write() as conn:
+            held = conn.execute("SELECT model_id FROM meta").fetchone()[0]
+            count = conn.execute("SELECT num_speakers FROM stats").fetchone()[0]
+            if check and held is not None and held != model_id and count:
+                raise ModelMismatchError(
+                    f"the enrollment database {self.path.name} holds embeddings of model {held}, "
+                    f"not of {model_id}; switch back or use another database file"
+                )
+            self._put_settings(conn, {"model": name, "model_id": model_id})
+
+    def _metadata_json(self, metadata: dict | None) -> str:
+        try:
+            text = json.dumps(dict(metadata or {}))
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"metadata must be JSON-serialisable: {exc}") from exc
+        limit = self._max_metadata_bytes
+        if limit is not None and len(text.encode()) > limit:
+            raise MetadataTooLargeError(
+                f"metadata is {len(text.encode())} bytes of JSON; at most {limit} per speaker"
+            )
+        return text
 
     @staticmethod
     def _as_matrix(embeddings: np.ndarray, what: str = "embeddings") -> np.ndarray:
@@ -146,14 +186,10 @@ class SpeakerStore(Database):
         groups: tuple[str, ...],
         model_id: str,
         metadata: dict | None,
-        speaker_id: str | None = None,
     ) -> str:
-        sid = speaker_id or uuid.uuid4().hex
+        sid = uuid.uuid4().hex
         now = time.time()
-        try:
-            meta_json = json.dumps(dict(metadata or {}))
-        except TypeError as exc:
-            raise StoreError(f"metadata must be JSON-serialisable: {exc}") from exc
+        meta_json = self._metadata_json(metadata)
         conn.execute(
             "INSERT INTO speakers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (sid, name, model_id, x.shape[1], now, meta_json, centroid(x).tobytes(), len(x)),
@@ -179,11 +215,14 @@ class SpeakerStore(Database):
     ) -> Speaker:
         """Enroll ``embeddings: (N, D)`` (one row per utterance; ``(D,)`` is one utterance).
 
-        New speaker: a uuid4 id, member of ``groups`` (created if missing). With ``speaker_id``
-        of an existing speaker: re-enrollment, the rows are added to that speaker, its centroid
-        is recomputed over all its rows, ``groups`` are added to its groups and ``metadata`` is
-        merged into its metadata (``name`` is kept). An unknown ``speaker_id`` creates a new
-        speaker under that id. Raises ``ModelMismatchError`` for another model or dimension.
+        New speaker: a uuid4 id, member of ``groups`` (created if missing). With ``speaker_id``:
+        re-enrollment, the rows are added to that speaker, its centroid is recomputed over all
+        its rows, ``groups`` are added to its groups and ``metadata`` is merged into its
+        metadata (``name`` is kept). The speaker must exist when the write commits (checked in
+        the write transaction): a speaker deleted while its re-enrollment was being embedded
+        stays deleted and the re-enrollment gets ``UnknownSpeakerError``. Raises
+        ``ModelMismatchError`` for another model or dimension, ``MetadataTooLargeError`` when
+        the (merged) metadata is over the limit.
         """
         x = self._as_matrix(embeddings)
         if not str(name).strip():
@@ -196,10 +235,12 @@ class SpeakerStore(Database):
                 row = conn.execute(
                     "SELECT metadata FROM speakers WHERE id = ?", (speaker_id,)
                 ).fetchone()
+                if row is None:
+                    raise UnknownSpeakerError(
+                        f"no speaker {speaker_id!r} (deleted?); enroll it anew without speaker_id"
+                    )
             if row is None:
-                sid = self._insert_speaker(
-                    conn, str(name), x, groups, model_id, metadata, speaker_id
-                )
+                sid = self._insert_speaker(conn, str(name), x, groups, model_id, metadata)
             else:
                 sid = speaker_id
                 now = time.time()
@@ -215,7 +256,7 @@ class SpeakerStore(Database):
                 conn.execute(
                     "UPDATE speakers SET centroid = ?, num_embeddings = ?, metadata = ? "
                     "WHERE id = ?",
-                    (centroid(allx).tobytes(), len(allx), json.dumps(merged), sid),
+                    (centroid(allx).tobytes(), len(allx), self._metadata_json(merged), sid),
                 )
                 conn.executemany(
                     "INSERT OR IGNORE INTO memberships VALUES (?, ?)", [(sid, g) for g in groups]

@@ -114,3 +114,20 @@ def running_app(args: dict[str, Any], name: str, timeout: float = 60) -> Iterato
     finally:
         serve.delete(name)
         serve.shutdown()
+
+
+def replica_pids(app: str, deployment: str) -> set[int]:
+    """Process ids of the live replicas of ``deployment`` in Serve application ``app``."""
+    import os
+
+    import ray
+
+    pids = set()
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] == "serve" and f"::{app}#{deployment}#" in actor["name"]:
+            handle = ray.get_actor(actor["name"], namespace="serve")
+            try:
+                pids.add(ray.get(handle.__ray_call__.remote(lambda _: os.getpid()), timeout=30))
+            except ray.exceptions.RayError:  # died between the listing and the call
+                continue
+    return pids

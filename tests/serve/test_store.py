@@ -15,6 +15,7 @@ sys.modules.setdefault("ray", None)  # the store must not need Ray
 from models.pipelines.scoring import centroid  # noqa: E402
 from serve.store import (  # noqa: E402
     Match,
+    MetadataTooLargeError,
     ModelMismatchError,
     SpeakerStore,
     StoreError,
@@ -316,3 +317,42 @@ def test_identify_against_1000_speakers_is_fast(store):
         times.append(time.perf_counter() - t)
     # one version read + one (1000 x 192) matrix-vector product; generous bound for shared CPUs
     assert np.median(times) < 5e-3, f"median identify {np.median(times) * 1e3:.2f} ms"
+
+
+def test_reenrollment_of_a_deleted_speaker_is_refused_not_recreated(store):
+    rng = np.random.default_rng(7)
+    sp = store.enroll("gone", _unit(rng), model_id=MODEL)
+    store.delete(sp.id)
+    with pytest.raises(UnknownSpeakerError, match="deleted"):
+        store.enroll("gone", _unit(rng), model_id=MODEL, speaker_id=sp.id)
+    assert store.num_speakers == 0 and store.list_speakers() == []
+
+
+def test_active_model_and_enrollment_are_serialised(store):
+    """Once a service records its active model, writes of another model's embeddings are
+    refused in their transaction; a switch is refused while speakers of another model exist."""
+    rng = np.random.default_rng(8)
+    store.activate_model("default", MODEL)
+    store.enroll("a", _unit(rng), model_id=MODEL)
+    with pytest.raises(ModelMismatchError):
+        store.activate_model("alt", "xvector:1")
+    assert store.settings()["model_id"] == MODEL
+    store.delete(store.list_speakers()[0].id)
+    store.activate_model("alt", "xvector:1")  # empty store: the switch is allowed
+    with pytest.raises(ModelMismatchError, match="switched while this request ran"):
+        store.enroll("late", _unit(rng), model_id=MODEL)  # began under the old model
+    assert store.num_speakers == 0
+
+
+def test_settings_count_and_metadata_limit_persist(tmp_path):
+    rng = np.random.default_rng(9)
+    with SpeakerStore(tmp_path / "s.db", max_metadata_bytes=64) as s:
+        s.update_settings({"threshold": 0.37, "top_k": 3})
+        s.import_gallery(["a", "b", "a"], _unit(rng, 3), group="g", model_id=MODEL)
+        with pytest.raises(MetadataTooLargeError, match="at most 64"):
+            s.enroll("big", _unit(rng), model_id=MODEL, metadata={"x": "y" * 80})
+    with SpeakerStore(tmp_path / "s.db") as s:
+        assert s.settings() == {"threshold": 0.37, "top_k": 3}
+        assert s.num_speakers == 2
+        s.delete(s.list_speakers()[0].id)
+        assert s.num_speakers == 1
