@@ -390,7 +390,10 @@ def resolve_allowed_path(path: str, roots: tuple[Path, ...]) -> Path:
         raise ServiceError(403, "path_not_allowed", f"{path}: '..' is not allowed in paths")
     if not p.is_absolute():
         p = roots[0] / p
-    real = Path(os.path.realpath(p))
+    try:
+        real = Path(os.path.realpath(p))
+    except OSError as exc:  # a link that changed or vanished while it was resolved
+        raise ServiceError(404, "path_not_found", f"{path}: no such file or folder") from exc
     for root in roots:
         if real == root or real.is_relative_to(root):
             return real

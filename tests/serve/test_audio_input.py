@@ -226,3 +226,41 @@ def test_formats_resample_and_downmix():
     with pytest.raises(ServiceError) as e:
         load_source(AudioSource(base64="not base64!!"), "audio", limits())
     assert e.value.code == "invalid_base64"
+
+
+def test_allowed_path_symlink_swap_race_never_escapes(tmp_path):
+    """A folder in the root swapped for a symlink to an outside folder while files are read
+    through it: 400 tries (bounded), 0 reads of the outside file; both states are hit."""
+    import threading
+
+    from serve.audio_input import read_allowed_file
+
+    root, outside = (tmp_path / "root").resolve(), (tmp_path / "out").resolve()
+    (root / "d").mkdir(parents=True)
+    outside.mkdir()
+    (root / "d" / "a.wav").write_bytes(b"INSIDE")
+    (outside / "a.wav").write_bytes(b"OUTSIDE")
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():  # bounded: stopped after the 400 tries
+            os.rename(root / "d", root / "d.real")
+            os.symlink(outside, root / "d")
+            os.unlink(root / "d")
+            os.rename(root / "d.real", root / "d")
+
+    t = threading.Thread(target=swap, daemon=True)
+    t.start()
+    seen: dict = {}
+    try:
+        for _ in range(400):
+            try:
+                got = read_allowed_file("d/a.wav", (root,), 100, "audio").decode()
+            except ServiceError as exc:
+                assert str(outside) not in exc.message and str(root) not in exc.message
+                got = exc.status
+            seen[got] = seen.get(got, 0) + 1
+    finally:
+        stop.set()
+        t.join(timeout=5)
+    assert "OUTSIDE" not in seen and seen.get("INSIDE", 0) > 0, seen
