@@ -93,6 +93,11 @@ class VoxrayService(*ROUTES):
     ) -> None:
         self.ctx = ServeContext.create(model, args, handles or {}, enable_with or {}, keys)
 
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve's ``user_config`` (``S.ServeUserConfig``: threshold, top_k), applied in place
+        (no restart) unless it is the one applied last (``ServeContext.apply_user_config``)."""
+        self.ctx.apply_user_config(user_config)
+
 
 def serve_http_host() -> str | None:
     """The host the running Serve HTTP proxy listens on; None when Serve is not running yet
@@ -130,11 +135,6 @@ def api_keys(cfg: S.AppArgs) -> list[ApiKey] | None:
             "auth: disabled"
         )
     return keys
-
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Serve's ``user_config`` (``S.ServeUserConfig``: threshold, top_k), applied in place
-        (no restart) unless it is the one applied last (``ServeContext.apply_user_config``)."""
-        self.ctx.apply_user_config(user_config)
 
 
 def build_app(args: dict[str, Any]) -> Application:
