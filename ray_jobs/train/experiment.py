@@ -128,6 +128,9 @@ class TrainConfig:
     # Extra Ray resources per worker (custom node resources: pin workers to a node type, or one
     # per node with a resource each node has once); CPU/GPU come from the fields above.
     worker_resources: dict[str, float] = field(default_factory=dict)
+    # Ray Train's worker placement: PACK (fewest nodes) or SPREAD (one per node while the
+    # nodes last; after a node is lost the restarted group packs onto the survivors).
+    placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
     max_failures: int = 2  # worker-group restarts from the last checkpoint
     log_every: int = 20  # steps between progress log lines
     max_minutes: float = 0.0  # wall-clock budget; 0 = none. Stops cleanly with a checkpoint.

@@ -230,6 +230,7 @@ def run_training(
             num_workers=exp.train.num_workers,
             use_gpu=gpu,
             resources_per_worker={"CPU": exp.train.cpus_per_worker, **exp.train.worker_resources},
+            placement_strategy=exp.train.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             name=exp.name,

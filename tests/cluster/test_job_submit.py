@@ -40,12 +40,20 @@ def submit(
     submit command to RUNNING, to the job's first log line, and to the end; raises with the
     job's logs unless it SUCCEEDED. ``extra``: more ``ray job submit`` options."""
     t0 = time.monotonic()
-    r = head.ray(
-        "job", "submit", "--address", head.address, "--working-dir", ".",
-        "--submission-id", sid, "--no-wait", *extra, "--", *entrypoint,
-        timeout=120,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stdout + r.stderr
+    for attempt in range(3):
+        r = head.ray(
+            "job", "submit", "--address", head.address, "--working-dir", ".",
+            "--submission-id", sid, "--no-wait", *extra, "--", *entrypoint,
+            timeout=120,
+        )  # fmt: skip
+        out = r.stdout + r.stderr
+        # a head just started under load may not reach its job agent yet ("Server
+        # disconnected"): the submission is sent again, a bounded number of times
+        if r.returncode == 0 or "already exists" in out or "disconnected" not in out:
+            break
+        log.warning("submission %s not accepted (attempt %d): %s", sid, attempt + 1, out[-300:])
+        time.sleep(5)
+    assert r.returncode == 0 or "already exists" in out, out
     times: dict[str, float] = {}
     deadline = t0 + JOB_TIMEOUT_S
     with _api(head) as api:
