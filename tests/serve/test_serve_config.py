@@ -76,3 +76,46 @@ def test_no_keys_refuses_to_start_and_the_shipped_bind_is_loopback(tmp_path, mon
     cfg = yaml.safe_load(CONFIG.read_text())
     assert cfg["http_options"]["host"] == "127.0.0.1"
     assert cfg["applications"][0]["args"]["cors_origins"] == []
+
+
+def test_serve_build_writes_a_deploy_config_of_the_app(tmp_path):
+    """Ray's own ``serve build`` (it takes an application object) on ``serve.built:app``, built
+    from a copy of the shipped config: the output passes Ray's schema and lists our deployments
+    with the options the config set (user_config, queue bounds)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    from ray.serve.schema import ServeDeploySchema
+
+    import models
+    from tests.serve.helpers import write_keys
+
+    cfg = yaml.safe_load(CONFIG.read_text())
+    (app,) = cfg["applications"]
+    ckpt = models.save_checkpoint(models.build_model("campplus-tiny"), tmp_path / "model.pt")
+    app["args"].update(
+        checkpoint=str(ckpt), db=str(tmp_path / "speakers.db"), backend="torch",
+        api_keys_file=str(write_keys(tmp_path)), threshold=0.61, top_k=3,
+    )  # fmt: skip
+    args_file = tmp_path / "serve_config.yaml"
+    args_file.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "built.yaml"
+    root = Path(__file__).resolve().parents[2]
+    serve_cli = Path(sys.executable).parent / "serve"
+    r = subprocess.run(
+        [str(serve_cli), "build", "serve.built:app", "-o", str(out)],
+        cwd=root, env={**os.environ, "VOXRAY_SERVE_ARGS": str(args_file),
+                       "PYTHONPATH": str(root)},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    built = yaml.safe_load(out.read_text())
+    ServeDeploySchema.model_validate(built)
+    (built_app,) = built["applications"]
+    assert built_app["import_path"] == "serve.built:app"
+    deps = {d["name"]: d for d in built_app["deployments"]}
+    assert {"VoxrayService", "EmbeddingModel"} <= set(deps)
+    assert deps["VoxrayService"]["user_config"] == {"threshold": 0.61, "top_k": 3}
+    assert deps["VoxrayService"]["max_queued_requests"] == app["args"]["max_queued_requests"]
