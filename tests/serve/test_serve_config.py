@@ -26,7 +26,7 @@ def test_shipped_config_passes_serves_deploy_schema_and_app_args():
     args = AppArgs.model_validate(app["args"])
     # state outside any package Ray unpacks: absolute paths (or URIs) only, so a redeploy keeps
     # the enrollments and finds the checkpoint
-    paths = [args.db, *(m.path for m in args.models.values())]
+    paths = [args.db, args.api_keys_file, *(m.path for m in args.models.values())]
     assert paths and all(p.startswith("/") or "://" in p for p in paths), paths
 
 
