@@ -57,8 +57,10 @@ async def load_level(
     concurrency: int,
     num_requests: int,
     timeout_s: float,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``num_requests`` requests, at most ``concurrency`` in flight. ``errors`` counts every
+    """``num_requests`` requests, at most ``concurrency`` in flight (``headers`` on each, e.g.
+    the API key). ``errors`` counts every
     other answer by status (``"503"``; ``"503 without Retry-After"`` when the overload answer
     lacks the header) or exception name; ``share_503`` is the fraction answered 503."""
     import httpx
@@ -67,7 +69,9 @@ async def load_level(
     latencies: list[float] = []
     errors: dict[str, int] = {}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=timeout_s, limits=limits, headers=headers
+    ) as client:
 
         async def one(i: int) -> None:
             async with sem:

@@ -15,7 +15,7 @@ import torch
 
 from serve.client import ClientError, VoxrayClient
 from tests.conversations import conversation_wav
-from tests.serve.helpers import PRODUCT, app_args, free_port, noise_wav, running_app
+from tests.serve.helpers import KEYS, PRODUCT, app_args, free_port, noise_wav, running_app
 
 
 class _Flaky:
@@ -96,7 +96,7 @@ def test_every_verb_against_the_service(ray_cluster, tmp_path):
     a, b = tmp_path / "a.wav", noise_wav(1.5, seed=1)
     a.write_bytes(noise_wav(1.5, seed=0))
     with running_app(args, "voxray-client-test", timeout=120) as http:
-        with VoxrayClient(str(http.base_url), timeout=120) as vc:
+        with VoxrayClient(str(http.base_url), api_key=KEYS["admin"], timeout=120) as vc:
             assert vc.health()["status"] == "ok"
             same = vc.verify(a, a)
             assert same["score"] == pytest.approx(1.0, abs=1e-4) and same["same"]

@@ -19,10 +19,19 @@ import time
 import httpx
 import pytest
 
-from tests.serve.helpers import app_args, b64, expect_ok, noise_wav, replica_pids, running_app
+from tests.serve.helpers import (
+    KEYS,
+    app_args,
+    b64,
+    expect_ok,
+    noise_wav,
+    replica_pids,
+    running_app,
+)
 
 pytestmark = pytest.mark.ray
 
+AUTH = {"Authorization": f"Bearer {KEYS['enroll']}"}
 APP = "speaker_kill9"
 
 
@@ -44,7 +53,7 @@ def test_kill9_of_ingress_keeps_acknowledged_enrollments(ray_cluster, tmp_path):
         (pid,) = replica_pids(APP, "VoxrayService")
 
         def client(k: int) -> None:
-            with httpx.Client(base_url=base_url, timeout=30) as hc:
+            with httpx.Client(base_url=base_url, headers=AUTH, timeout=30) as hc:
                 for i in range(10_000):
                     if stop.is_set():
                         return

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from serve.bench import load_level
-from tests.serve.helpers import app_args, b64, expect_ok, noise_wav, running_app
+from tests.serve.helpers import KEYS, app_args, b64, expect_ok, noise_wav, running_app
 
 pytestmark = pytest.mark.ray
 
@@ -44,6 +44,7 @@ def test_200_concurrent_verify_clients(ray_cluster, checkpoint):
         health_timeout_s=2.0,
     )
     clips = [b64(noise_wav(1.0, seed=i)) for i in range(8)]
+    AUTH = {"Authorization": f"Bearer {KEYS['read']}"}
 
     async def verify(client: httpx.AsyncClient, i: int) -> httpx.Response:
         a, b = clips[i % len(clips)], clips[(i + 1) % len(clips)]
@@ -55,7 +56,7 @@ def test_200_concurrent_verify_clients(ray_cluster, checkpoint):
         health: list[tuple[int, float]] = []
 
         async def poll_health(stop: asyncio.Event) -> None:
-            async with httpx.AsyncClient(base_url=base_url, timeout=30) as hc:
+            async with httpx.AsyncClient(base_url=base_url, timeout=30) as hc:  # /health: open
                 while not stop.is_set():
                     t0 = time.perf_counter()
                     r = await hc.get("/health")
@@ -68,7 +69,7 @@ def test_200_concurrent_verify_clients(ray_cluster, checkpoint):
             try:
                 # one request per client, all CLIENTS in flight at once
                 return await asyncio.wait_for(
-                    load_level(base_url, verify, CLIENTS, CLIENTS, timeout_s=60), 120
+                    load_level(base_url, verify, CLIENTS, CLIENTS, timeout_s=60, headers=AUTH), 120
                 )
             finally:
                 stop.set()

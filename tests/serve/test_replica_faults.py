@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 import models
-from tests.serve.helpers import app_args, b64, free_port, noise_wav
+from tests.serve.helpers import KEYS, app_args, b64, free_port, noise_wav
 
 pytestmark = pytest.mark.ray
 
@@ -76,7 +76,8 @@ def test_killing_a_replica_mid_load_fails_no_request(ray_cluster, tmp_path):
         assert os.getpid() not in pids
         done = threading.Event()
         answered: list[int] = []
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        auth = {"Authorization": f"Bearer {KEYS['read']}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=60) as client:
 
             def one(i: int) -> int:
                 r = client.post("/extract_embedding", json={"audio": clips[i % len(clips)]})
