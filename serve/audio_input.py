@@ -215,6 +215,7 @@ async def parse_request(
     max_json_bytes: int | None = None,
     max_json_values: int = 1_000_000,
     max_seconds: float = 3600.0,
+    samples_body: bool = False,
 ) -> M:
     """A JSON or multipart request -> ``model``, the body capped before it is held (413).
 
@@ -225,10 +226,13 @@ async def parse_request(
     ``max_bytes``. ``max_files``: file parts a multipart body may hold (text fields: as many
     plus 16), and what bounds the audio items of a JSON body (:func:`check_json_counts`).
     Raw-sample audio items longer than ``max_seconds`` are refused before any array is built.
+    ``samples_body``: a JSON model whose lists are audio samples (the legacy ``/speaker``), sized
+    and counted like an audio body instead of capped as a small JSON one.
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     audio = any(_is_audio(f.annotation) for f in model.model_fields.values())
-    cap = max_bytes if audio or max_json_bytes is None else min(max_bytes, max_json_bytes)
+    sized_as_audio = audio or samples_body
+    cap = max_bytes if sized_as_audio or max_json_bytes is None else min(max_bytes, max_json_bytes)
     if ctype == "multipart/form-data" and audio:
         limited, counter = limit_body(request, cap)
         fields, files = await read_form(
@@ -249,7 +253,7 @@ async def parse_request(
         body = await limited.body()
         if not body:
             raise _empty_body()
-        if audio:
+        if sized_as_audio:
             check_json_counts(body, max_items=max_files, max_values=max_json_values)
         if len(body) <= INLINE_JSON_BYTES:
             return _json_request(body, model, max_seconds)

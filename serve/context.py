@@ -281,10 +281,14 @@ class ServeContext:
 
     # -- requests and audio ------------------------------------------------------------------
     async def parse(
-        self, request: Request, model: type[S.BaseModel], max_files: int | None = None
+        self,
+        request: Request,
+        model: type[S.BaseModel],
+        max_files: int | None = None,
+        samples_body: bool = False,
     ) -> Any:
         """The body as ``model``; ``max_files`` defaults to /verify_batch's reference +
-        candidates, the most any route takes."""
+        candidates, the most any route takes; ``samples_body``: :func:`parse_request`'s."""
         return await parse_request(
             request,
             model,
@@ -293,6 +297,7 @@ class ServeContext:
             max_json_bytes=int(self.args.max_json_kb * 1024),
             max_json_values=self.args.max_json_values,
             max_seconds=max(self.args.max_seconds, self.args.diarization.max_seconds),
+            samples_body=samples_body,
         )
 
     def audio_limits(

@@ -129,7 +129,7 @@ class LegacyRoutes:
     )
     async def legacy_speaker(self, request: Request) -> LegacySpeakerResponse:
         """Raw 16 kHz samples -> the closest speaker of the active gallery and its score."""
-        req = await self.ctx.parse(request, LegacySpeakerRequest)
+        req = await self.ctx.parse(request, LegacySpeakerRequest, samples_body=True)
         limits = await self.ctx.speaker_limits()
         wav = legacy_samples(req.speaker, limits.max_seconds, limits.min_seconds)
         del req  # the list of Python floats is the larger copy
