@@ -373,7 +373,11 @@ def test_legacy_client_session(base_url, voices):
     expect_error(post("speaker", {"speaker": ["a"] * 10}), 422, "invalid_request")
     # strings are counted from the raw bytes before parsing (an audio body's item bound)
     expect_error(post("speaker", {"speaker": ["a"] * 9000}), 413, "too_many_items")
-    expect_error(post("speaker"), 400, "empty_body")
+    expect_error(post("speaker"), 415, "unsupported_media_type")  # no body, no Content-Type
+    empty = requests.post(
+        url + "speaker", data=b"", headers={**headers, "Content-Type": "application/json"}
+    )
+    expect_error(empty, 400, "empty_body")
 
 
 def _b64(x: np.ndarray) -> str:
