@@ -177,9 +177,9 @@ def test_oversized_json_list_is_refused_fast_in_bounded_memory(svc):
         f"\n10 MB /verify_batch: {r.status_code} in {elapsed:.3f} s, ingress peak +{grew_mb:.0f} MB"
     )
     expect_error(r, 413, "too_many_items")
-    assert elapsed < 1.0
+    assert elapsed < 3.0  # main: 5.7 s in the service, 12 s in the issue (a 2-core CI machine)
     assert grew_mb < 100  # the body itself (10 MB) and its join; main: > 1 GiB
-    assert health and all(code == 200 and dt < 2.0 for code, dt in health), health
+    assert health and all(code == 200 and dt < 3.0 for code, dt in health), health
 
     # the same body chunked (no Content-Length) meets the same count
     r = svc["client"].post("/verify_batch", content=iter([body[:5_000_000], body[5_000_000:]]),
@@ -190,7 +190,7 @@ def test_oversized_json_list_is_refused_fast_in_bounded_memory(svc):
     for content in (big, iter([big[:1_000_000], big[1_000_000:]])):
         r, dt = _timed(svc["client"].post, "/config", content=content, headers=headers)
         expect_error(r, 413, "request_too_large")
-        assert dt < 2.0
+        assert dt < 3.0
 
 
 def test_internal_errors_carry_a_request_id_and_no_details(svc):
@@ -237,16 +237,22 @@ def test_behaviour_changes_are_logged_with_the_key_name(svc):
     client = svc["client"]
     thr = expect_ok(client.get("/config"))["threshold"]
     expect_ok(client.post("/config", json={"threshold": thr}))
-    (actor,) = list_actors(
+    actors = list_actors(
         filters=[("class_name", "=", f"ServeReplica:{APP}:VoxrayService"), ("state", "=", "ALIVE")]
     )
+    assert actors
     from ray.util.state import get_log
 
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # the log agent ships lines with a delay under load
     found = False
     while not found and time.monotonic() < deadline:
-        lines = "".join(get_log(actor_id=actor["actor_id"], suffix="err", tail=200))
-        found = "audit: key 'admin' set threshold" in lines
+        for actor in actors:
+            for suffix in ("err", "out"):
+                try:
+                    lines = "".join(get_log(actor_id=actor["actor_id"], suffix=suffix, tail=500))
+                except Exception:  # noqa: BLE001 - a log not written yet: look again
+                    lines = ""
+                found = found or "audit: key 'admin' set threshold" in lines
         if not found:
             time.sleep(0.5)
     assert found, list_logs
