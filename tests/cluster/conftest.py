@@ -1,5 +1,7 @@
 """One real ``ray start --head`` (token auth on, own ports and temp dir) shared by the cluster
-tests of a session; see ``tests/cluster_head.py``."""
+tests of this package, and stopped after them: the rest of the session runs beside one Ray
+cluster, not two (an idle head still costs CPU and memory on a 2-core runner). See
+``tests/cluster_head.py``."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pytest
 from tests.cluster_head import LocalHead, local_head
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_head() -> LocalHead:
     with local_head(num_cpus=2) as head:
         yield head

@@ -27,6 +27,15 @@ KEYS = {scope: new_key() for scope in ("read", "enroll", "admin")}
 PRODUCT = {"num_cpus": 0, "autoscaling": ONE_REPLICA}  # an optional product deployment's settings
 
 
+def state_address() -> str:
+    """The GCS address of the Ray cluster this process is connected to, for Ray's state API
+    (``list_actors``, ``get_log``). Without it the state API auto-detects a cluster and refuses
+    when this machine runs more than one (another test's head, a user's ``ray start``)."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
 def app_args(checkpoint: str | Path, root: Path, **overrides: Any) -> dict[str, Any]:
     """``build_app`` arguments for the 2-CPU test cluster: one replica of each deployment at
     ``num_cpus=0``, enrollments in ``<root>/speakers.db``, 0.5-5 s clips, 1 MB bodies;

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 import models
-from tests.serve.helpers import KEYS, app_args, b64, free_port, noise_wav
+from tests.serve.helpers import KEYS, app_args, b64, free_port, noise_wav, state_address
 
 pytestmark = pytest.mark.ray
 
@@ -35,7 +35,8 @@ def _replica_pids() -> list[int]:
     from ray.util.state import list_actors
 
     actors = list_actors(
-        filters=[("class_name", "=", f"ServeReplica:{APP}:{DEPLOYMENT}"), ("state", "=", "ALIVE")]
+        address=state_address(),
+        filters=[("class_name", "=", f"ServeReplica:{APP}:{DEPLOYMENT}"), ("state", "=", "ALIVE")],
     )
     return sorted(int(a.pid) for a in actors)
 

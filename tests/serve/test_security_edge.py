@@ -21,7 +21,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.serve.helpers import KEYS, app_args, expect_error, expect_ok, http_client, running_app
+from tests.serve.helpers import (
+    KEYS,
+    app_args,
+    expect_error,
+    expect_ok,
+    http_client,
+    running_app,
+    state_address,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -41,7 +49,8 @@ def _ingress_pid() -> int:
     from ray.util.state import list_actors
 
     (actor,) = list_actors(
-        filters=[("class_name", "=", f"ServeReplica:{APP}:VoxrayService"), ("state", "=", "ALIVE")]
+        address=state_address(),
+        filters=[("class_name", "=", f"ServeReplica:{APP}:VoxrayService"), ("state", "=", "ALIVE")],
     )
     return int(actor["pid"])
 
@@ -228,31 +237,36 @@ def test_raw_samples_are_audio_within_the_same_limits(svc):
     r, dt = _timed(client.post, "/extract_embedding", content=body,
                    headers={"Content-Type": "application/json"})  # fmt: skip
     expect_error(r, 413, "too_many_items")
-    assert dt < 1.0
+    assert dt < 3.0
 
 
 def test_behaviour_changes_are_logged_with_the_key_name(svc):
-    from ray.util.state import list_actors, list_logs
+    from ray.util.state import get_log, list_actors
 
     client = svc["client"]
     thr = expect_ok(client.get("/config"))["threshold"]
     expect_ok(client.post("/config", json={"threshold": thr}))
+    address = state_address()
     actors = list_actors(
-        filters=[("class_name", "=", f"ServeReplica:{APP}:VoxrayService"), ("state", "=", "ALIVE")]
+        address=address,
+        filters=[("class_name", "=", f"ServeReplica:{APP}:VoxrayService"), ("state", "=", "ALIVE")],
     )
     assert actors
-    from ray.util.state import get_log
 
-    deadline = time.monotonic() + 60  # the log agent ships lines with a delay under load
-    found = False
-    while not found and time.monotonic() < deadline:
+    def logged() -> bool:
         for actor in actors:
             for suffix in ("err", "out"):
                 try:
-                    lines = "".join(get_log(actor_id=actor["actor_id"], suffix=suffix, tail=500))
-                except Exception:  # noqa: BLE001 - a log not written yet: look again
-                    lines = ""
-                found = found or "audit: key 'admin' set threshold" in lines
-        if not found:
-            time.sleep(0.5)
-    assert found, list_logs
+                    chunks = get_log(
+                        address=address, actor_id=actor["actor_id"], suffix=suffix, tail=500
+                    )
+                    if "audit: key 'admin' set threshold" in "".join(chunks):
+                        return True
+                except Exception:  # noqa: BLE001 - a log file not written yet: look again
+                    pass
+        return False
+
+    deadline = time.monotonic() + 60  # the log agent ships lines with a delay under load
+    while not (found := logged()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert found, "no audit line naming the admin key in the ingress's logs after 60 s"
