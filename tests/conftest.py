@@ -135,6 +135,54 @@ def ray_cluster(s3_endpoint):
     ray.shutdown()
 
 
+LEAK_GRACE_S = 60.0  # a finished test's actors and trials release their CPUs well within this
+
+
+def _cpu_holders(ray) -> list[str]:
+    """The live actors and placement groups of the cluster that hold CPUs, for a leak report."""
+    from ray.util.state import list_actors, list_placement_groups
+
+    address = ray.get_runtime_context().gcs_address
+    held = [
+        f"actor {a.class_name} (pid {a.pid}, {a.required_resources})"
+        for a in list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True)
+        if (a.required_resources or {}).get("CPU")
+    ]
+    held += [
+        f"placement group {g.name or g.placement_group_id} ({g.bundles})"
+        for g in list_placement_groups(
+            address=address, filters=[("state", "=", "CREATED")], detail=True
+        )
+    ]
+    return held
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_cpus_released():
+    """After each test module, with its fixtures torn down (a module's Serve app may hold CPUs
+    between its tests), the shared cluster's CPUs must come back within a bounded wait: a
+    leaked actor or placement group would starve every later test of the session into a
+    timeout far from its cause, so the leak fails here, naming what holds the CPUs."""
+    yield
+    import sys
+    import time
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    total = ray.cluster_resources().get("CPU", 0.0)
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while ray.available_resources().get("CPU", 0.0) < total and time.monotonic() < deadline:
+        time.sleep(0.5)
+    free = ray.available_resources().get("CPU", 0.0)
+    if free < total:
+        pytest.fail(
+            f"{total - free:g} of {total:g} cluster CPUs still held {LEAK_GRACE_S:g} s after the "
+            "module: " + "; ".join(_cpu_holders(ray) or ["(no live actor or group found)"]),
+            pytrace=False,
+        )
+
+
 def pytest_collection_finish(session):
     """Test modules block ``ray`` while they are imported (``sys.modules.setdefault("ray",
     None)``) to prove the Ray-free layers import without it; lift the block before the tests run
