@@ -37,7 +37,7 @@ from serve import schemas as S
 from serve.context import ServeContext
 from serve.errors import ERRORS, ServiceError, request_body
 from serve.http import app
-from serve.routes.speaker import _store_model_id, _vector
+from serve.routes.speaker import embedding_vector, store_model_id
 from serve.store.legacy import CUSTOM, Gallery, LegacyModes
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class LegacyRoutes:
         modes = self._modes()
         gallery = modes.gallery()
         if gallery.mode != CUSTOM:
-            await _store_model_id(self.ctx)  # 409 when the database holds another model's
+            await store_model_id(self.ctx)  # 409 when the database holds another model's
         if not gallery.labels:
             raise ServiceError(
                 409,
@@ -204,7 +204,7 @@ class LegacyRoutes:
                 f"{len(req.label)} labels for {len(req.feats)} feats; give one label per row",
             )
         dim = int((await self.ctx.embedding.info())["embed_dim"])
-        x = np.stack([_vector(f, dim, f"feats[{i}]") for i, f in enumerate(req.feats)])
+        x = np.stack([embedding_vector(f, dim, f"feats[{i}]") for i, f in enumerate(req.feats)])
         return _mode_response(self._modes().set_custom(req.label, x))
 
 

@@ -49,7 +49,7 @@ def _speaker_out(sp: Any) -> S.SpeakerOut:
     return S.SpeakerOut(**d)
 
 
-def _vector(values: list[float], dim: int, field: str) -> np.ndarray:
+def embedding_vector(values: list[float], dim: int, field: str) -> np.ndarray:
     v = np.asarray(values, dtype=np.float32)
     if v.shape != (dim,):
         raise ServiceError(
@@ -102,7 +102,7 @@ async def _check_store_model(ctx: ServeContext, model_id: str) -> None:
         )
 
 
-async def _store_model_id(ctx: ServeContext, model: str | None = None) -> str:
+async def store_model_id(ctx: ServeContext, model: str | None = None) -> str:
     """The id of ``model`` (default: the active model), once the store is known to hold its
     embeddings (or none): what every route that writes to or searches the store checks first
     (409 otherwise). Writes check it again in their transaction (``SpeakerStore._bind``)."""
@@ -277,8 +277,8 @@ class SpeakerRoutes:
         """Cosine of two embedding vectors of the active model's dimension."""
         req = await self.ctx.parse(request, S.CompareEmbeddingsRequest)
         dim = int((await self.ctx.embedding.info())["embed_dim"])
-        a = _vector(req.embedding_a, dim, "embedding_a")
-        b = _vector(req.embedding_b, dim, "embedding_b")
+        a = embedding_vector(req.embedding_a, dim, "embedding_a")
+        b = embedding_vector(req.embedding_b, dim, "embedding_b")
         thr = await _threshold(self.ctx, req.threshold)
         score = float((await self.ctx.score_pairs(a[None], b[None]))[0])
         return S.CompareResponse(score=score, same=score >= thr, threshold=thr)
@@ -304,7 +304,7 @@ class SpeakerRoutes:
             old = self.ctx.store.get(req.speaker_id)
             name, groups = old.name, tuple(req.groups or old.groups)
         model = self.ctx.embedding.active  # read once: the store checks it at the commit
-        model_id = await _store_model_id(self.ctx, model)
+        model_id = await store_model_id(self.ctx, model)
         emb = await self.ctx.embed_sources(
             req.audio, [f"audio[{i}]" for i in range(len(req.audio))], model
         )
@@ -365,7 +365,7 @@ class SpeakerRoutes:
         req = await self.ctx.parse(request, S.IdentifyRequest)
         if req.group is not None:
             check_group(self.ctx, req.group)
-        model_id = await _store_model_id(self.ctx)
+        model_id = await store_model_id(self.ctx)
         emb = await self.ctx.embed_sources([req.audio], ["audio"])
         thr = await _threshold(self.ctx, req.threshold)
         matches = self.ctx.store.identify(
@@ -395,7 +395,7 @@ class SpeakerRoutes:
         path = resolve_allowed_path(req.path, self.ctx.roots)
         audit(_who(request), "import", path=req.path, group=req.group)
         model = self.ctx.embedding.active
-        model_id = await _store_model_id(self.ctx, model)
+        model_id = await store_model_id(self.ctx, model)
         if path.is_file() and path.suffix == ".parquet":
             speakers = self.ctx.store.import_speakers_parquet(
                 path, group=req.group, model_id=model_id
@@ -472,8 +472,10 @@ class SpeakerRoutes:
         """A custom gallery: labels + embeddings (of the active model) into ``group``."""
         req = await self.ctx.parse(request, S.GalleryRequest)
         dim = int((await self.ctx.embedding.info())["embed_dim"])
-        emb = np.stack([_vector(e, dim, f"embeddings[{i}]") for i, e in enumerate(req.embeddings)])
-        model_id = await _store_model_id(
+        emb = np.stack(
+            [embedding_vector(e, dim, f"embeddings[{i}]") for i, e in enumerate(req.embeddings)]
+        )
+        model_id = await store_model_id(
             self.ctx
         )  # bad vectors (422) outrank a model mismatch (409)
         speakers = self.ctx.store.import_gallery(

@@ -147,7 +147,7 @@ class Database:
                 delay = min(delay * 2, 0.5)
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction that bumps ``meta.version``; rolled back on error."""
         with self._lock:
             self._retry(lambda: self._conn.execute("BEGIN IMMEDIATE"))
@@ -158,6 +158,12 @@ class Database:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """The rows of one read statement, under the connection's lock (for tables kept beside
+        the speaker tables, such as the legacy modes'); writes go through ``transaction()``."""
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
 
     def _create_schema(self) -> None:
         with self._lock:
@@ -216,7 +222,7 @@ class Database:
 
     def update_settings(self, values: dict[str, Any]) -> dict[str, Any]:
         """Set ``values`` (one transaction) and return every setting."""
-        with self._write() as conn:
+        with self.transaction() as conn:
             self._put_settings(conn, values)
         return self.settings()
 

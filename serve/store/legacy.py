@@ -22,7 +22,7 @@ import numpy as np
 
 from models.pipelines.scoring import l2_normalise
 from serve.store.db import StoreError, UnknownGroupError
-from serve.store.speakers import SpeakerStore
+from serve.store.speakers import SpeakerStore, as_embedding_matrix
 
 ALL = "all"  # every enrolled speaker
 CUSTOM = "custom"  # the gallery uploaded with ModifyFeatsCustom
@@ -49,22 +49,18 @@ class LegacyModes:
 
     def __init__(self, store: SpeakerStore) -> None:
         self.store = store
-        with store._write() as conn:
+        with store.transaction() as conn:
             for stmt in _SCHEMA:
                 conn.execute(stmt)
 
     @property
     def mode(self) -> str:
         """The active mode (``all`` until a client switches)."""
-        with self.store._lock:
-            row = self.store._conn.execute("SELECT mode FROM legacy_mode").fetchone()
-        return ALL if row is None else str(row[0])
+        rows = self.store.query("SELECT mode FROM legacy_mode")
+        return ALL if not rows else str(rows[0][0])
 
     def _custom(self) -> tuple[list[str], np.ndarray]:
-        with self.store._lock:
-            rows = self.store._conn.execute(
-                "SELECT label, vector FROM legacy_custom ORDER BY row"
-            ).fetchall()
+        rows = self.store.query("SELECT label, vector FROM legacy_custom ORDER BY row")
         if not rows:
             return [], np.zeros((0, 0), np.float32)
         return [r[0] for r in rows], np.stack([np.frombuffer(r[1], np.float32) for r in rows])
@@ -89,18 +85,18 @@ class LegacyModes:
         if not mode:
             raise StoreError("feats_mode must be a non-empty mode name: all, custom or a group")
         gallery = self.gallery(mode)  # refuses unknown modes before switching
-        with self.store._write() as conn:
+        with self.store.transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO legacy_mode (id, mode) VALUES (1, ?)", (mode,))
         return gallery
 
     def set_custom(self, labels: Sequence[str], embeddings: np.ndarray) -> Gallery:
         """Replace the custom gallery with ``labels[i]`` -> row ``i`` of ``embeddings: (N, D)``
         and make it the active mode."""
-        x = self.store._as_matrix(embeddings, "feats")
+        x = as_embedding_matrix(embeddings, "feats")
         labels = [str(label) for label in labels]
         if len(labels) != len(x):
             raise StoreError(f"{len(labels)} labels for {len(x)} feats; give one label per row")
-        with self.store._write() as conn:
+        with self.store.transaction() as conn:
             conn.execute("DELETE FROM legacy_custom")
             conn.executemany(
                 "INSERT INTO legacy_custom (row, label, vector) VALUES (?, ?, ?)",

@@ -58,6 +58,21 @@ class Speaker:
     metadata: dict = field(default_factory=dict)
 
 
+def as_embedding_matrix(embeddings: np.ndarray, what: str = "embeddings") -> np.ndarray:
+    """``embeddings`` as a float32 ``(N, D)`` matrix: one row or many, finite, no all-zero row
+    (which has no direction); ``StoreError`` naming ``what`` otherwise."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise StoreError(f"{what} must be a non-empty (N, D) array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise StoreError(f"{what} contain NaN or infinite values")
+    if (np.linalg.norm(x, axis=1) == 0).any():
+        raise StoreError(f"{what} contain an all-zero row, which has no direction")
+    return x
+
+
 class SpeakerStore(Database):
     """Speakers, embeddings and groups in one SQLite file; thread-safe, multi-process safe.
 
@@ -129,7 +144,7 @@ class SpeakerStore(Database):
         another model's embeddings are refused from then on. With ``check``, refuse
         (``ModelMismatchError``) when the store holds speakers of another model; the check and
         the record are one transaction, so no enrollment commits between them."""
-        with self._write() as conn:
+        with self.transaction() as conn:
             held = conn.execute("SELECT model_id FROM meta").fetchone()[0]
             count = conn.execute("SELECT num_speakers FROM stats").fetchone()[0]
             if check and held is not None and held != model_id and count:
@@ -150,19 +165,6 @@ class SpeakerStore(Database):
                 f"metadata is {len(text.encode())} bytes of JSON; at most {limit} per speaker"
             )
         return text
-
-    @staticmethod
-    def _as_matrix(embeddings: np.ndarray, what: str = "embeddings") -> np.ndarray:
-        x = np.asarray(embeddings, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[None]
-        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-            raise StoreError(f"{what} must be a non-empty (N, D) array, got shape {x.shape}")
-        if not np.isfinite(x).all():
-            raise StoreError(f"{what} contain NaN or infinite values")
-        if (np.linalg.norm(x, axis=1) == 0).any():
-            raise StoreError(f"{what} contain an all-zero row, which has no direction")
-        return x
 
     # -- writes ------------------------------------------------------------------------------
     def _ensure_groups(self, conn: sqlite3.Connection, groups: Sequence[str]) -> tuple[str, ...]:
@@ -224,10 +226,10 @@ class SpeakerStore(Database):
         ``ModelMismatchError`` for another model or dimension, ``MetadataTooLargeError`` when
         the (merged) metadata is over the limit.
         """
-        x = self._as_matrix(embeddings)
+        x = as_embedding_matrix(embeddings)
         if not str(name).strip():
             raise StoreError("name must be a non-empty string")
-        with self._write() as conn:
+        with self.transaction() as conn:
             self._bind(conn, model_id, x.shape[1])
             groups = self._ensure_groups(conn, groups)
             row = None
@@ -265,7 +267,7 @@ class SpeakerStore(Database):
 
     def add_to_group(self, speaker_id: str, group: str) -> Speaker:
         """Add a speaker to ``group`` (created if missing); idempotent."""
-        with self._write() as conn:
+        with self.transaction() as conn:
             self._get(conn, speaker_id)
             (group,) = self._ensure_groups(conn, (group,))
             conn.execute("INSERT OR IGNORE INTO memberships VALUES (?, ?)", (speaker_id, group))
@@ -274,7 +276,7 @@ class SpeakerStore(Database):
     def remove_from_group(self, speaker_id: str, group: str) -> Speaker:
         """Remove a speaker from ``group``; a no-op if it is not a member. The group stays
         (possibly empty) until ``delete_group``. Unknown group -> ``UnknownGroupError``."""
-        with self._write() as conn:
+        with self.transaction() as conn:
             self._get(conn, speaker_id)
             self._check_group(conn, group)
             conn.execute(
@@ -285,7 +287,7 @@ class SpeakerStore(Database):
 
     def delete(self, speaker_id: str) -> None:
         """Delete a speaker, its embeddings and its memberships."""
-        with self._write() as conn:
+        with self.transaction() as conn:
             if conn.execute("DELETE FROM speakers WHERE id = ?", (speaker_id,)).rowcount == 0:
                 raise UnknownSpeakerError(
                     f"no speaker {speaker_id!r}; list them with list_speakers()"
@@ -293,12 +295,12 @@ class SpeakerStore(Database):
 
     def create_group(self, group: str) -> None:
         """Create an empty group (idempotent)."""
-        with self._write() as conn:
+        with self.transaction() as conn:
             self._ensure_groups(conn, (group,))
 
     def delete_group(self, group: str) -> None:
         """Delete a group (its speakers stay, in their other groups)."""
-        with self._write() as conn:
+        with self.transaction() as conn:
             self._check_group(conn, group)
             conn.execute("DELETE FROM groups WHERE name = ?", (group,))
 
@@ -311,7 +313,7 @@ class SpeakerStore(Database):
         order of first appearance. All or nothing: one transaction. Every import creates new
         speakers (names need not be unique); import into a fresh group to keep galleries apart.
         """
-        x = self._as_matrix(embeddings)
+        x = as_embedding_matrix(embeddings)
         labels = [str(label) for label in labels]
         if len(labels) != len(x):
             raise StoreError(f"{len(labels)} labels for {len(x)} embeddings; give one per row")
@@ -320,7 +322,7 @@ class SpeakerStore(Database):
         rows: dict[str, list[int]] = {}
         for i, label in enumerate(labels):
             rows.setdefault(label, []).append(i)
-        with self._write() as conn:
+        with self.transaction() as conn:
             self._bind(conn, model_id, x.shape[1])
             groups = self._ensure_groups(conn, (group,))
             ids = [
@@ -362,8 +364,8 @@ class SpeakerStore(Database):
             arr = np.array(data["embedding"], dtype=np.float32)
         except (ValueError, TypeError) as exc:  # ragged or null rows
             raise StoreError(f"{path}: embeddings are not equal-length vectors: {exc}") from exc
-        x = self._as_matrix(arr, f"{path} embeddings")
-        with self._write() as conn:
+        x = as_embedding_matrix(arr, f"{path} embeddings")
+        with self.transaction() as conn:
             self._bind(conn, model_id, x.shape[1])
             groups = self._ensure_groups(conn, (group,))
             ids = []
