@@ -31,18 +31,12 @@ from models.pipelines.scoring import asnorm_matrix, asnorm_pairs, cosine_pairs, 
 from serve import schemas as S
 from serve.audio_input import AudioLimits, load_source, parse_request
 from serve.auth import ApiKey, Authorizer, KeyRing
+from serve.deployments import EMBED_ATTEMPTS, EMBED_RETRY_BACKOFF_S
 from serve.errors import ServiceError, checked
 from serve.store import ModelMismatchError, SpeakerStore
 from serve.thresholds import operating_point
 
 log = logging.getLogger(__name__)
-
-# An embedding call whose replica dies while it runs fails with RayActorError (ActorDiedError,
-# ActorUnavailableError); calls still queued in the handle are re-routed by Serve itself.
-# Embedding is idempotent, so an in-flight call is sent again, to a live replica, a bounded
-# number of times with a short backoff (Serve stops routing to the dead one within ~1 s).
-EMBED_ATTEMPTS = 3
-EMBED_RETRY_BACKOFF_S = 0.2
 
 
 class EmbeddingClient:

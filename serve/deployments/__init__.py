@@ -27,6 +27,15 @@ from models.pipelines.placement import fatal_cuda_error
 
 log = logging.getLogger(__name__)
 
+# An embedding call whose replica dies while it runs: Serve's router (Ray 2.60) re-sends the
+# calls the dead replica held, and tests/serve/test_replica_faults.py sees every request of a
+# kill -9 under load answered without help. When the death does reach the caller as a
+# RayActorError (ActorDiedError, ActorUnavailableError), the callers (the ingress's routes, the
+# diarization replicas) send the call again, a bounded number of times with a short backoff:
+# embedding is idempotent.
+EMBED_ATTEMPTS = 3
+EMBED_RETRY_BACKOFF_S = 0.2
+
 # Serve's health-check options of every model deployment. check_health is cheap (a flag and,
 # on a GPU, one synchronize), so a 10 s period costs nothing; 30 s of timeout leaves room for a
 # replica whose event loop is busy handing a long file to its worker thread.

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from models.pipelines.diarize import DiarizationResult, Diarizer, diarization_config
 from models.pipelines.vad import SileroVAD
-from serve.deployments import Product
+from serve.deployments import EMBED_ATTEMPTS, EMBED_RETRY_BACKOFF_S, Product
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +57,26 @@ class HandleEmbedder:
             self.handle.embed.remote(np.ascontiguousarray(w, np.float32), self.model_name)
             for w in wavs
         ]  # all submitted before waiting: they meet in the model's batches
-        rows = [p.result() for p in pending]
+        rows = [self._result(p, w) for p, w in zip(pending, wavs, strict=True)]
         for i, row in enumerate(rows):
             if isinstance(row, str):
                 raise EmbeddingError(f"window {i}: {row}")
         if not rows:
             return np.zeros((0, self.embed_dim), np.float32)
         return np.stack(rows).astype(np.float32)  # (N, D)
+
+    def _result(self, pending: Any, wav: np.ndarray) -> np.ndarray | str:
+        """The answer to one window's call, sent again when its replica died while it ran
+        (``EMBED_ATTEMPTS`` in all, as the ingress's own embedding calls)."""
+        for attempt in range(1, EMBED_ATTEMPTS):
+            try:
+                return pending.result()
+            except RayActorError as exc:
+                log.warning("embedding replica died (attempt %d), retrying: %s", attempt, exc)
+                time.sleep(EMBED_RETRY_BACKOFF_S * attempt)
+                pending = self.handle.embed.remote(np.ascontiguousarray(wav, np.float32),
+                                                   self.model_name)  # fmt: skip
+        return pending.result()  # the last attempt raises
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=8)

@@ -1,10 +1,13 @@
 """Faults at replica scale: with two embedding replicas, ``kill -9`` of one replica's process
-during a bounded load run fails no client request.
+during a bounded load run fails no client request: neither the embedding requests nor the
+diarization requests running beside them, whose windows the diarization replica sends to the
+same embedding replicas.
 
-Requests still queued in the ingress's handle are re-routed by Serve; those in flight on the
-killed replica fail with ``ActorDiedError`` and are sent again by ``EmbeddingClient`` (bounded
-retries, ``serve/context.py``). The replica's pid comes from Ray's state API, as an operator
-would find it.
+Calls the killed replica held are re-sent to the live one: by Serve's router (in Ray 2.60 the
+callers' logs show the dead replica dropped from routing and no retry of ours firing), else by
+the callers' own bounded retries (``EmbeddingClient`` in ``serve/context.py``,
+``HandleEmbedder`` in ``serve/deployments/diarize.py``). The replica's pid comes from Ray's
+state API, as an operator would find it.
 """
 
 from __future__ import annotations
@@ -19,14 +22,24 @@ import httpx
 import pytest
 
 import models
-from tests.serve.helpers import KEYS, app_args, b64, free_port, noise_wav, state_address
+from tests.conversations import conversation_wav
+from tests.serve.helpers import (
+    KEYS,
+    PRODUCT,
+    app_args,
+    b64,
+    free_port,
+    noise_wav,
+    state_address,
+)
 
 pytestmark = pytest.mark.ray
 
 APP = "faults"
 DEPLOYMENT = "EmbeddingModel"
-REQUESTS = 80  # bounded load: every request gets an answer or a timeout
+PER_CLIENT_MAX = 200  # requests per client thread, at most (each loop stops earlier)
 CONCURRENCY = 8
+DIARIZERS = 3  # client threads sending /diarize beside the embedding load
 
 
 def _replica_pids() -> list[int]:
@@ -65,37 +78,62 @@ def test_killing_a_replica_mid_load_fails_no_request(ray_cluster, tmp_path):
         ckpt,
         tmp_path,
         autoscaling={"min_replicas": 2, "max_replicas": 2},
-        diarization={"enabled": False},
+        diarization={"max_seconds": 20.0, **PRODUCT},
+        max_request_mb=4.0,
         max_batch_size=4,
     )
     clips = [b64(noise_wav(2.0, seed=i)) for i in range(4)]
+    meeting = b64(conversation_wav(0))  # 14 s of turns: tens of windows per /diarize
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(args), name=APP, route_prefix="/")
     try:
         pids = _wait_running(2)
         assert os.getpid() not in pids
-        done = threading.Event()
-        answered: list[int] = []
+        answered: list[int] = []  # status codes of /extract_embedding, in answer order
+        diarized: list[int] = []  # ... and of /diarize
+        stop = threading.Event()
         auth = {"Authorization": f"Bearer {KEYS['read']}"}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=60) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=120) as client:
 
-            def one(i: int) -> int:
-                r = client.post("/extract_embedding", json={"audio": clips[i % len(clips)]})
-                answered.append(r.status_code)
-                if len(answered) >= 20:
-                    done.set()
-                return r.status_code
+            def embed_loop(k: int) -> None:
+                for i in range(PER_CLIENT_MAX):  # bounded, and stopped once the check is done
+                    if stop.is_set():
+                        return
+                    r = client.post("/extract_embedding", json={"audio": clips[(k + i) % 4]})
+                    answered.append(r.status_code)
 
-            with ThreadPoolExecutor(CONCURRENCY) as pool:
-                futures = [pool.submit(one, i) for i in range(REQUESTS)]
-                assert done.wait(180), "the load run did not get going"
-                victim = pids[0]
-                os.kill(victim, signal.SIGKILL)  # mid-run: 60 requests still to go
-                killed_after = len(answered)
-                codes = [f.result(timeout=240) for f in futures]
-        assert killed_after < REQUESTS  # the kill landed during the load run
-        assert codes == [200] * REQUESTS, {c: codes.count(c) for c in set(codes)}
+            def diarize_loop() -> None:
+                for _ in range(PER_CLIENT_MAX):
+                    if stop.is_set():
+                        return
+                    diarized.append(client.post("/diarize", json={"audio": meeting}).status_code)
+
+            def wait_for(what: str, cond, timeout_s: float = 180.0) -> None:
+                deadline = time.monotonic() + timeout_s
+                while not cond():
+                    assert time.monotonic() < deadline, f"{what} within {timeout_s:g} s"
+                    time.sleep(0.1)
+
+            with ThreadPoolExecutor(CONCURRENCY + DIARIZERS) as pool:
+                loops = [pool.submit(embed_loop, k) for k in range(CONCURRENCY)]
+                loops += [pool.submit(diarize_loop) for _ in range(DIARIZERS)]
+                try:
+                    # both kinds of traffic flowing (diarization warm): many windows in flight
+                    wait_for("20 embeddings and a diarization", lambda: len(answered) >= 20
+                             and len(diarized) >= 1)  # fmt: skip
+                    victim = pids[0]
+                    os.kill(victim, signal.SIGKILL)
+                    after, d_after = len(answered), len(diarized)
+                    # the load goes on past the death: 40 more embeddings, 3 more diarizations
+                    wait_for("traffic after the kill", lambda: len(answered) >= after + 40
+                             and len(diarized) >= d_after + DIARIZERS)  # fmt: skip
+                finally:
+                    stop.set()
+                    for f in loops:
+                        f.result(timeout=240)
+        assert answered and set(answered) == {200}, {c: answered.count(c) for c in set(answered)}
+        assert diarized and set(diarized) == {200}, diarized
         assert victim not in _replica_pids()
         # Serve replaces the dead replica (a new process), so capacity comes back.
         new = _wait_running(2)
