@@ -152,11 +152,18 @@ def upload_file(src: str | os.PathLike, location: str | os.PathLike) -> str:
     return os.fspath(location)
 
 
-def upload_tree(src: str | os.PathLike, location: str | os.PathLike) -> list[str]:
-    """Copy every file under local folder ``src`` to the same relative path under
-    ``location``, each atomically; returns the relative paths copied."""
+def upload_tree(
+    src: str | os.PathLike, location: str | os.PathLike, exclude: tuple[str, ...] = ()
+) -> list[str]:
+    """Copy every file under local folder ``src`` (but those under the subfolders named in
+    ``exclude``) to the same relative path under ``location``, each atomically; returns the
+    relative paths copied."""
     src = Path(src)
-    names = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
+    names = sorted(
+        str(p.relative_to(src))
+        for p in src.rglob("*")
+        if p.is_file() and p.relative_to(src).parts[0] not in exclude
+    )
     for name in names:
         upload_file(src / name, join(location, name))
     return names
@@ -200,6 +207,21 @@ def fetch(location: str | os.PathLike, cache: str | os.PathLike | None = None) -
     return local
 
 
+def pull_tree(location: str | os.PathLike, dst: str | os.PathLike) -> tuple[int, int]:
+    """Copy every file under ``location`` to the same relative path under local folder ``dst``,
+    skipping files already there with the same size; ``(downloaded, total)`` files."""
+    names = list_files(location)
+    fs, base = resolve(location)
+    fetched = 0
+    for name in names:
+        local = Path(dst) / name
+        size = fs.get_file_info(f"{base.rstrip('/')}/{name}").size
+        if not (local.is_file() and local.stat().st_size == size):
+            download_file(join(location, name), local)
+            fetched += 1
+    return fetched, len(names)
+
+
 def mirror(location: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
     """A local copy of a file or folder: the path itself when local; for a URI a folder in
     ``$VOXRAY_CACHE/storage/`` named after it, holding every file under it (a shard folder
@@ -209,22 +231,12 @@ def mirror(location: str | os.PathLike, cache: str | os.PathLike | None = None) 
         return local_path(location)
     if is_file(location):
         return fetch(location, cache)
-    names = list_files(location)
-    if not names:
-        raise FileNotFoundError(f"{os.fspath(location)} holds no files")
     digest = hashlib.sha256(os.fspath(location).encode()).hexdigest()[:16]
     root = Path(cache if cache is not None else cache_root() / "storage") / digest
-    fs, base = resolve(location)
-    fetched = 0
-    for name in names:
-        local = root / name
-        size = fs.get_file_info(f"{base.rstrip('/')}/{name}").size
-        if not (local.is_file() and local.stat().st_size == size):
-            download_file(join(location, name), local)
-            fetched += 1
-    log.info(
-        "%s: %d of %d file(s) downloaded into %s", os.fspath(location), fetched, len(names), root
-    )
+    fetched, total = pull_tree(location, root)
+    if not total:
+        raise FileNotFoundError(f"{os.fspath(location)} holds no files")
+    log.info("%s: %d of %d file(s) downloaded into %s", os.fspath(location), fetched, total, root)
     return root
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from datasets import storage
 from datasets.audio import audio_info, load_audio
 from datasets.manifests import Utterance
 from models.features import FrontEndConfig, front_end
@@ -41,6 +42,7 @@ from ray_jobs.extract.output import (
     FORMATS,
     META_COLUMNS,
     PART_SCHEMA,
+    PARTS_DIR,
     Batch,
     ExtractError,
     OutputState,
@@ -207,12 +209,14 @@ def run_extraction(
     part_rows: int = 1024,
     part_seconds: float = 60.0,
     log_every: float = 10.0,
+    remote: str | None = None,
 ) -> dict[str, Any]:
     """Embed every utterance not already in ``out_dir``'s parts, then write the final outputs.
 
     ``stream(rows)`` yields embedded batches (:func:`embed_rows`' columns) for the planned rows.
     Batches are buffered into parts of about ``part_rows`` rows or ``part_seconds`` seconds, so
-    an interruption loses at most that much work. Returns the summary.
+    an interruption loses at most that much work. With ``remote`` (the URI ``out_dir`` stages)
+    each part is uploaded there as soon as it is written. Returns the summary.
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -222,7 +226,7 @@ def run_extraction(
     with OutputLock(out_dir):  # a second job on the same folder is refused while this runs
         return _run_extraction(
             utterances, out_dir, state, stream, formats=formats, part_rows=part_rows,
-            part_seconds=part_seconds, log_every=log_every,
+            part_seconds=part_seconds, log_every=log_every, remote=remote,
         )  # fmt: skip
 
 
@@ -236,10 +240,11 @@ def _run_extraction(
     part_rows: int,
     part_seconds: float,
     log_every: float,
+    remote: str | None,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = open_output(out_dir, state)
-    store = PartStore(out, state.model_id)
+    store = PartStore(out, state.model_id, storage.join(remote, PARTS_DIR) if remote else None)
     if store.clean_tmp():
         log.info("removed temp files of an interrupted run in %s", store.dir)
     done = store.done_keys() & {u.key for u in utterances}

@@ -47,7 +47,14 @@ from ray_jobs.extract.core import (
     featurize_rows,
     run_extraction,
 )
-from ray_jobs.extract.output import Batch, ExtractError, OutputState, open_output
+from ray_jobs.extract.output import (
+    PARTS_DIR,
+    STATE_FILE,
+    Batch,
+    ExtractError,
+    OutputState,
+    open_output,
+)
 from ray_jobs.storage import check_output
 from ray_jobs.submission import run_name
 
@@ -156,26 +163,32 @@ def extract(
         raise ExtractError(f"--batch-size must be >= 1, got {batch_size}")
     check_output(output)  # a local folder on a multi-node cluster is refused before any work
     checkpoint = existing_checkpoint(checkpoint)  # a URI (s3://.../model.pt): a cached copy
-    location = output
-    if storage.is_uri(output):  # parts and results are staged here, then uploaded
-        output = storage.stage_dir(output, "extract")
+    remote = str(output).rstrip("/") if storage.is_uri(output) else None
+    if remote:  # staged here; parts are uploaded as they are written, results at the end
+        output = storage.stage_dir(remote, "extract")
+        # a run of this output started on another node (or this one): resume from its parts
+        pulled, total = storage.pull_tree(remote, output)
+        if total:
+            log.info("%s holds %d file(s); %d downloaded into %s", remote, total, pulled, output)
     embedder = SpeakerEmbedder.from_checkpoint(checkpoint)
     ckpt = read_checkpoint(checkpoint)
     state = OutputState(
         model_id=embedder.model_id, embed_dim=embedder.embed_dim, fbank=asdict(embedder.fbank_cfg)
     )
     open_output(output, state)  # refuse a mismatching output before starting Ray
+    if remote:  # the output's model binding, before any part
+        storage.upload_file(Path(output) / STATE_FILE, storage.join(remote, STATE_FILE))
     stream = ray_stream(
         ckpt, embedder.model_id, embedder.fbank_cfg, batch_size=batch_size, num_gpus=num_gpus,
         num_actors=num_actors, cpus_per_actor=cpus_per_actor,
         name=run_name("extract", Path(output).name or "output"),
     )  # fmt: skip
     summary = run_extraction(
-        utterances, output, state, stream, formats=formats, part_rows=part_rows
+        utterances, output, state, stream, formats=formats, part_rows=part_rows, remote=remote
     )
-    if storage.is_uri(location):
-        names = storage.upload_tree(output, location)
-        log.info("uploaded %d file(s) of %s to %s", len(names), output, location)
+    if remote:
+        names = storage.upload_tree(output, remote, exclude=(PARTS_DIR,))
+        log.info("uploaded %d result file(s) of %s to %s", len(names), output, remote)
     return summary
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datasets import storage
 from datasets.manifests import Utterance
 from models.checkpoint import atomic_write
 from models.pipelines.scoring import centroid
@@ -95,11 +96,14 @@ class PartStore:
     Each part holds whole rows (with their keys) and the ``model_id`` in its schema metadata;
     it appears under its final name only when complete (temp file + rename). Successful keys
     are skipped by a rerun; failed ones are retried (a transient error may have passed).
+    With ``remote`` (the ``parts`` folder of a URI output) every part is also uploaded as soon
+    as it is written, so a rerun on another node, which pulls them first, resumes from it.
     """
 
-    def __init__(self, out_dir: str | Path, model_id: str) -> None:
+    def __init__(self, out_dir: str | Path, model_id: str, remote: str | None = None) -> None:
         self.dir = Path(out_dir) / PARTS_DIR
         self.model_id = model_id
+        self.remote = remote
         self._seq = 0
         self._run = f"{time.time_ns():020d}-{os.getpid()}"
 
@@ -124,7 +128,10 @@ class PartStore:
         table = pa.Table.from_arrays(cols, schema=schema)
         path = self.dir / f"part-{self._run}-{self._seq:06d}.parquet"
         self._seq += 1
-        return atomic_write(path, lambda p: pq.write_table(table, p))
+        atomic_write(path, lambda p: pq.write_table(table, p))
+        if self.remote:
+            storage.upload_file(path, storage.join(self.remote, path.name))
+        return path
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
         """All parts, oldest first; a part written by another model raises ExtractError."""

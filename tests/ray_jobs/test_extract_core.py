@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from datasets import storage
 from datasets.audio import load_audio, write_audio
 from datasets.manifests import scan_tree
 from models.pipelines.speaker import SpeakerEmbedder
@@ -279,6 +280,41 @@ def test_resume_after_deleting_parts(corpus, embedder, full_run, tmp_path):
         [u for u in utts if "zz_" not in u.key], out, _state(embedder), never, part_rows=4
     )
     assert summary["num_embedded"] == 12 and summary["num_failed"] == 0
+
+
+def test_parts_reach_a_uri_output_as_written_and_resume_elsewhere(
+    corpus, embedder, full_run, s3_bucket, tmp_path
+):
+    """A URI output (a real S3 server on loopback): each part is uploaded when it is written, so
+    a run interrupted on one node resumes on another from the bucket's parts alone."""
+    _, utts, _ = corpus
+    remote = f"{s3_bucket}/emb"
+    inner = local_stream(embedder, batch_size=4)
+
+    def crashing(rows):
+        for i, batch in enumerate(inner(rows)):
+            if i == 2:
+                raise KeyboardInterrupt  # the node is lost after two batches
+            yield batch
+
+    here = tmp_path / "node-a"
+    with pytest.raises(KeyboardInterrupt):
+        run_extraction(utts, here, _state(embedder), crashing, part_rows=4, remote=remote)
+    written = sorted(p.name for p in PartStore(here, embedder.model_id).parts())
+    uploaded = sorted(Path(n).name for n in storage.list_files(f"{remote}/parts"))
+    assert written and uploaded == written
+    # another node: nothing local but what it pulls from the bucket (as extract() does first)
+    there = tmp_path / "node-b"
+    storage.pull_tree(remote, there)
+    saved = PartStore(there, embedder.model_id).done_keys()
+    assert saved
+    summary = run_extraction(
+        utts, there, _state(embedder), inner, formats=("parquet", "pkl"), part_rows=4,
+        remote=remote,
+    )  # fmt: skip
+    assert summary["resumed_from_parts"] == len(saved)
+    assert summary["processed_this_run"] == 14 - len(saved)
+    _assert_same_outputs(full_run[0], there)
 
 
 def test_other_model_is_refused(corpus, embedder, full_run, tmp_path):

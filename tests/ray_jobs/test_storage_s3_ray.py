@@ -11,6 +11,7 @@ writes its outputs to S3 too.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -79,3 +80,9 @@ def test_train_to_s3_resumes_after_worker_kill_then_evaluate_and_extract_read_it
     assert "utterances.parquet" in storage.list_files(emb)
     table = pq.read_table(storage.fetch(f"{emb}/utterances.parquet"))
     assert table.num_rows == 8 * 6
+    assert any(n.startswith("parts/") for n in storage.list_files(emb))  # uploaded as written
+    # the same command on another node (no local stage folder): it resumes from the bucket
+    shutil.rmtree(storage.stage_dir(emb, "extract"))
+    assert extract(argv) == 0
+    summary = json.loads(storage.read_text(f"{emb}/summary.json"))
+    assert summary["processed_this_run"] == 0 and summary["resumed_from_parts"] == 8 * 6
