@@ -12,6 +12,12 @@ Under ``ray job submit --working-dir .`` the driver runs inside Ray's temporary 
 package (``.../runtime_resources/working_dir_files/_ray_pkg_...``), which Ray deletes when the
 package is garbage-collected: a relative ``--output`` (or the default ``runs/<name>``) would
 resolve into it and be lost, so any output inside it is refused as well, single node or not.
+
+Training *inputs* have the same constraint the other way round: Ray Data's read tasks open the
+packed shards on whichever node they run, so on a multi-node cluster the shards (given, or
+packed by the driver from an audio tree) must be on a shared mount too. A URI input is copied
+into this node's cache (h5py reads local files), so it counts as shared only when the cache
+(``$VOXRAY_CACHE``) is on the mount. ``check_inputs`` refuses the rest before any packing.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from pathlib import Path
 import ray
 
 from datasets import storage
+from datasets.hdf5_shards import MANIFEST_NAME
 from datasets.ray_data import init_ray
+from models.hub.download import cache_root
 
 log = logging.getLogger("ray_jobs.storage")
 
@@ -33,6 +41,14 @@ _JOB_PACKAGE_MARKER = "working_dir_files"  # Ray's folder of unpacked working_di
 WHAT_TO_PASS = (
     "pass --output s3://BUCKET/PREFIX (or gs://...), or a path on a mount every node shares "
     f"and name that mount in {SHARED_MOUNTS_ENV} (README: Cluster > Storage)"
+)
+
+
+INPUTS_WHAT_TO_PASS = (
+    "put the data (an audio tree or packed shards) on a mount every node shares and name it "
+    f"in {SHARED_MOUNTS_ENV}; for an audio tree also set data.pack_dir to a folder there (or "
+    "pack it there first: python -m ray_jobs.pack); for s3:// or gs:// data set VOXRAY_CACHE "
+    "to a folder on the mount (README: Cluster > Storage)"
 )
 
 
@@ -78,4 +94,45 @@ def check_output(output: str | os.PathLike) -> None:
         raise ValueError(
             f"--output {path} is a local folder and this Ray cluster has {nodes} nodes: the "
             f"other nodes cannot write checkpoints or results there; {WHAT_TO_PASS}"
+        )
+
+
+def _is_packed(path: Path) -> bool:
+    """True for a shard manifest or a folder holding one (read as is, never packed again)."""
+    return path.name == MANIFEST_NAME or (path / MANIFEST_NAME).is_file()
+
+
+def check_inputs(inputs: dict[str, str], pack_root: str | os.PathLike) -> None:
+    """Raise a ``ValueError`` that says what to pass when a training input (``{"train": path or
+    URI, "noise": ...}``, empty values skipped) or the folder its shards are packed into
+    (``pack_root``) is seen by this node only, on a cluster with more than one node (module
+    docstring). Call after :func:`check_output`, which connects a submitted job."""
+    if not ray.is_initialized() or alive_nodes() <= 1:
+        return
+    cache = (cache_root() / "storage").resolve()
+    local_only: list[str] = []
+    packs = False
+    for field, value in inputs.items():
+        if not value:
+            continue
+        if storage.is_uri(value):
+            if not on_shared_mount(cache):
+                local_only.append(f"data.{field} {value} (copied into this node's cache {cache})")
+            manifest = (
+                value if value.endswith(MANIFEST_NAME) else storage.join(value, MANIFEST_NAME)
+            )
+            packs = packs or not storage.exists(manifest)
+            continue
+        path = storage.local_path(value)
+        if not on_shared_mount(path):
+            local_only.append(f"data.{field} {path}")
+        packs = packs or not _is_packed(path)
+    root = Path(pack_root).resolve()
+    if packs and not on_shared_mount(root):
+        local_only.append(f"the shards packed from the data, in {root}")
+    if local_only:
+        raise ValueError(
+            f"this Ray cluster has {alive_nodes()} nodes and its data-reading tasks run on any "
+            f"of them, but these are on this node only: {'; '.join(local_only)}. "
+            + INPUTS_WHAT_TO_PASS
         )

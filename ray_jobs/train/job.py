@@ -38,9 +38,9 @@ from datasets import storage
 from models.checkpoint import atomic_write, read_checkpoint
 from models.config import ConfigError
 from models.registry import resolve_task
-from ray_jobs.storage import check_output
+from ray_jobs.storage import check_inputs, check_output
 from ray_jobs.submission import run_name
-from ray_jobs.train.data import build_train_data
+from ray_jobs.train.data import DATA_INPUTS, build_train_data
 from ray_jobs.train.experiment import ExperimentConfig, experiment_from_dict
 from ray_jobs.train.logbook import CSV_NAME, CURVES_NAME, TB_DIR, pick_best
 from ray_jobs.train.loop import TrainLoop
@@ -164,6 +164,8 @@ def run_training(
     start = latest_checkpoint(storage_folder(location, exp)) or resume_from
     if start is not None and resume_from is None:
         log.info("%s already holds checkpoints of this experiment: continuing it", location)
+    # every node reads the shards: on a multi-node cluster they must be shared (before packing)
+    check_inputs({k: getattr(exp.data, k) for k in DATA_INPUTS}, exp.data.pack_dir or output)
     data = build_train_data(exp, output)  # Ray-free preparation first, then init_ray()
     if data.task_config:
         exp_dict = exp.to_dict()

@@ -61,6 +61,25 @@ def _local_output_refused(path: Path) -> str:
     return message
 
 
+def _local_data_refused(data: Path, pack_root: Path) -> str:
+    """``check_inputs``' message for training data and a pack folder outside the named shared
+    mount ('' if accepted); on the mount both pass."""
+    import os
+
+    from ray_jobs.storage import check_inputs
+
+    mounts = os.environ.pop("VOXRAY_SHARED_MOUNTS")
+    try:
+        check_inputs({"train": str(data), "val": ""}, pack_root)
+        message = ""
+    except ValueError as exc:
+        message = str(exc)
+    finally:
+        os.environ["VOXRAY_SHARED_MOUNTS"] = mounts
+    check_inputs({"train": str(data), "val": ""}, pack_root)  # on the named mount: accepted
+    return message
+
+
 def _drive(storage: Path) -> dict:
     """Run the two-node scenario; returns what happened and how long each part took."""
     import ray
@@ -92,6 +111,7 @@ def _drive(storage: Path) -> dict:
             log_to_driver=False,
         )
         refused = _local_output_refused(storage / "local-run")
+        data_refused = _local_data_refused(storage / "data", storage / "run")
         exp = load_experiment(
             CONFIG,
             overrides={
@@ -149,6 +169,7 @@ def _drive(storage: Path) -> dict:
         return {
             "error": result.get("error"),
             "local_output_refused": refused,
+            "local_data_refused": data_refused,
             "killed_epoch": killed["epoch"],
             "nodes_before": worker_nodes,
             "nodes_after": nodes_after,
@@ -185,6 +206,9 @@ def test_training_resumes_from_storage_after_a_node_is_lost(tmp_path):
     assert got["error"] is None, got
     # a local --output on a multi-node cluster is refused up front, saying what to pass
     assert "3 nodes" in got["local_output_refused"] and "s3://" in got["local_output_refused"]
+    # so is training data (and its packed shards) that only the driver's node sees
+    data_msg = got["local_data_refused"]
+    assert "data.train" in data_msg and "shards packed" in data_msg and "pack_dir" in data_msg
     assert got["resume_after_node_loss_s"] is not None, got
     # one worker per node before the loss; after it, the restarted group runs on the survivor
     assert sorted(got["nodes_before"]) == sorted({got["survivor"], got["doomed"]}), got
