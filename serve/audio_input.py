@@ -410,7 +410,9 @@ def _outside(path: str) -> ServiceError:
     )
 
 
-def read_allowed_file(path: str, roots: tuple[Path, ...], max_bytes: int, field: str) -> bytes:
+def read_allowed_file(
+    path: str, roots: tuple[Path, ...], max_bytes: int, field: str, what: str = "audio file"
+) -> bytes:
     """The bytes of the regular file ``path`` inside ``roots``, opened race-free.
 
     The name is checked first (:func:`resolve_allowed_path`: no ``..``, inside a root), then
@@ -425,7 +427,7 @@ def read_allowed_file(path: str, roots: tuple[Path, ...], max_bytes: int, field:
     try:
         fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError as exc:
-        raise ServiceError(404, "path_not_found", f"{field}: {path}: no such audio file") from exc
+        raise ServiceError(404, "path_not_found", f"{field}: {path}: no such {what}") from exc
     except OSError as exc:
         raise ServiceError(
             403, "path_not_allowed", f"{field}: {path} cannot be opened ({exc.strerror})"
@@ -441,7 +443,7 @@ def read_allowed_file(path: str, roots: tuple[Path, ...], max_bytes: int, field:
             raise _outside(path)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ServiceError(404, "path_not_found", f"{field}: {path}: no such audio file")
+            raise ServiceError(404, "path_not_found", f"{field}: {path}: no such {what}")
         if st.st_size > max_bytes:
             raise ServiceError(
                 413,

@@ -142,6 +142,8 @@ class AppArgs(BaseModel):
     max_request_audio_seconds: float = Field(600.0, gt=0.0)
     max_candidates: int = Field(64, ge=1)  # /verify_batch candidates and audios per enrollment
     max_import_files: int = Field(5000, ge=1)  # /speakers/import of a folder tree
+    # /speakers/import of a speakers.parquet (100k speakers of 192 dims is about 80 MB)
+    max_import_mb: float = Field(256.0, gt=0.0)
     allowed_roots: list[str] = Field(default_factory=list)  # server-side paths must lie here
     # The HTTP edge (README "Security"): API keys (serve/auth.py), CORS, JSON body limits.
     api_keys_file: str | None = None  # {name: {hash, scopes}}; python -m serve.keys writes it

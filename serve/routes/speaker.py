@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from datasets.audio import AudioBudget
 from datasets.manifests import ManifestError, WalkLimits, scan_tree
 from serve import schemas as S
-from serve.audio_input import resolve_allowed_path
+from serve.audio_input import read_allowed_file, resolve_allowed_path
 from serve.auth import audit
 from serve.context import ServeContext
 from serve.errors import ERRORS, ServiceError, request_body
@@ -397,9 +397,15 @@ class SpeakerRoutes:
         model = self.ctx.embedding.active
         model_id = await store_model_id(self.ctx, model)
         if path.is_file() and path.suffix == ".parquet":
-            speakers = self.ctx.store.import_speakers_parquet(
-                path, group=req.group, model_id=model_id
+            # read through the opened-descriptor check, bounded, off the event loop
+            max_bytes = int(self.ctx.args.max_import_mb * 1e6)
+            data = await asyncio.to_thread(
+                read_allowed_file, req.path, self.ctx.roots, max_bytes, "path", "parquet file"
             )
+            speakers = await asyncio.to_thread(
+                self.ctx.store.import_speakers_parquet,
+                data, group=req.group, model_id=model_id, name=req.path,
+            )  # fmt: skip
             return _import_response(req.group, "parquet", speakers)
         if path.is_file():
             raise ServiceError(

@@ -332,22 +332,34 @@ class SpeakerStore(Database):
             return [self._get(conn, sid) for sid in ids]
 
     def import_speakers_parquet(
-        self, path: str | os.PathLike, *, group: str, model_id: str
+        self,
+        source: str | os.PathLike | bytes,
+        *,
+        group: str,
+        model_id: str,
+        name: str | None = None,
     ) -> list[Speaker]:
         """Enroll every row of an extraction job's ``speakers.parquet`` into ``group``.
 
-        Columns: ``key, dataset, speaker_id, num_utterances, embedding (list<float32>)``; each
-        row is one speaker whose stored embedding is the row's (centroid) embedding, named
-        ``speaker_id``, with ``metadata = {dataset, key, num_utterances, source}``. One
-        transaction: a bad file enrolls nobody.
+        ``source`` is the file's path or its bytes (what the service read through its
+        allowed-path check); ``name`` is how messages and the speakers' ``source`` metadata
+        name it (default: the path). Columns: ``key, dataset, speaker_id, num_utterances,
+        embedding (list<float32>)``; each row is one speaker whose stored embedding is the
+        row's (centroid) embedding, named ``speaker_id``, with ``metadata = {dataset, key,
+        num_utterances, source}``. One transaction: a bad file enrolls nobody.
         """
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        path = Path(path)
-        if not path.is_file():
-            raise StoreError(f"{path} does not exist")
+        if isinstance(source, bytes):
+            path = name or "speakers.parquet"
+            readable = pa.BufferReader(source)
+        else:
+            if not Path(source).is_file():
+                raise StoreError(f"{name or source} does not exist")
+            path, readable = name or str(source), Path(source)
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(readable)
         except Exception as exc:
             raise StoreError(f"{path} is not a readable parquet file: {exc}") from exc
         need = {"key", "dataset", "speaker_id", "num_utterances", "embedding"}

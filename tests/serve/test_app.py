@@ -376,7 +376,9 @@ def test_bulk_import_tree_and_gallery(client, files):
     )
     assert pqr["source"] == "parquet" and [s["name"] for s in pqr["speakers"]] == ["p1", "p2"]
     (files["audio_root"] / "bad.parquet").write_bytes(b"not parquet")
-    expect_error(client.post("/speakers/import", json={"path": "bad.parquet"}), 400)
+    bad = client.post("/speakers/import", json={"path": "bad.parquet"})
+    expect_error(bad, 400)
+    assert "bad.parquet" in bad.text and str(files["audio_root"]) not in bad.text  # as sent
 
     emb = rng.standard_normal((3, dim)).tolist()
     gal = expect_ok(

@@ -275,6 +275,17 @@ def test_parquet_import(store, tmp_path):
         store.import_speakers_parquet(tmp_path / "bad.parquet", group="corpus", model_id=MODEL)
     with pytest.raises(StoreError, match="does not exist"):
         store.import_speakers_parquet(tmp_path / "none.parquet", group="corpus", model_id=MODEL)
+    # the bytes the service read through its path check, named as the client sent the path
+    again = store.import_speakers_parquet(
+        path.read_bytes(), group="bytes", model_id=MODEL, name="jobs/speakers.parquet"
+    )
+    assert [s.name for s in again] == ["id1", "id2", "id1"]
+    assert again[0].metadata["source"] == "jobs/speakers.parquet"
+    with pytest.raises(StoreError, match=r"^jobs/bad.parquet lacks columns"):
+        store.import_speakers_parquet(
+            (tmp_path / "bad.parquet").read_bytes(), group="x", model_id=MODEL,
+            name="jobs/bad.parquet",
+        )  # fmt: skip
 
 
 def test_identify_with_asnorm_scores(store):
