@@ -100,12 +100,17 @@ def is_file(location: str | os.PathLike) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.File
 
 
-def list_files(location: str | os.PathLike, recursive: bool = True) -> list[str]:
-    """Files under ``location``, as sorted paths relative to it ([] when it does not exist)."""
+def _file_sizes(location: str | os.PathLike, recursive: bool = True) -> dict[str, int]:
+    """``relative path -> size`` of the files under ``location`` (one listing call)."""
     fs, root = resolve(location)
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=recursive, allow_not_found=True))
     root = root.rstrip("/")
-    return sorted(i.path[len(root) + 1 :] for i in infos if i.type == pafs.FileType.File)
+    return {i.path[len(root) + 1 :]: i.size for i in infos if i.type == pafs.FileType.File}
+
+
+def list_files(location: str | os.PathLike, recursive: bool = True) -> list[str]:
+    """Files under ``location``, as sorted paths relative to it ([] when it does not exist)."""
+    return sorted(_file_sizes(location, recursive))
 
 
 def read_bytes(location: str | os.PathLike) -> bytes:
@@ -210,16 +215,14 @@ def fetch(location: str | os.PathLike, cache: str | os.PathLike | None = None) -
 def pull_tree(location: str | os.PathLike, dst: str | os.PathLike) -> tuple[int, int]:
     """Copy every file under ``location`` to the same relative path under local folder ``dst``,
     skipping files already there with the same size; ``(downloaded, total)`` files."""
-    names = list_files(location)
-    fs, base = resolve(location)
+    sizes = _file_sizes(location)  # the listing carries the sizes: no stat per file
     fetched = 0
-    for name in names:
+    for name, size in sorted(sizes.items()):
         local = Path(dst) / name
-        size = fs.get_file_info(f"{base.rstrip('/')}/{name}").size
         if not (local.is_file() and local.stat().st_size == size):
             download_file(join(location, name), local)
             fetched += 1
-    return fetched, len(names)
+    return fetched, len(sizes)
 
 
 def mirror(location: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:

@@ -97,9 +97,13 @@ def check_output(output: str | os.PathLike) -> None:
         )
 
 
-def _is_packed(path: Path) -> bool:
-    """True for a shard manifest or a folder holding one (read as is, never packed again)."""
-    return path.name == MANIFEST_NAME or (path / MANIFEST_NAME).is_file()
+def _is_packed(location: str) -> bool:
+    """True for a shard manifest (path or URI) or a folder holding one: read as is, never
+    packed again."""
+    name = location.rstrip("/").rsplit("/", 1)[-1]
+    return storage.exists(
+        location if name == MANIFEST_NAME else storage.join(location, MANIFEST_NAME)
+    )
 
 
 def check_inputs(inputs: dict[str, str], pack_root: str | os.PathLike) -> None:
@@ -107,32 +111,28 @@ def check_inputs(inputs: dict[str, str], pack_root: str | os.PathLike) -> None:
     URI, "noise": ...}``, empty values skipped) or the folder its shards are packed into
     (``pack_root``) is seen by this node only, on a cluster with more than one node (module
     docstring). Call after :func:`check_output`, which connects a submitted job."""
-    if not ray.is_initialized() or alive_nodes() <= 1:
+    if not ray.is_initialized():
+        return
+    nodes = alive_nodes()
+    if nodes <= 1:
         return
     cache = (cache_root() / "storage").resolve()
     local_only: list[str] = []
-    packs = False
     for field, value in inputs.items():
         if not value:
             continue
         if storage.is_uri(value):
             if not on_shared_mount(cache):
                 local_only.append(f"data.{field} {value} (copied into this node's cache {cache})")
-            manifest = (
-                value if value.endswith(MANIFEST_NAME) else storage.join(value, MANIFEST_NAME)
-            )
-            packs = packs or not storage.exists(manifest)
-            continue
-        path = storage.local_path(value)
-        if not on_shared_mount(path):
-            local_only.append(f"data.{field} {path}")
-        packs = packs or not _is_packed(path)
+        elif not on_shared_mount(storage.local_path(value)):
+            local_only.append(f"data.{field} {storage.local_path(value)}")
+    packs = any(not _is_packed(v) for v in inputs.values() if v)
     root = Path(pack_root).resolve()
     if packs and not on_shared_mount(root):
         local_only.append(f"the shards packed from the data, in {root}")
     if local_only:
         raise ValueError(
-            f"this Ray cluster has {alive_nodes()} nodes and its data-reading tasks run on any "
+            f"this Ray cluster has {nodes} nodes and its data-reading tasks run on any "
             f"of them, but these are on this node only: {'; '.join(local_only)}. "
             + INPUTS_WHAT_TO_PASS
         )
